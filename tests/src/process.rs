@@ -1,0 +1,164 @@
+//! Child processes owned by a test: output goes to a log file, the process is killed when its
+//! handle drops, and when a test is failing (the thread is panicking) the log's tail is printed so
+//! the failure explains itself.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Errors starting or stopping a process.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("creating log file {path}: {source}")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting {name} ({program}): {source}")]
+    Spawn {
+        name: String,
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How a child relates to the process that started it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Killed when the handle drops (tests).
+    Owned,
+    /// Survives its starter in its own process group (`make cluster`); stopped by PID later.
+    Detached,
+}
+
+/// A running child process with its log file.
+#[derive(Debug)]
+pub struct ManagedProcess {
+    name: String,
+    child: Child,
+    log_path: PathBuf,
+    lifetime: Lifetime,
+}
+
+impl ManagedProcess {
+    /// Starts `cmd` with stdout and stderr appended to `log_path`.
+    pub fn spawn(
+        name: impl Into<String>,
+        mut cmd: Command,
+        log_path: &Path,
+        lifetime: Lifetime,
+    ) -> Result<Self, ProcessError> {
+        let name = name.into();
+        let log = File::create(log_path).map_err(|source| ProcessError::Log {
+            path: log_path.to_owned(),
+            source,
+        })?;
+        let log_err = log.try_clone().map_err(|source| ProcessError::Log {
+            path: log_path.to_owned(),
+            source,
+        })?;
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
+        if lifetime == Lifetime::Detached {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
+        let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+            name: name.clone(),
+            program: cmd.get_program().to_string_lossy().into_owned(),
+            source,
+        })?;
+        Ok(Self {
+            name,
+            child,
+            log_path: log_path.to_owned(),
+            lifetime,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last `lines` lines of the log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log_path, lines)
+    }
+
+    /// Asks the process to stop (SIGTERM), waits up to `grace`, then kills it.
+    pub fn stop(&mut self, grace: Duration) {
+        if self.exited().is_some() {
+            return;
+        }
+        terminate(self.child.id());
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.exited().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ManagedProcess {
+    fn drop(&mut self) {
+        if self.lifetime == Lifetime::Detached {
+            return;
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} log ({}), last lines ----\n{}",
+                self.name,
+                self.log_path.display(),
+                self.log_tail(60)
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends SIGTERM to `pid` through kill(1); the workspace forbids the unsafe libc call.
+pub fn terminate(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Whether a process with this PID exists.
+pub fn is_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+}
+
+/// The last `lines` lines of a text file, or a note that it could not be read.
+pub fn tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
