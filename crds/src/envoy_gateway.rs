@@ -20,6 +20,8 @@ pub const DEFAULT_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Desired state of one Envoy Gateway environment. The namespace of the resource is the
 /// environment's control-plane namespace.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+// Each printcolumn(...) repeats the same keys, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "operator.gateway.envoyproxy.io",
     version = "v1alpha1",
@@ -32,9 +34,23 @@ pub const DEFAULT_VERSION: &str = env!("CARGO_PKG_VERSION");
     status = "EnvoyGatewayStatus",
     derive = "PartialEq",
     doc = "EnvoyGateway declares one environment of Envoy Gateway: its control plane, the defaults of its Envoy proxy fleets and its certificates. The operator creates and runs everything behind it.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the environment is ready"),
-    printcolumn(name = "Version", type_ = "string", json_path = ".status.version", description = "Operand version actually running"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the environment is ready"
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.version",
+        description = "Operand version actually running"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EnvoyGatewaySpec {
@@ -46,7 +62,9 @@ pub struct EnvoyGatewaySpec {
     /// Name of the GatewayClass this environment creates and owns. Gateways of this class are
     /// served by this environment's control plane.
     #[schemars(length(min = 1, max = 253))]
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    #[schemars(regex(
+        pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+    ))]
     pub gateway_class_name: String,
 
     /// Namespaces whose Gateway API resources this environment serves. Empty means all

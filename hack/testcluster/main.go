@@ -47,8 +47,12 @@ func exitWithParent() {
 	for {
 		time.Sleep(200 * time.Millisecond)
 		if os.Getppid() != parent {
+			// The first SIGTERM starts a graceful shutdown; Kubernetes components exit at once on
+			// a second, and kube-apiserver's graceful path can stall once its clients are gone.
 			_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
-			time.Sleep(10 * time.Second)
+			time.Sleep(2 * time.Second)
+			_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+			time.Sleep(5 * time.Second)
 			os.Exit(1)
 		}
 	}

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::telemetry::TelemetryArgs;
 
 #[derive(Debug, Parser)]
-#[command(name = "eg-operator", version, about = "Runs Envoy Gateway in production on Kubernetes")]
+#[command(
+    name = "eg-operator",
+    version,
+    about = "Runs Envoy Gateway in production on Kubernetes"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
@@ -46,11 +50,16 @@ impl CliError {
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    let Cli { telemetry: _, command } = cli;
+    let Cli {
+        telemetry: _,
+        command,
+    } = cli;
     match command {
         Command::Crds(CrdsArgs {}) => {
             let yaml = eg_crds::render_yaml()?;
-            std::io::stdout().write_all(yaml.as_bytes()).map_err(CliError::Stdout)
+            std::io::stdout()
+                .write_all(yaml.as_bytes())
+                .map_err(CliError::Stdout)
         }
     }
 }

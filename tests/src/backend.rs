@@ -177,9 +177,18 @@ where
 
 type EchoBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-async fn answer(req: Request<Incoming>, backend: &str, peer: SocketAddr, tls: TlsInfo) -> Response<EchoBody> {
+async fn answer(
+    req: Request<Incoming>,
+    backend: &str,
+    peer: SocketAddr,
+    tls: TlsInfo,
+) -> Response<EchoBody> {
     let (parts, body) = req.into_parts();
-    let body_len = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let body_len = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
     let mut headers = BTreeMap::<String, String>::new();
     for (k, v) in &parts.headers {
         let v = String::from_utf8_lossy(v.as_bytes()).into_owned();

@@ -159,7 +159,12 @@ impl ControlPlane {
             // The shared test cluster is never dropped; etcd, the last to stop, cleans up.
             etcd.arg(format!("--remove-on-exit={}", state_dir.display()));
         }
-        processes.push(ManagedProcess::spawn("etcd", etcd, &state_dir.join("etcd.log"), lifetime)?);
+        processes.push(ManagedProcess::spawn(
+            "etcd",
+            etcd,
+            &state_dir.join("etcd.log"),
+            lifetime,
+        )?);
 
         let mut apiserver = command("kube-apiserver");
         apiserver.args([
@@ -198,7 +203,7 @@ impl ControlPlane {
                 format!("--cluster-signing-cert-file={ca_crt}"),
                 format!("--cluster-signing-key-file={ca_key}"),
                 "--use-service-account-credentials=false".into(),
-                ]);
+            ]);
             processes.push(ManagedProcess::spawn(
                 "kube-controller-manager",
                 kcm,
@@ -213,7 +218,13 @@ impl ControlPlane {
             server,
             processes,
         };
-        control_plane.wait_ready(Duration::from_secs(90)).await?;
+        if let Err(e) = control_plane.wait_ready(Duration::from_secs(90)).await {
+            // Detached processes would otherwise outlive a failed start.
+            for p in control_plane.processes.iter_mut().rev() {
+                p.stop(Duration::from_secs(5));
+            }
+            return Err(e);
+        }
         Ok(control_plane)
     }
 
@@ -247,9 +258,9 @@ impl ControlPlane {
                     });
                 }
             }
-            let req = http::Request::get("/readyz").body(Vec::new()).map_err(|e| {
-                ClusterError::Kube(kube::Error::HttpError(e))
-            })?;
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .map_err(|e| ClusterError::Kube(kube::Error::HttpError(e)))?;
             let last = match client.request_text(req).await {
                 Ok(body) if body.trim() == "ok" => return Ok(()),
                 Ok(body) => body,
@@ -298,13 +309,12 @@ pub fn read_crds_dir(dir: &Path) -> Result<Vec<CustomResourceDefinition>, Cluste
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(io_err(&file))?;
         for (index, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
-            let value = serde_json::Value::deserialize(doc).map_err(|source| {
-                ClusterError::CrdYaml {
+            let value =
+                serde_json::Value::deserialize(doc).map_err(|source| ClusterError::CrdYaml {
                     file: file.clone(),
                     index,
                     source,
-                }
-            })?;
+                })?;
             if value.get("kind").and_then(|k| k.as_str()) != Some("CustomResourceDefinition") {
                 continue;
             }
@@ -390,7 +400,9 @@ impl TestCluster {
 
     /// Log file of a component (`etcd`, `kube-apiserver`, `kube-controller-manager`).
     pub fn log_path(&self, component: &str) -> PathBuf {
-        self.control_plane.state_dir.join(format!("{component}.log"))
+        self.control_plane
+            .state_dir
+            .join(format!("{component}.log"))
     }
 }
 

@@ -65,7 +65,12 @@ impl TestCa {
         common_name: &str,
         organization: Option<&str>,
     ) -> Result<CertPair, rcgen::Error> {
-        self.leaf(common_name, organization, &[], ExtendedKeyUsagePurpose::ClientAuth)
+        self.leaf(
+            common_name,
+            organization,
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
     }
 
     fn leaf(
@@ -106,7 +111,12 @@ impl ClusterPki {
         let ca = TestCa::new("eg-testcluster-ca")?;
         let apiserver = ca.server_cert(
             "kube-apiserver",
-            &["127.0.0.1", "localhost", "kubernetes", "kubernetes.default.svc"],
+            &[
+                "127.0.0.1",
+                "localhost",
+                "kubernetes",
+                "kubernetes.default.svc",
+            ],
         )?;
         let admin = ca.client_cert("eg-admin", Some("system:masters"))?;
         let service_account = KeyPair::generate()?;

@@ -99,18 +99,21 @@ impl ManagedProcess {
         tail(&self.log_path, lines)
     }
 
-    /// Asks the process to stop (SIGTERM), waits up to `grace`, then kills it.
+    /// Asks the process to stop (SIGTERM), repeats the request halfway through `grace` (a second
+    /// SIGTERM makes Kubernetes components skip their graceful path), then kills it.
     pub fn stop(&mut self, grace: Duration) {
-        if self.exited().is_some() {
-            return;
-        }
-        terminate(self.child.id());
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
+        for _ in 0..2 {
             if self.exited().is_some() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            terminate(self.child.id());
+            let deadline = Instant::now() + grace / 2;
+            while Instant::now() < deadline {
+                if self.exited().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

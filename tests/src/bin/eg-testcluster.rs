@@ -77,7 +77,11 @@ async fn up(dir: &Path) -> anyhow::Result<()> {
     })
     .await
     .context("starting the control plane")?;
-    let pid_list: Vec<String> = control_plane.pids().iter().map(|(_, p)| p.to_string()).collect();
+    let pid_list: Vec<String> = control_plane
+        .pids()
+        .iter()
+        .map(|(_, p)| p.to_string())
+        .collect();
     std::fs::write(dir.join("pids"), pid_list.join("\n")).context("writing pids")?;
     let client = kube::Client::try_from(control_plane.kube_config().await?)?;
     let n = cluster::install_project_crds(&client)
@@ -95,21 +99,35 @@ async fn up(dir: &Path) -> anyhow::Result<()> {
 
 fn down(dir: &Path) -> anyhow::Result<()> {
     let pids = read_pids(dir);
-    // Reverse start order: controller-manager, apiserver, then etcd.
-    for pid in pids.iter().rev() {
-        process::terminate(*pid);
-    }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while pids.iter().any(|p| process::is_alive(*p)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
+    // Reverse start order: controller-manager, apiserver, then etcd. Kubernetes components shut
+    // down gracefully on the first SIGTERM and exit at once on a second; kube-apiserver's graceful
+    // path can hang for a long time once its clients are gone, so the second follows shortly.
+    for round in 0..2 {
+        for pid in pids.iter().rev().filter(|p| process::is_alive(**p)) {
+            process::terminate(*pid);
+        }
+        let deadline = Instant::now() + Duration::from_secs(if round == 0 { 3 } else { 10 });
+        while pids.iter().any(|p| process::is_alive(*p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     for pid in pids.iter().filter(|p| process::is_alive(**p)) {
+        eprintln!("process {pid} ignored two SIGTERMs; killing it");
         let _ = std::process::Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status();
     }
-    if pids.iter().any(|p| process::is_alive(*p)) {
-        bail!("processes {pids:?} survived SIGKILL");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| process::is_alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let survivors: Vec<String> = pids
+        .iter()
+        .filter(|p| process::is_alive(**p))
+        .map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default())
+        .collect();
+    if !survivors.is_empty() {
+        bail!("processes survived SIGKILL: {survivors:?}");
     }
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
