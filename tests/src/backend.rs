@@ -261,3 +261,32 @@ pub fn decode_grpc_echo(body: &[u8]) -> Option<Echo> {
     let len = u32::from_be_bytes(body.get(1..5)?.try_into().ok()?) as usize;
     serde_json::from_slice(body.get(5..5 + len)?).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_echo_frame_decodes_and_rejects_truncation() {
+        let echo = Echo {
+            backend: "b".into(),
+            method: "POST".into(),
+            path: "/svc/M".into(),
+            query: None,
+            host: None,
+            headers: BTreeMap::new(),
+            protocol: "HTTP/2.0".into(),
+            peer: "127.0.0.1:1".into(),
+            tls: false,
+            sni: None,
+            body_len: 0,
+        };
+        let json = serde_json::to_vec(&echo).expect("json");
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&u32::try_from(json.len()).expect("len").to_be_bytes());
+        frame.extend_from_slice(&json);
+        assert_eq!(decode_grpc_echo(&frame), Some(echo));
+        assert_eq!(decode_grpc_echo(&frame[..frame.len() - 1]), None);
+        assert_eq!(decode_grpc_echo(&[0, 0]), None);
+    }
+}

@@ -491,3 +491,34 @@ where
         Err(join) => panic!("test in namespace {name} was cancelled: {join}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_crds_dir_keeps_only_crds_and_names_bad_documents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  names: {kind: Widget, plural: widgets}\n  scope: Namespaced\n  versions: []\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {name: p}\n",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("notes.txt"), "not yaml: [").expect("write");
+        let crds = read_crds_dir(dir.path()).expect("read");
+        assert_eq!(crds.len(), 1);
+        assert_eq!(
+            crds[0].metadata.name.as_deref(),
+            Some("widgets.example.com")
+        );
+
+        std::fs::write(dir.path().join("b.yaml"), "kind: [unclosed\n").expect("write");
+        let err = read_crds_dir(dir.path()).expect_err("bad YAML must fail");
+        let message = err.to_string();
+        assert!(
+            message.contains("b.yaml") && message.contains("document 0"),
+            "{message}"
+        );
+        assert_eq!(err.category(), "crd_yaml");
+    }
+}
