@@ -1,10 +1,16 @@
 //! Command-line surface of `eg-operator`: argument parsing and dispatch to subcommands.
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::plan::{PlanError, offline_plan, read_envoy_gateway};
 use crate::telemetry::TelemetryArgs;
+
+/// Default image repository of the control plane; the tag is the operand version.
+pub const DEFAULT_IMAGE_REPOSITORY: &str = "quay.io/eg-operator/eg-operator";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,42 +30,104 @@ pub struct Cli {
 pub enum Command {
     /// Print every CustomResourceDefinition this project owns, as YAML.
     Crds(CrdsArgs),
+    /// Show what the operator would create for an EnvoyGateway, in apply order (like
+    /// `terraform plan`). Exits 0 when nothing would change, 2 when changes are pending.
+    Plan(PlanArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct CrdsArgs {}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The EnvoyGateway manifest.
+    #[arg(short = 'f', long = "filename")]
+    pub file: PathBuf,
+    /// Namespace of the EnvoyGateway when its manifest does not set one.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Image repository of the control plane.
+    #[arg(long, default_value = DEFAULT_IMAGE_REPOSITORY)]
+    pub image_repository: String,
+}
 
 /// Errors of the command-line tools.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("rendering CRDs: {0}")]
     RenderCrds(#[from] eg_crds::RenderError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("rendering JSON: {0}")]
+    Json(#[from] serde_json::Error),
     #[error("writing to stdout: {0}")]
     Stdout(#[source] std::io::Error),
 }
 
 impl CliError {
     /// Stable category for metric labels and logs.
-    #[allow(dead_code)] // read by metrics once the long-running subcommands land
     pub fn category(&self) -> &'static str {
         match self {
             CliError::RenderCrds(_) => "render_crds",
+            CliError::Plan(e) => e.category(),
+            CliError::Json(_) => "json",
             CliError::Stdout(_) => "stdout",
         }
     }
 }
 
-pub fn run(cli: Cli) -> Result<(), CliError> {
+fn print(text: &str) -> Result<(), CliError> {
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(CliError::Stdout)
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let Cli {
         telemetry: _,
         command,
     } = cli;
     match command {
         Command::Crds(CrdsArgs {}) => {
-            let yaml = eg_crds::render_yaml()?;
-            std::io::stdout()
-                .write_all(yaml.as_bytes())
-                .map_err(CliError::Stdout)
+            print(&eg_crds::render_yaml()?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan(PlanArgs {
+            file,
+            namespace,
+            output,
+            image_repository,
+        }) => {
+            let text = std::fs::read_to_string(&file).map_err(|source| PlanError::Read {
+                file: file.clone(),
+                source,
+            })?;
+            let eg = read_envoy_gateway(&file, &text)?;
+            let planned = offline_plan(
+                &file,
+                eg,
+                namespace.as_deref(),
+                &image_repository,
+                std::time::SystemTime::now(),
+            )?;
+            match output {
+                OutputFormat::Text => print(&planned.to_text())?,
+                OutputFormat::Json => print(&(planned.to_json()? + "\n"))?,
+            }
+            Ok(if planned.plan.has_changes() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

@@ -1,19 +1,15 @@
 //! `eg-operator`: the operator, the control plane and their tools in one binary.
-//!
-//! Subcommands arrive with their issues; today the binary prints the CRDs this project owns.
-
-mod cli;
-mod telemetry;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use eg_operator::{cli, telemetry};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     telemetry::init(&cli.telemetry);
     match cli::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("eg-operator: {err}");
             ExitCode::FAILURE

@@ -1,0 +1,748 @@
+//! Builds the desired state of an environment (pure): every Kubernetes object the control plane of
+//! one EnvoyGateway needs, and which needs which, as an [`eg_graph::ResourceGraph`].
+//!
+//! Objects are built with the typed Kubernetes API structs (so field names are checked by the
+//! compiler) and then handed to the graph as JSON. Nothing here talks to a cluster: inputs are the
+//! validated [`Environment`], the certificates decided by the certificates stage, and the image.
+
+use std::collections::BTreeMap;
+
+use eg_crds::envoy_gateway::{AntiAffinity, PodDisruptionBudgetSpec};
+use eg_graph::{
+    GraphBuilder, GraphError, Node, ObjectRef, ObjectRefError, Readiness, ResourceGraph,
+};
+use gateway_api::apis::standard::gatewayclasses::{GatewayClass, GatewayClassSpec};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
+    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount, WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec as K8sPdbSpec};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::names::{HEALTH_PORT, METRICS_PORT, XDS_PORT};
+use super::validate::Environment;
+
+/// Why the desired state could not be built. These are bugs or impossible inputs, not user
+/// errors: validation has already passed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("serializing {kind} {name}: {source}")]
+    Serialize {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("desired object: {0}")]
+    ObjectRef(#[from] ObjectRefError),
+    #[error("desired graph: {0}")]
+    Graph(#[from] GraphError),
+}
+
+impl BuildError {
+    /// Stable category for metric labels and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            BuildError::Serialize { .. } => "serialize",
+            BuildError::ObjectRef(_) => "object_ref",
+            BuildError::Graph(_) => "graph",
+        }
+    }
+}
+
+/// PEM certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertKeyPem {
+    pub cert: String,
+    pub key: String,
+}
+
+/// The certificates of an environment, as decided by the certificates stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentCertificates {
+    /// Every CA certificate that must be trusted now: the current CA and, during a rotation, the
+    /// previous one.
+    pub trust_bundle: String,
+    pub ca: CertKeyPem,
+    pub xds_server: CertKeyPem,
+    pub xds_client: CertKeyPem,
+}
+
+/// What the builder needs besides the environment.
+#[derive(Debug, Clone)]
+pub struct BuildInputs<'a> {
+    pub environment: &'a Environment,
+    pub certificates: &'a EnvironmentCertificates,
+    /// Image repository of the control plane; the tag is the operand version.
+    pub image_repository: &'a str,
+}
+
+/// Configuration the control plane reads from its ConfigMap (`config.yaml`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerConfig<'a> {
+    pub environment: EnvironmentRef<'a>,
+    pub gateway_class_name: &'a str,
+    pub controller_name: String,
+    pub watch_namespaces: &'a [String],
+    pub leader_election: bool,
+    pub xds: XdsConfig,
+    pub proxy_defaults: &'a eg_crds::envoy_gateway::ProxySpec,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvironmentRef<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct XdsConfig {
+    pub port: i32,
+    pub cert_dir: &'static str,
+}
+
+const CONFIG_DIR: &str = "/etc/envoy-gateway";
+const CERT_DIR: &str = "/etc/envoy-gateway/certs";
+
+/// The desired graph of one environment.
+pub fn build(inputs: &BuildInputs<'_>) -> Result<ResourceGraph, BuildError> {
+    let BuildInputs {
+        environment: env,
+        certificates,
+        image_repository,
+    } = inputs;
+    let n = &env.names;
+    let ns = n.namespace();
+    let labels = n.common_labels(&env.uid);
+    let owned = |name: &str| meta(Some(ns), name, &labels, Some(owner_reference(env)));
+    let shared = |namespace: Option<&str>, name: &str| meta(namespace, name, &labels, None);
+
+    let mut g = GraphBuilder::new();
+
+    let sa = g
+        .add(node(
+            "ServiceAccount",
+            &ServiceAccount {
+                metadata: owned(n.control_plane()),
+                ..ServiceAccount::default()
+            },
+            Readiness::Exists,
+        )?)?
+        .clone();
+
+    // RBAC: exactly what the control plane does. With watchNamespaces, namespaced rules are
+    // granted per watched namespace through Roles, and the ClusterRole keeps only what is
+    // cluster-scoped.
+    let subject = Subject {
+        kind: "ServiceAccount".into(),
+        name: n.control_plane().to_owned(),
+        namespace: Some(ns.to_owned()),
+        ..Subject::default()
+    };
+    let cluster_rules = if env.watch_namespaces.is_empty() {
+        [cluster_scoped_rules(), namespaced_rules()].concat()
+    } else {
+        cluster_scoped_rules()
+    };
+    let cluster_role = g
+        .add(node(
+            "ClusterRole",
+            &ClusterRole {
+                metadata: shared(None, &n.cluster_role()),
+                rules: Some(cluster_rules),
+                ..ClusterRole::default()
+            },
+            Readiness::Exists,
+        )?)?
+        .clone();
+    let cluster_binding = g
+        .add(node(
+            "ClusterRoleBinding",
+            &ClusterRoleBinding {
+                metadata: shared(None, &n.cluster_role()),
+                role_ref: role_ref("ClusterRole", &n.cluster_role()),
+                subjects: Some(vec![subject.clone()]),
+            },
+            Readiness::Exists,
+        )?)?
+        .clone();
+    g.needs(&cluster_binding, &cluster_role);
+    g.needs(&cluster_binding, &sa);
+    let mut bindings = vec![cluster_binding];
+
+    // Leader election and Events live in the control plane's own namespace.
+    let mut role_grants = vec![(ns.to_owned(), own_namespace_rules(), true)];
+    for watched in &env.watch_namespaces {
+        role_grants.push((watched.clone(), namespaced_rules(), watched == ns));
+    }
+    let mut merged: BTreeMap<String, (Vec<PolicyRule>, bool)> = BTreeMap::new();
+    for (namespace, rules, same_ns) in role_grants {
+        let entry = merged.entry(namespace).or_default();
+        entry.0.extend(rules);
+        entry.1 |= same_ns;
+    }
+    for (namespace, (rules, same_ns)) in merged {
+        // Roles in other namespaces cannot point at a namespaced owner; labels tie them to it.
+        let role_meta = if same_ns {
+            owned(n.control_plane())
+        } else {
+            shared(Some(&namespace), &n.cluster_role())
+        };
+        let role_name = role_meta.name.clone().unwrap_or_default();
+        let role = g
+            .add(node(
+                "Role",
+                &Role {
+                    metadata: role_meta.clone(),
+                    rules: Some(rules),
+                },
+                Readiness::Exists,
+            )?)?
+            .clone();
+        let binding = g
+            .add(node(
+                "RoleBinding",
+                &RoleBinding {
+                    metadata: role_meta,
+                    role_ref: role_ref("Role", &role_name),
+                    subjects: Some(vec![subject.clone()]),
+                },
+                Readiness::Exists,
+            )?)?
+            .clone();
+        g.needs(&binding, &role);
+        g.needs(&binding, &sa);
+        bindings.push(binding);
+    }
+
+    let secret = |name: String, pair: &CertKeyPem| Secret {
+        metadata: owned(&name),
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            (
+                "ca.crt".to_owned(),
+                ByteString(certificates.trust_bundle.clone().into_bytes()),
+            ),
+            (
+                "tls.crt".to_owned(),
+                ByteString(pair.cert.clone().into_bytes()),
+            ),
+            (
+                "tls.key".to_owned(),
+                ByteString(pair.key.clone().into_bytes()),
+            ),
+        ])),
+        ..Secret::default()
+    };
+    let ca_secret = g
+        .add(node(
+            "Secret",
+            &secret(n.ca_secret(), &certificates.ca),
+            Readiness::Exists,
+        )?)?
+        .clone();
+    let server_secret = g
+        .add(node(
+            "Secret",
+            &secret(n.xds_server_secret(), &certificates.xds_server),
+            Readiness::Exists,
+        )?)?
+        .clone();
+    let client_secret = g
+        .add(node(
+            "Secret",
+            &secret(n.xds_client_secret(), &certificates.xds_client),
+            Readiness::Exists,
+        )?)?
+        .clone();
+    g.needs(&server_secret, &ca_secret);
+    g.needs(&client_secret, &ca_secret);
+
+    let config = ControllerConfig {
+        environment: EnvironmentRef {
+            namespace: ns,
+            name: n.environment(),
+        },
+        gateway_class_name: &env.gateway_class_name,
+        controller_name: n.controller_name(),
+        watch_namespaces: &env.watch_namespaces,
+        leader_election: env.control_plane.replicas > 1,
+        xds: XdsConfig {
+            port: XDS_PORT,
+            cert_dir: CERT_DIR,
+        },
+        proxy_defaults: &env.proxy,
+    };
+    let config_yaml = serde_yaml_ng::to_string(&config).map_err(|e| BuildError::Serialize {
+        kind: "ConfigMap",
+        name: n.config_map(),
+        source: serde::ser::Error::custom(e),
+    })?;
+    let config_hash = hex_prefix(&Sha256::digest(config_yaml.as_bytes()));
+    let config_map = g
+        .add(node(
+            "ConfigMap",
+            &ConfigMap {
+                metadata: owned(&n.config_map()),
+                data: Some(BTreeMap::from([("config.yaml".to_owned(), config_yaml)])),
+                ..ConfigMap::default()
+            },
+            Readiness::Exists,
+        )?)?
+        .clone();
+
+    let deployment = g
+        .add(node(
+            "Deployment",
+            &control_plane_deployment(env, &labels, image_repository, &config_hash),
+            Readiness::DeploymentAvailable,
+        )?)?
+        .clone();
+    g.needs(&deployment, &sa);
+    g.needs(&deployment, &config_map);
+    g.needs(&deployment, &server_secret);
+    for binding in &bindings {
+        g.needs(&deployment, binding);
+    }
+
+    g.add(node(
+        "Service",
+        &Service {
+            metadata: owned(n.control_plane()),
+            spec: Some(ServiceSpec {
+                type_: Some("ClusterIP".into()),
+                selector: Some(n.control_plane_selector()),
+                ports: Some(vec![
+                    service_port("xds", XDS_PORT, Some("grpc")),
+                    service_port("metrics", METRICS_PORT, Some("http")),
+                ]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        },
+        Readiness::Exists,
+    )?)?;
+
+    if let Some(budget) = control_plane_pdb(env) {
+        let pdb = g
+            .add(node(
+                "PodDisruptionBudget",
+                &PodDisruptionBudget {
+                    metadata: owned(n.control_plane()),
+                    spec: Some(K8sPdbSpec {
+                        selector: Some(LabelSelector {
+                            match_labels: Some(n.control_plane_selector()),
+                            ..LabelSelector::default()
+                        }),
+                        min_available: budget.min_available,
+                        max_unavailable: budget.max_unavailable,
+                        ..K8sPdbSpec::default()
+                    }),
+                    ..PodDisruptionBudget::default()
+                },
+                Readiness::Exists,
+            )?)?
+            .clone();
+        g.needs(&pdb, &deployment);
+    }
+
+    // The class is announced once a controller is there to accept it.
+    let class = g
+        .add(node(
+            "GatewayClass",
+            &GatewayClass {
+                metadata: shared(None, &env.gateway_class_name),
+                spec: GatewayClassSpec {
+                    controller_name: n.controller_name(),
+                    description: Some(format!(
+                        "Envoy Gateway environment {ns}/{}, managed by eg-operator",
+                        n.environment()
+                    )),
+                    parameters_ref: None,
+                },
+                status: None,
+            },
+            Readiness::Exists,
+        )?)?
+        .clone();
+    g.needs(&class, &deployment);
+
+    Ok(g.build()?)
+}
+
+fn node<T: Serialize>(
+    kind: &'static str,
+    object: &T,
+    readiness: Readiness,
+) -> Result<Node, BuildError> {
+    let value = serde_json::to_value(object).map_err(|source| BuildError::Serialize {
+        kind,
+        name: String::new(),
+        source,
+    })?;
+    Ok(Node::new(value, readiness)?)
+}
+
+fn meta(
+    namespace: Option<&str>,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    owner: Option<OwnerReference>,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        labels: Some(labels.clone()),
+        owner_references: owner.map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn owner_reference(env: &Environment) -> OwnerReference {
+    OwnerReference {
+        api_version: "operator.gateway.envoyproxy.io/v1alpha1".into(),
+        kind: "EnvoyGateway".into(),
+        name: env.names.environment().to_owned(),
+        uid: env.uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn role_ref(kind: &str, name: &str) -> RoleRef {
+    RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: kind.into(),
+        name: name.into(),
+    }
+}
+
+fn rule<R: AsRef<str>>(groups: &[&str], resources: &[R], verbs: &[&str]) -> PolicyRule {
+    let strings = |xs: &[&str]| xs.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    PolicyRule {
+        api_groups: Some(strings(groups)),
+        resources: Some(resources.iter().map(|r| r.as_ref().to_owned()).collect()),
+        verbs: strings(verbs),
+        ..PolicyRule::default()
+    }
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE_STATUS: &[&str] = &["update", "patch"];
+/// Server-side apply is a patch; pruning deletes.
+const MANAGE: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
+
+fn cluster_scoped_rules() -> Vec<PolicyRule> {
+    vec![
+        rule(&["gateway.networking.k8s.io"], &["gatewayclasses"], READ),
+        rule(
+            &["gateway.networking.k8s.io"],
+            &["gatewayclasses/status"],
+            WRITE_STATUS,
+        ),
+        rule(&[""], &["namespaces"], READ),
+    ]
+}
+
+fn namespaced_rules() -> Vec<PolicyRule> {
+    const GATEWAY_API: &[&str] = &[
+        "gateways",
+        "httproutes",
+        "grpcroutes",
+        "tlsroutes",
+        "tcproutes",
+        "udproutes",
+        "referencegrants",
+        "backendtlspolicies",
+    ];
+    const ENVOY_GATEWAY: &[&str] = &[
+        "envoyproxies",
+        "securitypolicies",
+        "backendtrafficpolicies",
+        "clienttrafficpolicies",
+        "backends",
+    ];
+    let status = |rs: &[&str]| rs.iter().map(|r| format!("{r}/status")).collect::<Vec<_>>();
+    vec![
+        rule(&["gateway.networking.k8s.io"], GATEWAY_API, READ),
+        rule(
+            &["gateway.networking.k8s.io"],
+            &status(GATEWAY_API),
+            WRITE_STATUS,
+        ),
+        rule(&["gateway.envoyproxy.io"], ENVOY_GATEWAY, READ),
+        rule(
+            &["gateway.envoyproxy.io"],
+            &status(ENVOY_GATEWAY),
+            WRITE_STATUS,
+        ),
+        rule(&[""], &["secrets"], READ),
+        rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+        // Proxy fleets: the control plane applies and prunes each Gateway's infrastructure.
+        rule(
+            &[""],
+            &["services", "serviceaccounts", "configmaps"],
+            MANAGE,
+        ),
+        rule(&["apps"], &["deployments", "daemonsets"], MANAGE),
+        rule(&["autoscaling"], &["horizontalpodautoscalers"], MANAGE),
+        rule(&["policy"], &["poddisruptionbudgets"], MANAGE),
+    ]
+}
+
+fn own_namespace_rules() -> Vec<PolicyRule> {
+    vec![
+        rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &["get", "create", "update"],
+        ),
+        rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
+    ]
+}
+
+fn control_plane_pdb(env: &Environment) -> Option<PodDisruptionBudgetSpec> {
+    match &env.control_plane.pod_disruption_budget {
+        Some(pdb) => Some(pdb.clone()),
+        // A single replica cannot tolerate a disruption budget without blocking node drains.
+        None if env.control_plane.replicas > 1 => Some(PodDisruptionBudgetSpec {
+            min_available: None,
+            max_unavailable: Some(IntOrString::Int(1)),
+        }),
+        None => None,
+    }
+}
+
+fn service_port(name: &str, port: i32, app_protocol: Option<&str>) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        app_protocol: app_protocol.map(str::to_owned),
+        ..ServicePort::default()
+    }
+}
+
+/// Anti-affinity over hostname and zone: Preferred → weighted preferred terms (hostname weighs
+/// more), Required → required terms on both.
+pub fn anti_affinity(mode: AntiAffinity, selector: &BTreeMap<String, String>) -> Affinity {
+    let term = |topology_key: &str| PodAffinityTerm {
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector.clone()),
+            ..LabelSelector::default()
+        }),
+        topology_key: topology_key.into(),
+        ..PodAffinityTerm::default()
+    };
+    const HOSTNAME: &str = "kubernetes.io/hostname";
+    const ZONE: &str = "topology.kubernetes.io/zone";
+    let pod_anti_affinity = match mode {
+        AntiAffinity::Preferred => PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: term(HOSTNAME),
+                },
+                WeightedPodAffinityTerm {
+                    weight: 50,
+                    pod_affinity_term: term(ZONE),
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        },
+        AntiAffinity::Required => PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![
+                term(HOSTNAME),
+                term(ZONE),
+            ]),
+            ..PodAntiAffinity::default()
+        },
+    };
+    Affinity {
+        pod_anti_affinity: Some(pod_anti_affinity),
+        ..Affinity::default()
+    }
+}
+
+fn control_plane_deployment(
+    env: &Environment,
+    labels: &BTreeMap<String, String>,
+    image_repository: &str,
+    config_hash: &str,
+) -> Deployment {
+    let n = &env.names;
+    let selector = n.control_plane_selector();
+    let mut pod_labels = labels.clone();
+    pod_labels.extend(selector.clone());
+    pod_labels.insert("app.kubernetes.io/version".into(), env.version.clone());
+    let field_env = |name: &str, path: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("health".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        ..Probe::default()
+    };
+    let port = |name: &str, port: i32| ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    };
+    let container = Container {
+        name: "controller".into(),
+        image: Some(format!("{image_repository}:v{}", env.version)),
+        args: Some(vec![
+            "controller".into(),
+            format!("--config={CONFIG_DIR}/config.yaml"),
+        ]),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+        ]),
+        ports: Some(vec![
+            port("xds", XDS_PORT),
+            port("metrics", METRICS_PORT),
+            port("health", HEALTH_PORT),
+        ]),
+        readiness_probe: Some(probe("/readyz")),
+        liveness_probe: Some(probe("/healthz")),
+        resources: env.control_plane.resources.clone(),
+        // The "restricted" Pod Security Standard.
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "certs".into(),
+                mount_path: CERT_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: meta(
+            Some(n.namespace()),
+            n.control_plane(),
+            labels,
+            Some(owner_reference(env)),
+        ),
+        spec: Some(DeploymentSpec {
+            replicas: Some(env.control_plane.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..LabelSelector::default()
+            },
+            // Surge first: an xDS server never goes away before its replacement is ready.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    // A changed configuration rolls the pods.
+                    annotations: Some(BTreeMap::from([(
+                        "operator.gateway.envoyproxy.io/config-hash".to_owned(),
+                        config_hash.to_owned(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(n.control_plane().to_owned()),
+                    affinity: Some(anti_affinity(env.control_plane.anti_affinity, &selector)),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        Volume {
+                            name: "config".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: n.config_map(),
+                                ..ConfigMapVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "certs".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(n.xds_server_secret()),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                    ]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+fn hex_prefix(digest: &[u8]) -> String {
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The ObjectRef of the environment's GatewayClass, for conflict checks.
+pub fn gateway_class_ref(env: &Environment) -> ObjectRef {
+    ObjectRef::new(
+        "gateway.networking.k8s.io/v1",
+        "GatewayClass",
+        None,
+        &env.gateway_class_name,
+    )
+}

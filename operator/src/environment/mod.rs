@@ -1,0 +1,14 @@
+//! The lifecycle of one `EnvoyGateway`: everything an environment needs, derived from its spec.
+//!
+//! Reconciling is a pipeline, each stage its own module and error type:
+//! [`dereference`] (read what is live) → [`validate`] (pure) → [`certificates`] (pure, decides
+//! which certificates to keep or issue) → [`build`] (pure, the desired
+//! [`eg_graph::ResourceGraph`]) → [`apply`] (server-side apply in waves, then prune) → status.
+//! [`names`] fixes the names and labels every stage agrees on.
+
+pub mod apply;
+pub mod build;
+pub mod certificates;
+pub mod dereference;
+pub mod names;
+pub mod validate;

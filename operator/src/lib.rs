@@ -1,0 +1,11 @@
+//! eg-operator: runs Envoy Gateway in production on Kubernetes.
+//!
+//! - [`environment`]: the lifecycle of one `EnvoyGateway`, as a pipeline of pure stages
+//!   (validate, certificates, build) and I/O stages (dereference, apply).
+//! - [`plan`]: `eg-operator plan`, the pure stages run offline.
+//! - [`cli`] and [`telemetry`]: the binary's surface.
+
+pub mod cli;
+pub mod environment;
+pub mod plan;
+pub mod telemetry;
