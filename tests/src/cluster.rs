@@ -390,6 +390,11 @@ impl TestCluster {
         Client::try_from(self.config.clone()).expect("client from a valid test kubeconfig")
     }
 
+    /// The admin client configuration, e.g. to build a client with extra layers.
+    pub fn config(&self) -> Config {
+        self.config.clone()
+    }
+
     pub fn kubeconfig_path(&self) -> &Path {
         &self.control_plane.kubeconfig_path
     }

@@ -14,6 +14,7 @@ pub mod backend;
 pub mod cluster;
 pub mod envoy;
 pub mod pki;
+pub mod pod_status;
 pub mod process;
 pub mod tools;
 

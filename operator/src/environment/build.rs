@@ -369,10 +369,8 @@ pub fn build(inputs: &BuildInputs<'_>) -> Result<ResourceGraph, BuildError> {
                 metadata: shared(None, &env.gateway_class_name),
                 spec: GatewayClassSpec {
                     controller_name: n.controller_name(),
-                    description: Some(format!(
-                        "Envoy Gateway environment {ns}/{}, managed by eg-operator",
-                        n.environment()
-                    )),
+                    // The API caps descriptions at 64 bytes; the environment is in the labels.
+                    description: Some("Envoy Gateway environment managed by eg-operator".into()),
                     parameters_ref: None,
                 },
                 status: None,

@@ -11,4 +11,5 @@ pub mod build;
 pub mod certificates;
 pub mod dereference;
 pub mod names;
+pub mod reconcile;
 pub mod validate;

@@ -1,0 +1,112 @@
+//! One pass of the environment pipeline for one EnvoyGateway: dereference → validate →
+//! certificates → build → conflict check → plan → apply. The controller loop, status and
+//! Events sit around this; tests drive it directly against a real apiserver.
+
+use std::time::SystemTime;
+
+use eg_crds::EnvoyGateway;
+use eg_graph::{ObjectRef, Ownership, Plan, plan};
+use kube::Client;
+
+use super::apply::{ApplyError, ApplyOutcome, apply};
+use super::build::{BuildError, BuildInputs, build};
+use super::certificates::{CertificateError, Issued, decide};
+use super::dereference::{DereferenceError, existing_certificates, foreign_objects, owned_objects};
+use super::names::{FIELD_MANAGER, OWNER_UID_LABEL};
+use super::validate::{Environment, ValidationError, validate};
+
+/// Settings of the operator that shape every environment.
+#[derive(Debug, Clone)]
+pub struct OperatorSettings {
+    /// Image repository of the control plane; the tag is the operand version.
+    pub image_repository: String,
+}
+
+/// Why a pass did not complete. Invalid specs wait for a change; the rest are retried.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("invalid spec: {0}")]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Dereference(#[from] DereferenceError),
+    #[error(transparent)]
+    Certificates(#[from] CertificateError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+impl ReconcileError {
+    /// Stable category for metric labels and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ReconcileError::Invalid(e) => e.category(),
+            ReconcileError::Dereference(e) => e.category(),
+            ReconcileError::Certificates(e) => e.category(),
+            ReconcileError::Build(e) => e.category(),
+            ReconcileError::Apply(e) => e.category(),
+        }
+    }
+
+    /// Whether retrying without a spec change can help.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, ReconcileError::Invalid(_))
+    }
+}
+
+/// What one pass found and did.
+#[derive(Debug, Clone)]
+pub struct ReconcileOutcome {
+    pub plan: Plan,
+    /// Desired objects that exist but belong to someone else. When non-empty nothing was applied.
+    pub conflicts: Vec<ObjectRef>,
+    /// `None` when conflicts stopped the pass before applying.
+    pub applied: Option<ApplyOutcome>,
+    pub issued: Vec<Issued>,
+}
+
+/// The ownership every stage uses for an environment.
+pub fn ownership(env: &Environment) -> Ownership {
+    Ownership {
+        field_manager: FIELD_MANAGER.to_owned(),
+        owner_uid: env.uid.clone(),
+        owner_uid_label: OWNER_UID_LABEL.to_owned(),
+        labels: env.names.common_labels(&env.uid),
+    }
+}
+
+/// Runs one pass for `eg` at `now`.
+pub async fn reconcile_environment(
+    client: &Client,
+    eg: &EnvoyGateway,
+    settings: &OperatorSettings,
+    now: SystemTime,
+) -> Result<ReconcileOutcome, ReconcileError> {
+    let env = validate(eg)?;
+    let owned = owned_objects(client, &env.uid).await?;
+    let existing = existing_certificates(client, &env.names, &env.uid).await?;
+    let certificates = decide(&existing, env.certificates, &env.names, now)?;
+    let desired = build(&BuildInputs {
+        environment: &env,
+        certificates: &certificates.certificates,
+        image_repository: &settings.image_repository,
+    })?;
+    let plan = plan(&desired, &owned, &ownership(&env));
+    let conflicts = foreign_objects(client, &desired, &owned).await?;
+    if !conflicts.is_empty() {
+        return Ok(ReconcileOutcome {
+            plan,
+            conflicts,
+            applied: None,
+            issued: certificates.issued,
+        });
+    }
+    let applied = apply(client, &desired, &plan, &owned).await?;
+    Ok(ReconcileOutcome {
+        plan,
+        conflicts,
+        applied: Some(applied),
+        issued: certificates.issued,
+    })
+}

@@ -1,0 +1,352 @@
+//! The EnvoyGateway environment pipeline on a real apiserver: objects applied in waves with the
+//! specified replicas, anti-affinity, PDB, Service and certificates; a converged environment
+//! reconciles with zero mutating API calls (counted); spec edits change only what they must;
+//! removed fields prune their objects; environments stay isolated; conflicts change nothing.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use eg_crds::{EnvoyGateway, EnvoyGatewaySpec};
+use eg_e2e::pod_status::report_pods_ready;
+use eg_e2e::{shared_cluster, with_temp_namespace};
+use eg_graph::Action;
+use eg_operator::environment::apply::ApplyOutcome;
+use eg_operator::environment::reconcile::{
+    OperatorSettings, ReconcileOutcome, reconcile_environment,
+};
+use gateway_api::apis::standard::gatewayclasses::GatewayClass;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::client::ClientBuilder;
+use kube::{Api, Client};
+use serde_json::json;
+
+fn settings() -> OperatorSettings {
+    OperatorSettings {
+        image_repository: "quay.io/eg-operator/eg-operator".into(),
+    }
+}
+
+async fn create_eg(client: &Client, ns: &str, name: &str, spec: serde_json::Value) -> EnvoyGateway {
+    let spec: EnvoyGatewaySpec = serde_json::from_value(spec).expect("spec");
+    let api: Api<EnvoyGateway> = Api::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), &EnvoyGateway::new(name, spec))
+        .await
+        .expect("create EnvoyGateway")
+}
+
+async fn pass(client: &Client, eg: &EnvoyGateway) -> ReconcileOutcome {
+    reconcile_environment(client, eg, &settings(), SystemTime::now())
+        .await
+        .expect("reconcile pass")
+}
+
+/// Passes until the environment is complete, reporting the control plane's pods ready as a
+/// kubelet would in between (see `pod_status`).
+async fn converge(client: &Client, eg: &EnvoyGateway) -> ReconcileOutcome {
+    let ns = eg.metadata.namespace.clone().expect("namespace");
+    let name = eg.metadata.name.clone().expect("name");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let outcome = pass(client, eg).await;
+        assert!(
+            outcome.conflicts.is_empty(),
+            "conflicts: {:?}",
+            outcome.conflicts
+        );
+        if matches!(outcome.applied, Some(ApplyOutcome::Complete { .. })) {
+            return outcome;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not converged: {:?}",
+            outcome.applied
+        );
+        let selector =
+            format!("app.kubernetes.io/name=envoy-gateway,app.kubernetes.io/instance={name}");
+        report_pods_ready(client, &ns, &selector)
+            .await
+            .expect("pod status");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn counting_client(log: Arc<Mutex<Vec<String>>>) -> Client {
+    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        log.lock()
+            .expect("log lock")
+            .push(format!("{} {}", req.method(), req.uri().path()));
+        req
+    });
+    ClientBuilder::try_from(shared_cluster().config())
+        .expect("client builder")
+        .with_layer(&layer)
+        .build()
+}
+
+#[tokio::test]
+async fn environment_applies_in_waves_converges_and_then_writes_nothing() {
+    with_temp_namespace(|client, ns| async move {
+        let class = format!("class-{ns}");
+        let eg = create_eg(
+            &client,
+            &ns,
+            "prod",
+            json!({"gatewayClassName": class, "controlPlane": {"replicas": 2}}),
+        )
+        .await;
+
+        // First pass: everything up to the Deployment, which is not available yet; the
+        // GatewayClass and PDB (later waves) wait for it.
+        let first = pass(&client, &eg).await;
+        let (creates, ..) = first.plan.counts();
+        assert_eq!(
+            creates,
+            first.plan.steps.len(),
+            "all creates on an empty cluster"
+        );
+        match &first.applied {
+            Some(ApplyOutcome::Waiting { id, rule, .. }) => {
+                assert_eq!(id.kind, "Deployment");
+                assert_eq!(rule, "Deployment Available");
+            }
+            other => panic!("expected to wait for the Deployment, got {other:?}"),
+        }
+        let classes: Api<GatewayClass> = Api::all(client.clone());
+        assert!(
+            classes.get_opt(&class).await?.is_none(),
+            "class must wait for its controller"
+        );
+
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let d = deployments.get("prod-envoy-gateway").await?;
+        let spec = d.spec.clone().expect("spec");
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.expect("pod spec");
+        let terms = pod
+            .affinity
+            .and_then(|a| a.pod_anti_affinity)
+            .and_then(|p| p.preferred_during_scheduling_ignored_during_execution)
+            .expect("preferred anti-affinity");
+        let keys: Vec<(i32, String)> = terms
+            .iter()
+            .map(|t| (t.weight, t.pod_affinity_term.topology_key.clone()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (100, "kubernetes.io/hostname".to_owned()),
+                (50, "topology.kubernetes.io/zone".to_owned())
+            ]
+        );
+        let container = &pod.containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            Some("quay.io/eg-operator/eg-operator:v0.1.0")
+        );
+        let sc = container
+            .security_context
+            .as_ref()
+            .expect("security context");
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.run_as_non_root, Some(true));
+
+        let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+        let svc = services.get("prod-envoy-gateway").await?;
+        let ports: Vec<i32> = svc
+            .spec
+            .expect("spec")
+            .ports
+            .expect("ports")
+            .iter()
+            .map(|p| p.port)
+            .collect();
+        assert_eq!(ports, [18000, 19001]);
+
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let server = secrets.get("prod-envoy-gateway-xds-server").await?;
+        let data = server.data.expect("data");
+        assert!(
+            data.contains_key("ca.crt")
+                && data.contains_key("tls.crt")
+                && data.contains_key("tls.key")
+        );
+
+        // Converge: the Deployment becomes available, then the last wave lands.
+        let done = converge(&client, &eg).await;
+        assert!(matches!(done.applied, Some(ApplyOutcome::Complete { .. })));
+        let gc = classes.get(&class).await?;
+        assert_eq!(
+            gc.spec.controller_name,
+            format!("operator.gateway.envoyproxy.io/{ns}.prod")
+        );
+        let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+        let pdb = pdbs.get("prod-envoy-gateway").await?;
+        assert_eq!(
+            pdb.spec.expect("spec").max_unavailable,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+        );
+
+        // A converged environment: the next pass plans nothing and makes no mutating call.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let counted = counting_client(log.clone());
+        let quiet = pass(&counted, &eg).await;
+        assert!(!quiet.plan.has_changes(), "{}", quiet.plan.render_text());
+        assert!(
+            quiet.issued.is_empty(),
+            "certificates must be kept: {:?}",
+            quiet.issued
+        );
+        let calls = log.lock().expect("log").clone();
+        let mutating: Vec<&String> = calls.iter().filter(|c| !c.starts_with("GET ")).collect();
+        assert!(mutating.is_empty(), "mutating calls: {mutating:?}");
+        assert!(!calls.is_empty(), "the pass must have read the cluster");
+        eprintln!("converged pass: {} GETs, 0 writes", calls.len());
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn spec_edits_touch_only_what_they_change_and_removed_fields_prune() {
+    with_temp_namespace(|client, ns| async move {
+        let class = format!("class-{ns}");
+        let api: Api<EnvoyGateway> = Api::namespaced(client.clone(), &ns);
+        create_eg(
+            &client,
+            &ns,
+            "edit",
+            json!({"gatewayClassName": class, "controlPlane": {"replicas": 2}}),
+        )
+        .await;
+        let eg = api.get("edit").await?;
+        converge(&client, &eg).await;
+
+        // replicas 2 -> 3: only the Deployment's replicas change.
+        let eg = api
+            .patch(
+                "edit",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"controlPlane": {"replicas": 3}}})),
+            )
+            .await?;
+        let outcome = pass(&client, &eg).await;
+        let updates: Vec<(String, Vec<String>)> = outcome
+            .plan
+            .steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                Action::Update { changes } => Some((
+                    s.id.to_string(),
+                    changes.iter().map(|c| c.path.clone()).collect(),
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            updates,
+            [(
+                format!("Deployment {ns}/edit-envoy-gateway"),
+                vec![".spec.replicas".to_owned()]
+            )],
+            "{}",
+            outcome.plan.render_text()
+        );
+        assert_eq!(outcome.plan.counts().0, 0, "no creates");
+        assert_eq!(outcome.plan.counts().3, 0, "no deletes");
+
+        // replicas -> 1: no PDB is wanted any more, so it is pruned.
+        let eg = api
+            .patch(
+                "edit",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"controlPlane": {"replicas": 1}}})),
+            )
+            .await?;
+        let done = converge(&client, &eg).await;
+        let deletes: Vec<String> = done
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.action == Action::Delete)
+            .map(|s| s.id.to_string())
+            .collect();
+        assert_eq!(
+            deletes,
+            [format!("PodDisruptionBudget {ns}/edit-envoy-gateway")]
+        );
+        let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+        assert!(pdbs.get_opt("edit-envoy-gateway").await?.is_none());
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_environments_stay_isolated_and_a_class_conflict_changes_nothing() {
+    with_temp_namespace(|client, ns_a| async move {
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        let ns_b = format!("{ns_a}-b");
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns_b}}))?,
+            )
+            .await?;
+        let class = format!("class-{ns_a}");
+        let a = create_eg(&client, &ns_a, "env", json!({"gatewayClassName": class})).await;
+        let b = create_eg(
+            &client,
+            &ns_b,
+            "env",
+            json!({"gatewayClassName": format!("{class}-b")}),
+        )
+        .await;
+        converge(&client, &a).await;
+        converge(&client, &b).await;
+
+        // Each environment owns only its own objects: a pass over either changes nothing of
+        // the other, and their cluster-scoped names differ.
+        assert!(!pass(&client, &a).await.plan.has_changes());
+        assert!(!pass(&client, &b).await.plan.has_changes());
+        let roles: Api<ClusterRole> = Api::all(client.clone());
+        assert!(
+            roles
+                .get_opt(&format!("eg-operator:{ns_a}:env"))
+                .await?
+                .is_some()
+        );
+        assert!(
+            roles
+                .get_opt(&format!("eg-operator:{ns_b}:env"))
+                .await?
+                .is_some()
+        );
+
+        // A third EnvoyGateway claims A's class: conflict, and nothing is written for it.
+        let c = create_eg(&client, &ns_b, "thief", json!({"gatewayClassName": class})).await;
+        let outcome = pass(&client, &c).await;
+        assert!(outcome.applied.is_none());
+        let conflicts: Vec<String> = outcome.conflicts.iter().map(ToString::to_string).collect();
+        assert_eq!(conflicts, [format!("GatewayClass {class}")]);
+        let ns_roles: Api<Role> = Api::namespaced(client.clone(), &ns_b);
+        assert!(
+            ns_roles.get_opt("thief-envoy-gateway").await?.is_none(),
+            "nothing applied"
+        );
+        let classes: Api<GatewayClass> = Api::all(client.clone());
+        let gc = classes.get(&class).await?;
+        assert_eq!(
+            gc.spec.controller_name,
+            format!("operator.gateway.envoyproxy.io/{ns_a}.env"),
+            "the owner's class is untouched"
+        );
+
+        let _ = namespaces.delete(&ns_b, &DeleteParams::background()).await;
+        Ok(())
+    })
+    .await;
+}
