@@ -33,6 +33,16 @@ pub enum Command {
     /// Show what the operator would create for an EnvoyGateway, in apply order (like
     /// `terraform plan`). Exits 0 when nothing would change, 2 when changes are pending.
     Plan(PlanArgs),
+    /// Run the operator: reconcile every EnvoyGateway in the cluster (kubeconfig or in-cluster
+    /// service account).
+    Operator(OperatorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    /// Image repository of the control plane; the tag is the operand version.
+    #[arg(long, env = "EG_IMAGE_REPOSITORY", default_value = DEFAULT_IMAGE_REPOSITORY)]
+    pub image_repository: String,
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +81,10 @@ pub enum CliError {
     Json(#[from] serde_json::Error),
     #[error("writing to stdout: {0}")]
     Stdout(#[source] std::io::Error),
+    #[error("connecting to Kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 impl CliError {
@@ -81,6 +95,8 @@ impl CliError {
             CliError::Plan(e) => e.category(),
             CliError::Json(_) => "json",
             CliError::Stdout(_) => "stdout",
+            CliError::Kube(_) => "kube",
+            CliError::Runtime(_) => "runtime",
         }
     }
 }
@@ -97,6 +113,20 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         command,
     } = cli;
     match command {
+        Command::Operator(OperatorArgs { image_repository }) => {
+            let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
+            runtime.block_on(async {
+                let client = kube::Client::try_default().await?;
+                tracing::info!(%image_repository, "eg-operator operator starting");
+                crate::environment::controller::run(
+                    client,
+                    crate::environment::reconcile::OperatorSettings { image_repository },
+                )
+                .await;
+                Ok::<_, CliError>(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crds(CrdsArgs {}) => {
             print(&eg_crds::render_yaml()?)?;
             Ok(ExitCode::SUCCESS)

@@ -9,7 +9,9 @@
 pub mod apply;
 pub mod build;
 pub mod certificates;
+pub mod controller;
 pub mod dereference;
 pub mod names;
 pub mod reconcile;
+pub mod status;
 pub mod validate;

@@ -5,14 +5,14 @@
 use std::time::SystemTime;
 
 use eg_crds::EnvoyGateway;
-use eg_graph::{ObjectRef, Ownership, Plan, plan};
+use eg_graph::{GraphBuilder, ObjectRef, Ownership, Plan, plan};
 use kube::Client;
 
 use super::apply::{ApplyError, ApplyOutcome, apply};
 use super::build::{BuildError, BuildInputs, build};
 use super::certificates::{CertificateError, Issued, decide};
 use super::dereference::{DereferenceError, existing_certificates, foreign_objects, owned_objects};
-use super::names::{FIELD_MANAGER, OWNER_UID_LABEL};
+use super::names::{FIELD_MANAGER, Names, OWNER_UID_LABEL};
 use super::validate::{Environment, ValidationError, validate};
 
 /// Settings of the operator that shape every environment.
@@ -68,11 +68,33 @@ pub struct ReconcileOutcome {
 
 /// The ownership every stage uses for an environment.
 pub fn ownership(env: &Environment) -> Ownership {
+    ownership_of(&env.names, &env.uid)
+}
+
+/// Ownership from identity alone: cleanup must work even when the spec no longer validates.
+pub fn ownership_of(names: &Names, uid: &str) -> Ownership {
     Ownership {
         field_manager: FIELD_MANAGER.to_owned(),
-        owner_uid: env.uid.clone(),
+        owner_uid: uid.to_owned(),
         owner_uid_label: OWNER_UID_LABEL.to_owned(),
-        labels: env.names.common_labels(&env.uid),
+        labels: names.common_labels(uid),
+    }
+}
+
+/// Deletes every object the EnvoyGateway `uid` owns, dependents first (the plan's delete
+/// order). Idempotent: what is already gone is skipped.
+pub async fn cleanup_environment(
+    client: &Client,
+    names: &Names,
+    uid: &str,
+) -> Result<usize, ReconcileError> {
+    let owned = owned_objects(client, uid).await?;
+    let nothing = GraphBuilder::new().build().map_err(BuildError::from)?;
+    let plan = plan(&nothing, &owned, &ownership_of(names, uid));
+    match apply(client, &nothing, &plan, &owned).await? {
+        ApplyOutcome::Complete { deleted, .. } => Ok(deleted),
+        // An empty graph has no wave to wait for.
+        ApplyOutcome::Waiting { .. } => Ok(0),
     }
 }
 

@@ -1,0 +1,242 @@
+//! The status of an EnvoyGateway (pure): what one reconcile pass found, turned into
+//! `observedGeneration`, `version` and the Ready / Progressing / Degraded conditions of the
+//! Kubernetes API conventions, with reasons that say what is waiting or wrong.
+//! `lastTransitionTime` moves only when a condition's status flips, so an unchanged environment
+//! produces an identical status and no write.
+
+use eg_crds::EnvoyGatewayStatus;
+use eg_graph::ObjectRef;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::apply::ApplyOutcome;
+use super::reconcile::{ReconcileError, ReconcileOutcome};
+
+/// The gist of one pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Everything applied and ready.
+    Ready,
+    /// Applied up to an object that is not ready yet.
+    Waiting { object: String, rule: String },
+    /// Desired objects exist and belong to someone else; nothing was applied.
+    Conflict { objects: Vec<ObjectRef> },
+    /// The spec cannot be acted on until it changes.
+    InvalidSpec { message: String },
+    /// A transient failure; retried.
+    Error {
+        category: &'static str,
+        message: String,
+    },
+}
+
+impl Verdict {
+    pub fn from_pass(pass: &Result<ReconcileOutcome, ReconcileError>) -> Self {
+        match pass {
+            Ok(outcome) if !outcome.conflicts.is_empty() => Verdict::Conflict {
+                objects: outcome.conflicts.clone(),
+            },
+            Ok(ReconcileOutcome {
+                applied: Some(ApplyOutcome::Waiting { id, rule, .. }),
+                ..
+            }) => Verdict::Waiting {
+                object: id.to_string(),
+                rule: rule.clone(),
+            },
+            Ok(_) => Verdict::Ready,
+            Err(ReconcileError::Invalid(e)) => Verdict::InvalidSpec {
+                message: e.to_string(),
+            },
+            Err(e) => Verdict::Error {
+                category: e.category(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: if status { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        observed_generation: None,
+    }
+}
+
+/// The status to record for `verdict` on an object at `generation`, given the previous status.
+/// `version` is the operand version now running when the verdict is Ready.
+pub fn next_status(
+    previous: Option<&EnvoyGatewayStatus>,
+    verdict: &Verdict,
+    generation: Option<i64>,
+    version: &str,
+    now: Time,
+) -> EnvoyGatewayStatus {
+    let previous_version = previous.and_then(|p| p.version.clone());
+    let (conditions, version) = match verdict {
+        Verdict::Ready => (
+            [
+                condition(
+                    "Ready",
+                    true,
+                    "Reconciled",
+                    "every object is applied and ready".into(),
+                ),
+                condition(
+                    "Progressing",
+                    false,
+                    "Complete",
+                    "nothing is pending".into(),
+                ),
+                condition("Degraded", false, "AsExpected", String::new()),
+            ],
+            Some(version.to_owned()),
+        ),
+        Verdict::Waiting { object, rule } => (
+            [
+                condition(
+                    "Ready",
+                    false,
+                    "Waiting",
+                    format!("waiting for {object}: {rule}"),
+                ),
+                condition(
+                    "Progressing",
+                    true,
+                    "Waiting",
+                    format!("waiting for {object}: {rule}"),
+                ),
+                condition("Degraded", false, "AsExpected", String::new()),
+            ],
+            previous_version,
+        ),
+        Verdict::Conflict { objects } => {
+            let names: Vec<String> = objects.iter().map(ToString::to_string).collect();
+            let message = format!(
+                "already exist and are not owned by this EnvoyGateway, left untouched: {}",
+                names.join(", ")
+            );
+            (
+                [
+                    condition("Ready", false, "Conflict", message.clone()),
+                    condition("Progressing", false, "Conflict", String::new()),
+                    condition("Degraded", true, "Conflict", message),
+                ],
+                previous_version,
+            )
+        }
+        Verdict::InvalidSpec { message } => (
+            [
+                condition("Ready", false, "InvalidSpec", message.clone()),
+                condition(
+                    "Progressing",
+                    false,
+                    "InvalidSpec",
+                    "waiting for a spec change".into(),
+                ),
+                condition("Degraded", true, "InvalidSpec", message.clone()),
+            ],
+            previous_version,
+        ),
+        Verdict::Error { category, message } => (
+            [
+                condition("Ready", false, "Error", message.clone()),
+                condition(
+                    "Progressing",
+                    true,
+                    "Retrying",
+                    format!("{category}: retrying"),
+                ),
+                condition("Degraded", true, "Error", message.clone()),
+            ],
+            previous_version,
+        ),
+    };
+    let conditions = conditions
+        .into_iter()
+        .map(|mut c| {
+            c.observed_generation = generation;
+            let before = previous
+                .into_iter()
+                .flat_map(|p| p.conditions.iter())
+                .find(|p| p.type_ == c.type_);
+            c.last_transition_time = match before {
+                Some(b) if b.status == c.status => b.last_transition_time.clone(),
+                _ => now.clone(),
+            };
+            c
+        })
+        .collect();
+    EnvoyGatewayStatus {
+        observed_generation: generation,
+        version,
+        conditions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).expect("timestamp"))
+    }
+
+    fn cond<'a>(s: &'a EnvoyGatewayStatus, t: &str) -> &'a Condition {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .expect("condition")
+    }
+
+    #[test]
+    fn waiting_then_ready_moves_transitions_only_on_flips() {
+        let waiting = Verdict::Waiting {
+            object: "Deployment ns/x".into(),
+            rule: "Deployment Available".into(),
+        };
+        let s1 = next_status(None, &waiting, Some(1), "0.1.0", at(100));
+        assert_eq!(cond(&s1, "Progressing").status, "True");
+        assert_eq!(
+            cond(&s1, "Ready").message,
+            "waiting for Deployment ns/x: Deployment Available"
+        );
+        assert_eq!(s1.version, None);
+
+        let s2 = next_status(Some(&s1), &waiting, Some(1), "0.1.0", at(200));
+        assert_eq!(s2, s1, "an unchanged verdict must give an identical status");
+
+        let s3 = next_status(Some(&s2), &Verdict::Ready, Some(1), "0.1.0", at(300));
+        assert_eq!(cond(&s3, "Ready").status, "True");
+        assert_eq!(cond(&s3, "Ready").last_transition_time, at(300));
+        assert_eq!(
+            cond(&s3, "Degraded").last_transition_time,
+            at(100),
+            "Degraded stayed False"
+        );
+        assert_eq!(s3.version.as_deref(), Some("0.1.0"));
+        assert_eq!(s3.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn conflict_names_the_foreign_objects() {
+        let v = Verdict::Conflict {
+            objects: vec![ObjectRef::new(
+                "gateway.networking.k8s.io/v1",
+                "GatewayClass",
+                None,
+                "prod",
+            )],
+        };
+        let s = next_status(None, &v, Some(2), "0.1.0", at(1));
+        let degraded = cond(&s, "Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "Conflict")
+        );
+        assert!(degraded.message.contains("GatewayClass prod"));
+    }
+}
