@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::plan::{PlanError, offline_plan, read_envoy_gateway};
+use crate::plan::{PlanError, live_plan, offline_plan, read_envoy_gateway};
 use crate::telemetry::TelemetryArgs;
 
 /// Default image repository of the control plane; the tag is the operand version.
@@ -68,6 +68,9 @@ pub struct PlanArgs {
     /// Image repository of the control plane.
     #[arg(long, default_value = DEFAULT_IMAGE_REPOSITORY)]
     pub image_repository: String,
+    /// Plan against the live cluster of this kubeconfig instead of an empty one.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Errors of the command-line tools.
@@ -83,6 +86,8 @@ pub enum CliError {
     Stdout(#[source] std::io::Error),
     #[error("connecting to Kubernetes: {0}")]
     Kube(#[from] kube::Error),
+    #[error("kubeconfig {0}")]
+    Kubeconfig(String),
     #[error("starting the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -96,9 +101,19 @@ impl CliError {
             CliError::Json(_) => "json",
             CliError::Stdout(_) => "stdout",
             CliError::Kube(_) => "kube",
+            CliError::Kubeconfig(_) => "kubeconfig",
             CliError::Runtime(_) => "runtime",
         }
     }
+}
+
+async fn client_from_kubeconfig(path: &std::path::Path) -> Result<kube::Client, CliError> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| CliError::Kubeconfig(format!("{}: {e}", path.display())))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| CliError::Kubeconfig(format!("{}: {e}", path.display())))?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 fn print(text: &str) -> Result<(), CliError> {
@@ -136,19 +151,34 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             namespace,
             output,
             image_repository,
+            kubeconfig,
         }) => {
             let text = std::fs::read_to_string(&file).map_err(|source| PlanError::Read {
                 file: file.clone(),
                 source,
             })?;
             let eg = read_envoy_gateway(&file, &text)?;
-            let planned = offline_plan(
-                &file,
-                eg,
-                namespace.as_deref(),
-                &image_repository,
-                std::time::SystemTime::now(),
-            )?;
+            let now = std::time::SystemTime::now();
+            let planned = match kubeconfig {
+                None => offline_plan(&file, eg, namespace.as_deref(), &image_repository, now)?,
+                Some(path) => {
+                    let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
+                    runtime.block_on(async {
+                        let client = client_from_kubeconfig(&path).await?;
+                        Ok::<_, CliError>(
+                            live_plan(
+                                &client,
+                                &file,
+                                eg,
+                                namespace.as_deref(),
+                                &image_repository,
+                                now,
+                            )
+                            .await?,
+                        )
+                    })?
+                }
+            };
             match output {
                 OutputFormat::Text => print(&planned.to_text())?,
                 OutputFormat::Json => print(&(planned.to_json()? + "\n"))?,

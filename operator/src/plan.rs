@@ -1,19 +1,22 @@
 //! `eg-operator plan`: what the operator would do for an EnvoyGateway, before it does anything.
 //!
 //! Reads one EnvoyGateway manifest, runs the same pure stages as the reconciler (validate,
-//! certificates, build) and prints the desired graph's plan against an empty cluster, in apply
-//! order, like `terraform plan`. Secret values never appear in the output.
+//! certificates, build) and prints the desired graph's plan, in apply order, like
+//! `terraform plan`: against an empty cluster offline, or against the live environment with a
+//! kubeconfig. Secret values never appear in the output.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use eg_crds::EnvoyGateway;
-use eg_graph::{Action, Ownership, Plan, ResourceGraph, plan};
+use eg_graph::{Action, Plan, ResourceGraph, plan};
 use serde::Serialize;
 
 use crate::environment::build::{BuildError, BuildInputs, build};
 use crate::environment::certificates::{CertificateError, ExistingCertificates, decide};
-use crate::environment::names::{FIELD_MANAGER, OWNER_UID_LABEL};
+use crate::environment::dereference::{DereferenceError, existing_certificates, owned_objects};
+use crate::environment::names::Names;
+use crate::environment::reconcile::ownership;
 use crate::environment::validate::{ValidationError, validate};
 
 /// UID used for an EnvoyGateway that has not been created yet; it only shows in labels.
@@ -50,6 +53,10 @@ pub enum PlanError {
     NoNamespace { file: PathBuf },
     #[error(transparent)]
     Certificates(#[from] CertificateError),
+    #[error("reading the live environment: {0}")]
+    Dereference(#[from] DereferenceError),
+    #[error("reading the EnvoyGateway: {0}")]
+    Kube(#[source] kube::Error),
     #[error(transparent)]
     Build(#[from] BuildError),
 }
@@ -64,6 +71,8 @@ impl PlanError {
             PlanError::Invalid { .. } => "invalid",
             PlanError::NoNamespace { .. } => "no_namespace",
             PlanError::Certificates(_) => "certificates",
+            PlanError::Dereference(e) => e.category(),
+            PlanError::Kube(_) => "kube",
             PlanError::Build(_) => "build",
         }
     }
@@ -104,30 +113,36 @@ fn parse_error(file: &Path, e: &serde_yaml_ng::Error) -> PlanError {
     }
 }
 
-/// The graph and the plan against an empty cluster.
+/// The desired graph of an environment and its plan.
 #[derive(Debug)]
-pub struct OfflinePlan {
+pub struct EnvironmentPlan {
     pub graph: ResourceGraph,
     pub plan: Plan,
 }
 
-/// Plans `eg` against an empty cluster.
-pub fn offline_plan(
+fn with_namespace(
     file: &Path,
     mut eg: EnvoyGateway,
     namespace: Option<&str>,
+) -> Result<EnvoyGateway, PlanError> {
+    if eg.metadata.namespace.is_none() {
+        let ns = namespace.ok_or_else(|| PlanError::NoNamespace {
+            file: file.to_owned(),
+        })?;
+        eg.metadata.namespace = Some(ns.to_owned());
+    }
+    Ok(eg)
+}
+
+/// Plans `eg` against the given live objects and certificates (pure).
+pub fn plan_against(
+    file: &Path,
+    mut eg: EnvoyGateway,
+    live: &[serde_json::Value],
+    existing: &ExistingCertificates,
     image_repository: &str,
     now: SystemTime,
-) -> Result<OfflinePlan, PlanError> {
-    if eg.metadata.namespace.is_none() {
-        eg.metadata.namespace = Some(
-            namespace
-                .ok_or_else(|| PlanError::NoNamespace {
-                    file: file.to_owned(),
-                })?
-                .to_owned(),
-        );
-    }
+) -> Result<EnvironmentPlan, PlanError> {
     eg.metadata
         .uid
         .get_or_insert_with(|| OFFLINE_UID.to_owned());
@@ -136,26 +151,65 @@ pub fn offline_plan(
         name: eg.metadata.name.clone().unwrap_or_default(),
         source,
     })?;
-    let certificates = decide(
-        &ExistingCertificates::default(),
-        environment.certificates,
-        &environment.names,
-        now,
-    )?;
+    let certificates = decide(existing, environment.certificates, &environment.names, now)?;
     let graph = build(&BuildInputs {
         environment: &environment,
         certificates: &certificates.certificates,
         image_repository,
     })?;
-    let ownership = Ownership {
-        field_manager: FIELD_MANAGER.to_owned(),
-        owner_uid: environment.uid.clone(),
-        owner_uid_label: OWNER_UID_LABEL.to_owned(),
-        labels: environment.names.common_labels(&environment.uid),
-    };
-    let mut plan = plan(&graph, &[], &ownership);
+    let mut plan = plan(&graph, live, &ownership(&environment));
     redact_secrets(&mut plan);
-    Ok(OfflinePlan { graph, plan })
+    Ok(EnvironmentPlan { graph, plan })
+}
+
+/// Plans `eg` against an empty cluster.
+pub fn offline_plan(
+    file: &Path,
+    eg: EnvoyGateway,
+    namespace: Option<&str>,
+    image_repository: &str,
+    now: SystemTime,
+) -> Result<EnvironmentPlan, PlanError> {
+    let eg = with_namespace(file, eg, namespace)?;
+    plan_against(
+        file,
+        eg,
+        &[],
+        &ExistingCertificates::default(),
+        image_repository,
+        now,
+    )
+}
+
+/// Plans `eg` against what is live in the cluster. An EnvoyGateway that does not exist yet
+/// is planned against nothing, as the operator would see it on creation.
+pub async fn live_plan(
+    client: &kube::Client,
+    file: &Path,
+    eg: EnvoyGateway,
+    namespace: Option<&str>,
+    image_repository: &str,
+    now: SystemTime,
+) -> Result<EnvironmentPlan, PlanError> {
+    let mut eg = with_namespace(file, eg, namespace)?;
+    let ns = eg.metadata.namespace.clone().unwrap_or_default();
+    let name = eg.metadata.name.clone().unwrap_or_default();
+    let api: kube::Api<EnvoyGateway> = kube::Api::namespaced(client.clone(), &ns);
+    let Some(live_eg) = api.get_opt(&name).await.map_err(PlanError::Kube)? else {
+        return plan_against(
+            file,
+            eg,
+            &[],
+            &ExistingCertificates::default(),
+            image_repository,
+            now,
+        );
+    };
+    let uid = live_eg.metadata.uid.unwrap_or_default();
+    eg.metadata.uid = Some(uid.clone());
+    let owned = owned_objects(client, &uid).await?;
+    let existing = existing_certificates(client, &Names::new(&ns, &name), &uid).await?;
+    plan_against(file, eg, &owned, &existing, image_repository, now)
 }
 
 /// Replaces the values of Secret field changes so key material never reaches a terminal or log.
@@ -185,7 +239,7 @@ pub struct JsonOutput<'a> {
     pub plan: &'a Plan,
 }
 
-impl OfflinePlan {
+impl EnvironmentPlan {
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         let waves = self
             .graph

@@ -350,3 +350,114 @@ async fn two_environments_stay_isolated_and_a_class_conflict_changes_nothing() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn live_plan_shows_nothing_for_a_converged_environment_and_the_diff_of_an_edit() {
+    with_temp_namespace(|client, ns| async move {
+        let class = format!("class-{ns}");
+        let spec = json!({"gatewayClassName": class, "controlPlane": {"replicas": 2}});
+        let eg = create_eg(&client, &ns, "live", spec.clone()).await;
+        converge(&client, &eg).await;
+
+        let manifest = |spec: serde_json::Value| -> EnvoyGateway {
+            serde_json::from_value(json!({
+                "apiVersion": "operator.gateway.envoyproxy.io/v1alpha1",
+                "kind": "EnvoyGateway",
+                "metadata": {"name": "live"},
+                "spec": spec,
+            }))
+            .expect("manifest")
+        };
+        let file = std::path::Path::new("live.yaml");
+        let image = settings().image_repository;
+        let same = eg_operator::plan::live_plan(
+            &client,
+            file,
+            manifest(spec),
+            Some(&ns),
+            &image,
+            SystemTime::now(),
+        )
+        .await?;
+        assert!(!same.plan.has_changes(), "{}", same.plan.render_text());
+
+        let edited = eg_operator::plan::live_plan(
+            &client,
+            file,
+            manifest(json!({"gatewayClassName": class, "controlPlane": {"replicas": 4}})),
+            Some(&ns),
+            &image,
+            SystemTime::now(),
+        )
+        .await?;
+        let text = edited.plan.render_text();
+        assert!(
+            text.contains(&format!(
+                "  ~ Deployment {ns}/live-envoy-gateway\n      .spec.replicas: 2 -> 4\n"
+            )),
+            "{text}"
+        );
+        assert_eq!(
+            edited.plan.counts(),
+            (0, 1, edited.plan.steps.len() - 1, 0),
+            "{text}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn certificates_rotate_with_both_cas_trusted_during_rotation() {
+    with_temp_namespace(|client, ns| async move {
+        let class = format!("class-{ns}");
+        let eg = create_eg(
+            &client,
+            &ns,
+            "rot",
+            json!({"gatewayClassName": class, "certificates": {"duration": "1h", "renewBefore": "20m"}}),
+        )
+        .await;
+        let t0 = SystemTime::now();
+        let first = reconcile_environment(&client, &eg, &settings(), t0).await?;
+        assert_eq!(first.issued.len(), 3);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let read = |name: &'static str| {
+            let secrets = secrets.clone();
+            async move {
+                let data = secrets.get(name).await.expect("secret").data.expect("data");
+                let text = |k: &str| String::from_utf8(data[k].0.clone()).expect("utf-8 PEM");
+                (text("ca.crt"), text("tls.crt"))
+            }
+        };
+        let (bundle_before, server_before) = read("rot-envoy-gateway-xds-server").await;
+        assert_eq!(bundle_before.matches("BEGIN CERTIFICATE").count(), 1);
+
+        // 45 minutes later the 1 h CA is within its 20 m renewBefore.
+        let later = t0 + Duration::from_secs(45 * 60);
+        let rotated = reconcile_environment(&client, &eg, &settings(), later).await?;
+        let which: Vec<&str> = rotated.issued.iter().map(|i| i.which).collect();
+        assert_eq!(which, ["CA", "xDS server", "proxy client"]);
+        let (bundle_after, server_after) = read("rot-envoy-gateway-xds-server").await;
+        assert_ne!(server_after, server_before);
+        assert_eq!(
+            bundle_after.matches("BEGIN CERTIFICATE").count(),
+            2,
+            "old and new CA are both trusted during the rotation"
+        );
+        let old_ca = bundle_before.trim();
+        assert!(bundle_after.contains(old_ca), "the previous CA stays in the bundle");
+        let (client_bundle, _) = read("rot-envoy-gateway-xds-client").await;
+        assert_eq!(client_bundle, bundle_after, "proxies get the same trust bundle");
+
+        // Once the old CA has expired it leaves the bundle, and nothing else is reissued.
+        let after_expiry = t0 + Duration::from_secs(70 * 60);
+        let settled = reconcile_environment(&client, &eg, &settings(), after_expiry).await?;
+        assert!(settled.issued.is_empty(), "{:?}", settled.issued);
+        let (bundle_final, _) = read("rot-envoy-gateway-xds-server").await;
+        assert_eq!(bundle_final.matches("BEGIN CERTIFICATE").count(), 1);
+        assert!(!bundle_final.contains(old_ca));
+        Ok(())
+    })
+    .await;
+}

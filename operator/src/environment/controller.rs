@@ -2,7 +2,8 @@
 //! own, runs one [`reconcile_environment`] pass per change behind a finalizer, records status and
 //! Events. Everything it decides comes from the pure stages; this module only moves messages.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use eg_crds::EnvoyGateway;
@@ -60,6 +61,13 @@ struct Context {
     client: Client,
     settings: OperatorSettings,
     recorder: Recorder,
+    /// Exponential backoff per EnvoyGateway (namespace/name) while its passes keep failing;
+    /// cleared by a pass that succeeds.
+    backoff: Mutex<HashMap<String, backon::ExponentialBackoff>>,
+}
+
+fn key(eg: &EnvoyGateway) -> String {
+    format!("{}/{}", eg.namespace().unwrap_or_default(), eg.name_any())
 }
 
 /// How soon to look again at an environment that is waiting for readiness, besides the watch
@@ -81,6 +89,7 @@ pub async fn run(client: Client, settings: OperatorSettings) {
         recorder: Recorder::new(client.clone(), reporter),
         client,
         settings,
+        backoff: Mutex::new(HashMap::new()),
     });
     Controller::new(egs, watcher::Config::default())
         .owns(
@@ -100,7 +109,8 @@ pub async fn run(client: Client, settings: OperatorSettings) {
 
 async fn reconcile(eg: Arc<EnvoyGateway>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
     let ns = eg.namespace().ok_or(ControllerError::NoNamespace)?;
-    let span = info_span!("reconcile", envoygateway = %format!("{ns}/{}", eg.name_any()));
+    let key = key(&eg);
+    let span = info_span!("reconcile", envoygateway = %key);
     let api: Api<EnvoyGateway> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, eg, |event| async {
         match event {
@@ -110,6 +120,11 @@ async fn reconcile(eg: Arc<EnvoyGateway>, ctx: Arc<Context>) -> Result<Action, C
     })
     .instrument(span)
     .await
+    .inspect(|_| {
+        if let Ok(mut backoff) = ctx.backoff.lock() {
+            backoff.remove(&key);
+        }
+    })
     .map_err(|e| match e {
         kube::runtime::finalizer::Error::ApplyFailed(e)
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
@@ -247,7 +262,25 @@ async fn publish_events(
     }
 }
 
-fn error_policy(_eg: Arc<EnvoyGateway>, error: &ControllerError, _ctx: Arc<Context>) -> Action {
-    warn!(category = error.category(), error = %error, "will retry");
-    Action::requeue(Duration::from_secs(5))
+fn error_policy(eg: Arc<EnvoyGateway>, error: &ControllerError, ctx: Arc<Context>) -> Action {
+    let delay = ctx
+        .backoff
+        .lock()
+        .ok()
+        .and_then(|mut all| {
+            all.entry(key(&eg))
+                .or_insert_with(|| {
+                    backon::BackoffBuilder::build(
+                        backon::ExponentialBuilder::default()
+                            .with_min_delay(Duration::from_millis(500))
+                            .with_max_delay(Duration::from_secs(300))
+                            .with_jitter()
+                            .without_max_times(),
+                    )
+                })
+                .next()
+        })
+        .unwrap_or(Duration::from_secs(300));
+    warn!(category = error.category(), error = %error, retry_in = ?delay, "will retry");
+    Action::requeue(delay)
 }
