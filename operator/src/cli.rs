@@ -85,11 +85,17 @@ pub enum CliError {
     #[error("writing to stdout: {0}")]
     Stdout(#[source] std::io::Error),
     #[error("connecting to Kubernetes: {0}")]
-    Kube(#[from] kube::Error),
+    Kube(#[source] Box<kube::Error>),
     #[error("kubeconfig {0}")]
     Kubeconfig(String),
     #[error("starting the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+}
+
+impl From<kube::Error> for CliError {
+    fn from(e: kube::Error) -> Self {
+        CliError::Kube(Box::new(e))
+    }
 }
 
 impl CliError {

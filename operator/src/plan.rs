@@ -56,7 +56,7 @@ pub enum PlanError {
     #[error("reading the live environment: {0}")]
     Dereference(#[from] DereferenceError),
     #[error("reading the EnvoyGateway: {0}")]
-    Kube(#[source] kube::Error),
+    Kube(#[source] Box<kube::Error>),
     #[error(transparent)]
     Build(#[from] BuildError),
 }
@@ -195,7 +195,11 @@ pub async fn live_plan(
     let ns = eg.metadata.namespace.clone().unwrap_or_default();
     let name = eg.metadata.name.clone().unwrap_or_default();
     let api: kube::Api<EnvoyGateway> = kube::Api::namespaced(client.clone(), &ns);
-    let Some(live_eg) = api.get_opt(&name).await.map_err(PlanError::Kube)? else {
+    let Some(live_eg) = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| PlanError::Kube(Box::new(e)))?
+    else {
         return plan_against(
             file,
             eg,

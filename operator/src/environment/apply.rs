@@ -18,19 +18,19 @@ use super::names::FIELD_MANAGER;
 pub enum ApplyError {
     #[error("applying {id}: {source}")]
     Apply {
-        id: ObjectRef,
+        id: Box<ObjectRef>,
         #[source]
         source: kube::Error,
     },
     #[error("deleting {id}: {source}")]
     Delete {
-        id: ObjectRef,
+        id: Box<ObjectRef>,
         #[source]
         source: kube::Error,
     },
     #[error("reading {id}: {source}")]
     Read {
-        id: ObjectRef,
+        id: Box<ObjectRef>,
         #[source]
         source: kube::Error,
     },
@@ -92,7 +92,7 @@ pub async fn apply(
                     .patch(&id.name, params, &Patch::Apply(&node.object))
                     .await
                     .map_err(|source| ApplyError::Apply {
-                        id: id.clone(),
+                        id: Box::new(id.clone()),
                         source,
                     })?;
                 let value = serde_json::to_value(&result).unwrap_or_default();
@@ -136,7 +136,7 @@ pub async fn apply(
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(source) => {
                 return Err(ApplyError::Delete {
-                    id: step.id.clone(),
+                    id: Box::new(step.id.clone()),
                     source,
                 });
             }

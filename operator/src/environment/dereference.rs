@@ -30,17 +30,18 @@ pub const ENVIRONMENT_KINDS: &[(&str, &str, bool)] = &[
 /// Errors reading live state.
 #[derive(Debug, thiserror::Error)]
 pub enum DereferenceError {
+    // kube::Error is large; boxed so every Result carrying this error stays small.
     #[error("listing {kind}: {source}")]
     List {
         kind: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("reading {id}: {source}")]
     Get {
-        id: ObjectRef,
+        id: Box<ObjectRef>,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("live {kind} is not valid JSON: {source}")]
     Json {
@@ -91,7 +92,7 @@ pub async fn owned_objects(
             .await
             .map_err(|source| DereferenceError::List {
                 kind: (*kind).to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         for mut item in list.items {
             // List items carry no apiVersion/kind of their own.
@@ -129,8 +130,8 @@ pub async fn foreign_objects(
             .get_opt(&node.id.name)
             .await
             .map_err(|source| DereferenceError::Get {
-                id: node.id.clone(),
-                source,
+                id: Box::new(node.id.clone()),
+                source: Box::new(source),
             })?;
         if found.is_some() {
             foreign.push(node.id.clone());
@@ -153,8 +154,13 @@ pub async fn existing_certificates(
                 .get_opt(&name)
                 .await
                 .map_err(|source| DereferenceError::Get {
-                    id: ObjectRef::new("v1", "Secret", Some(names.namespace()), &name),
-                    source,
+                    id: Box::new(ObjectRef::new(
+                        "v1",
+                        "Secret",
+                        Some(names.namespace()),
+                        &name,
+                    )),
+                    source: Box::new(source),
                 })?;
             // A Secret someone else made at our name is not trusted as key material.
             let owned = secret.as_ref().is_some_and(|s| {
