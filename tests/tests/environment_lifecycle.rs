@@ -183,6 +183,27 @@ async fn environment_applies_in_waves_converges_and_then_writes_nothing() {
             gc.spec.controller_name,
             format!("operator.gateway.envoyproxy.io/{ns}.prod")
         );
+        let params = gc.spec.parameters_ref.as_ref().expect("parametersRef");
+        assert_eq!((params.kind.as_str(), params.name.as_str()), ("EnvoyProxy", "prod-envoy-gateway-proxy"));
+        // The class-wide EnvoyProxy carries spec.proxy in upstream's fields, and the upstream
+        // CRD's schema accepted it.
+        let proxies: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &ns,
+            &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                "gateway.envoyproxy.io",
+                "v1alpha1",
+                "EnvoyProxy",
+            )),
+        );
+        let proxy = proxies.get("prod-envoy-gateway-proxy").await?;
+        let k8s = &proxy.data["spec"]["provider"]["kubernetes"];
+        assert_eq!(k8s["envoyDeployment"]["replicas"], 2);
+        assert_eq!(k8s["envoyService"]["type"], "LoadBalancer");
+        let term = &k8s["envoyDeployment"]["pod"]["affinity"]["podAntiAffinity"]
+            ["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"];
+        assert_eq!(term["matchLabelKeys"][0], "gateway.envoyproxy.io/owning-gateway-name");
+
         let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
         let pdb = pdbs.get("prod-envoy-gateway").await?;
         assert_eq!(

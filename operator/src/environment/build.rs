@@ -11,7 +11,9 @@ use eg_crds::envoy_gateway::{AntiAffinity, PodDisruptionBudgetSpec};
 use eg_graph::{
     GraphBuilder, GraphError, Node, ObjectRef, ObjectRefError, Readiness, ResourceGraph,
 };
-use gateway_api::apis::standard::gatewayclasses::{GatewayClass, GatewayClassSpec};
+use gateway_api::apis::standard::gatewayclasses::{
+    GatewayClass, GatewayClassParametersRef, GatewayClassSpec,
+};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
@@ -361,6 +363,15 @@ pub fn build(inputs: &BuildInputs<'_>) -> Result<ResourceGraph, BuildError> {
         g.needs(&pdb, &deployment);
     }
 
+    // Defaults of every proxy fleet of the class, as upstream's EnvoyProxy so a Gateway's own
+    // EnvoyProxy (infrastructure.parametersRef) can override them field by field.
+    let envoy_proxy = g
+        .add(Node::new(
+            default_envoy_proxy(env, &owned(&n.envoy_proxy()))?,
+            Readiness::Exists,
+        )?)?
+        .clone();
+
     // The class is announced once a controller is there to accept it.
     let class = g
         .add(node(
@@ -371,7 +382,12 @@ pub fn build(inputs: &BuildInputs<'_>) -> Result<ResourceGraph, BuildError> {
                     controller_name: n.controller_name(),
                     // The API caps descriptions at 64 bytes; the environment is in the labels.
                     description: Some("Envoy Gateway environment managed by eg-operator".into()),
-                    parameters_ref: None,
+                    parameters_ref: Some(GatewayClassParametersRef {
+                        group: "gateway.envoyproxy.io".into(),
+                        kind: "EnvoyProxy".into(),
+                        name: n.envoy_proxy(),
+                        namespace: Some(ns.to_owned()),
+                    }),
                 },
                 status: None,
             },
@@ -379,6 +395,7 @@ pub fn build(inputs: &BuildInputs<'_>) -> Result<ResourceGraph, BuildError> {
         )?)?
         .clone();
     g.needs(&class, &deployment);
+    g.needs(&class, &envoy_proxy);
 
     Ok(g.build()?)
 }
@@ -729,6 +746,107 @@ fn control_plane_deployment(
         }),
         ..Deployment::default()
     }
+}
+
+/// Label that upstream Envoy Gateway puts on each Gateway's proxy pods; spreading by it keeps
+/// the constraints per Gateway although one EnvoyProxy serves the whole class.
+const OWNING_GATEWAY_LABEL: &str = "gateway.envoyproxy.io/owning-gateway-name";
+
+/// The class-wide EnvoyProxy built from `spec.proxy` (upstream field names).
+fn default_envoy_proxy(
+    env: &Environment,
+    meta: &ObjectMeta,
+) -> Result<serde_json::Value, BuildError> {
+    let eg_crds::envoy_gateway::ProxySpec {
+        replicas,
+        autoscaling,
+        anti_affinity: anti,
+        topology_spread,
+        pod_disruption_budget,
+        service,
+        resources,
+    } = &env.proxy;
+    let proxy_selector = BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "envoy".to_owned()),
+        ("app.kubernetes.io/component".to_owned(), "proxy".to_owned()),
+    ]);
+    let mut affinity =
+        serde_json::to_value(anti_affinity(*anti, &proxy_selector)).map_err(|source| {
+            BuildError::Serialize {
+                kind: "EnvoyProxy",
+                name: env.names.envoy_proxy(),
+                source,
+            }
+        })?;
+    // Every term is scoped to the pods of one Gateway.
+    for terms in [
+        "/podAntiAffinity/preferredDuringSchedulingIgnoredDuringExecution",
+        "/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution",
+    ] {
+        if let Some(list) = affinity.pointer_mut(terms).and_then(|v| v.as_array_mut()) {
+            for term in list {
+                // Preferred terms wrap the affinity term; required ones are the term.
+                let term = if term.get("podAffinityTerm").is_some() {
+                    &mut term["podAffinityTerm"]
+                } else {
+                    term
+                };
+                term["matchLabelKeys"] = serde_json::json!([OWNING_GATEWAY_LABEL]);
+            }
+        }
+    }
+    let mut pod = serde_json::json!({ "affinity": affinity });
+    if let Some(spread) = topology_spread {
+        pod["topologySpreadConstraints"] = serde_json::json!([{
+            "maxSkew": spread.max_skew,
+            "topologyKey": spread.topology_key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": proxy_selector},
+            "matchLabelKeys": [OWNING_GATEWAY_LABEL],
+        }]);
+    }
+    let mut deployment = serde_json::json!({ "pod": pod });
+    // With an HPA the Deployment leaves its replica count to the autoscaler.
+    if autoscaling.is_none() {
+        deployment["replicas"] = serde_json::json!(replicas);
+    }
+    if let Some(resources) = resources {
+        deployment["container"] = serde_json::json!({ "resources": resources });
+    }
+    let mut kubernetes = serde_json::json!({
+        "envoyDeployment": deployment,
+        "envoyService": {"type": service.type_},
+    });
+    if !service.annotations.is_empty() {
+        kubernetes["envoyService"]["annotations"] = serde_json::json!(service.annotations);
+    }
+    if let Some(a) = autoscaling {
+        kubernetes["envoyHpa"] = serde_json::json!({
+            "minReplicas": a.min_replicas,
+            "maxReplicas": a.max_replicas,
+            "metrics": [{
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization_percentage},
+                },
+            }],
+        });
+    }
+    if let Some(pdb) = pod_disruption_budget {
+        kubernetes["envoyPDB"] =
+            serde_json::to_value(pdb).map_err(|source| BuildError::Serialize {
+                kind: "EnvoyProxy",
+                name: env.names.envoy_proxy(),
+                source,
+            })?;
+    }
+    Ok(serde_json::json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "EnvoyProxy",
+        "metadata": meta,
+        "spec": {"provider": {"type": "Kubernetes", "kubernetes": kubernetes}},
+    }))
 }
 
 fn hex_prefix(digest: &[u8]) -> String {

@@ -25,6 +25,7 @@ pub const ENVIRONMENT_KINDS: &[(&str, &str, bool)] = &[
     ("rbac.authorization.k8s.io/v1", "ClusterRole", false),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", false),
     ("gateway.networking.k8s.io/v1", "GatewayClass", false),
+    ("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy", true),
 ];
 
 /// Errors reading live state.
@@ -43,6 +44,10 @@ pub enum DereferenceError {
         #[source]
         source: Box<kube::Error>,
     },
+    #[error(
+        "the {kind} API ({api_version}) is not served: install its CustomResourceDefinition (Envoy Gateway's CRDs for gateway.envoyproxy.io, the Gateway API CRDs for gateway.networking.k8s.io)"
+    )]
+    MissingApi { api_version: String, kind: String },
     #[error("live {kind} is not valid JSON: {source}")]
     Json {
         kind: String,
@@ -57,6 +62,7 @@ impl DereferenceError {
         match self {
             DereferenceError::List { .. } => "list",
             DereferenceError::Get { .. } => "get",
+            DereferenceError::MissingApi { .. } => "missing_api",
             DereferenceError::Json { .. } => "json",
         }
     }
@@ -87,13 +93,16 @@ pub async fn owned_objects(
     for (api_version, kind, _) in ENVIRONMENT_KINDS {
         let api: Api<DynamicObject> =
             Api::all_with(client.clone(), &api_resource(api_version, kind));
-        let list = api
-            .list(&params)
-            .await
-            .map_err(|source| DereferenceError::List {
+        let list = api.list(&params).await.map_err(|source| match source {
+            kube::Error::Api(e) if e.code == 404 => DereferenceError::MissingApi {
+                api_version: (*api_version).to_owned(),
+                kind: (*kind).to_owned(),
+            },
+            source => DereferenceError::List {
                 kind: (*kind).to_owned(),
                 source: Box::new(source),
-            })?;
+            },
+        })?;
         for mut item in list.items {
             // List items carry no apiVersion/kind of their own.
             item.types = Some(kube::api::TypeMeta {

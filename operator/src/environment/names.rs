@@ -57,6 +57,11 @@ impl Names {
         format!("{}-config", self.base)
     }
 
+    /// The class-wide EnvoyProxy holding `spec.proxy`, referenced by the GatewayClass.
+    pub fn envoy_proxy(&self) -> String {
+        format!("{}-proxy", self.base)
+    }
+
     pub fn ca_secret(&self) -> String {
         format!("{}-ca", self.base)
     }
