@@ -43,6 +43,9 @@ pub struct OperatorArgs {
     /// Image repository of the control plane; the tag is the operand version.
     #[arg(long, env = "EG_IMAGE_REPOSITORY", default_value = DEFAULT_IMAGE_REPOSITORY)]
     pub image_repository: String,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "EG_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub metrics_address: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -134,14 +137,25 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         command,
     } = cli;
     match command {
-        Command::Operator(OperatorArgs { image_repository }) => {
+        Command::Operator(OperatorArgs {
+            image_repository,
+            metrics_address,
+        }) => {
             let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
             runtime.block_on(async {
                 let client = kube::Client::try_default().await?;
-                tracing::info!(%image_repository, "eg-operator operator starting");
+                let metrics = crate::metrics::Metrics::new();
+                let ready = std::sync::Arc::new(crate::serve::Readiness::default());
+                let (bound, _server) =
+                    crate::serve::serve(metrics_address, metrics.clone(), ready.clone())
+                        .await
+                        .map_err(CliError::Runtime)?;
+                tracing::info!(%image_repository, metrics = %bound, "eg-operator operator starting");
+                ready.set(true);
                 crate::environment::controller::run(
                     client,
                     crate::environment::reconcile::OperatorSettings { image_repository },
+                    metrics,
                 )
                 .await;
                 Ok::<_, CliError>(())

@@ -3,9 +3,12 @@
 //! - [`environment`]: the lifecycle of one `EnvoyGateway`, as a pipeline of pure stages
 //!   (validate, certificates, build) and I/O stages (dereference, apply).
 //! - [`plan`]: `eg-operator plan`, the pure stages run offline.
+//! - [`metrics`] and [`serve`]: Prometheus metrics and the health endpoints.
 //! - [`cli`] and [`telemetry`]: the binary's surface.
 
 pub mod cli;
 pub mod environment;
+pub mod metrics;
 pub mod plan;
+pub mod serve;
 pub mod telemetry;

@@ -13,6 +13,7 @@ use eg_e2e::pod_status::report_pods_ready;
 use eg_e2e::with_temp_namespace;
 use eg_operator::environment::controller::{FINALIZER, run};
 use eg_operator::environment::reconcile::OperatorSettings;
+use eg_operator::metrics::Metrics;
 use gateway_api::apis::standard::gatewayclasses::GatewayClass;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::ClusterRole;
@@ -50,11 +51,13 @@ where
 #[tokio::test]
 async fn operator_drives_an_environment_through_its_lifecycle() {
     with_temp_namespace(|client, ns| async move {
+        let metrics = Metrics::new();
         let controller = tokio::spawn(run(
             client.clone(),
             OperatorSettings {
                 image_repository: "quay.io/eg-operator/eg-operator".into(),
             },
+            metrics.clone(),
         ));
         let class = format!("class-{ns}");
         let api: Api<EnvoyGateway> = Api::namespaced(client.clone(), &ns);
@@ -141,6 +144,15 @@ async fn operator_drives_an_environment_through_its_lifecycle() {
         let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
         let role_name = format!("eg-operator:{ns}:prod");
         assert!(cluster_roles.get_opt(&role_name).await?.is_some());
+        let exposition = metrics.encode();
+        for verdict in ["waiting", "ready", "invalid_spec"] {
+            assert!(
+                exposition.contains(&format!(
+                    "eg_operator_reconciles_total{{verdict=\"{verdict}\"}}"
+                )),
+                "{exposition}"
+            );
+        }
 
         // Deleting the EnvoyGateway removes its cluster-scoped objects, then the finalizer.
         api.delete("prod", &DeleteParams::default()).await?;

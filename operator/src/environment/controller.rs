@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use eg_crds::EnvoyGateway;
 use futures::StreamExt;
@@ -24,6 +24,7 @@ use super::reconcile::{
     OperatorSettings, ReconcileError, ReconcileOutcome, cleanup_environment, reconcile_environment,
 };
 use super::status::{Verdict, next_status};
+use crate::metrics::Metrics;
 
 /// Finalizer that lets the operator remove cluster-scoped and cross-namespace objects, which
 /// garbage collection cannot reach through ownerReferences.
@@ -61,6 +62,7 @@ struct Context {
     client: Client,
     settings: OperatorSettings,
     recorder: Recorder,
+    metrics: Arc<Metrics>,
     /// Exponential backoff per EnvoyGateway (namespace/name) while its passes keep failing;
     /// cleared by a pass that succeeds.
     backoff: Mutex<HashMap<String, backon::ExponentialBackoff>>,
@@ -78,7 +80,7 @@ const HEALTHY_REQUEUE: Duration = Duration::from_secs(300);
 const CONFLICT_REQUEUE: Duration = Duration::from_secs(60);
 
 /// Runs the controller until the stream ends (the process is asked to stop).
-pub async fn run(client: Client, settings: OperatorSettings) {
+pub async fn run(client: Client, settings: OperatorSettings, metrics: Arc<Metrics>) {
     let egs: Api<EnvoyGateway> = Api::all(client.clone());
     let deployments: Api<Deployment> = Api::all(client.clone());
     let reporter = Reporter {
@@ -89,6 +91,7 @@ pub async fn run(client: Client, settings: OperatorSettings) {
         recorder: Recorder::new(client.clone(), reporter),
         client,
         settings,
+        metrics,
         backoff: Mutex::new(HashMap::new()),
     });
     Controller::new(egs, watcher::Config::default())
@@ -133,8 +136,11 @@ async fn reconcile(eg: Arc<EnvoyGateway>, ctx: Arc<Context>) -> Result<Action, C
 }
 
 async fn apply(eg: &EnvoyGateway, ctx: &Context) -> Result<Action, ControllerError> {
+    let started = Instant::now();
     let pass = reconcile_environment(&ctx.client, eg, &ctx.settings, SystemTime::now()).await;
     let verdict = Verdict::from_pass(&pass);
+    ctx.metrics
+        .observe(verdict.label(), verdict.error_category(), started.elapsed());
     publish_events(eg, ctx, &pass).await;
     write_status(eg, ctx, &verdict).await?;
     match (verdict, pass) {

@@ -30,6 +30,26 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Stable metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Ready => "ready",
+            Verdict::Waiting { .. } => "waiting",
+            Verdict::Conflict { .. } => "conflict",
+            Verdict::InvalidSpec { .. } => "invalid_spec",
+            Verdict::Error { .. } => "error",
+        }
+    }
+
+    /// The error category, for verdicts that carry one.
+    pub fn error_category(&self) -> Option<&'static str> {
+        match self {
+            Verdict::Error { category, .. } => Some(category),
+            Verdict::InvalidSpec { .. } => Some("invalid_spec"),
+            _ => None,
+        }
+    }
+
     pub fn from_pass(pass: &Result<ReconcileOutcome, ReconcileError>) -> Self {
         match pass {
             Ok(outcome) if !outcome.conflicts.is_empty() => Verdict::Conflict {
