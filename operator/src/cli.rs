@@ -46,6 +46,12 @@ pub struct OperatorArgs {
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "EG_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     pub metrics_address: std::net::SocketAddr,
+    /// Elect a leader among replicas through a Lease; only the leader reconciles.
+    #[arg(long, env = "EG_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +97,8 @@ pub enum CliError {
     Kube(#[source] Box<kube::Error>),
     #[error("kubeconfig {0}")]
     Kubeconfig(String),
+    #[error("lost the leader lease; exiting so a fresh process can campaign again")]
+    LostLeadership,
     #[error("starting the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -111,6 +119,7 @@ impl CliError {
             CliError::Stdout(_) => "stdout",
             CliError::Kube(_) => "kube",
             CliError::Kubeconfig(_) => "kubeconfig",
+            CliError::LostLeadership => "lost_leadership",
             CliError::Runtime(_) => "runtime",
         }
     }
@@ -140,6 +149,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Operator(OperatorArgs {
             image_repository,
             metrics_address,
+            leader_elect,
+            leader_election_namespace,
         }) => {
             let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
             runtime.block_on(async {
@@ -152,13 +163,34 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                         .map_err(CliError::Runtime)?;
                 tracing::info!(%image_repository, metrics = %bound, "eg-operator operator starting");
                 ready.set(true);
-                crate::environment::controller::run(
-                    client,
+                let controller = crate::environment::controller::run(
+                    client.clone(),
                     crate::environment::reconcile::OperatorSettings { image_repository },
                     metrics,
-                )
-                .await;
-                Ok::<_, CliError>(())
+                );
+                if !leader_elect {
+                    controller.await;
+                    return Ok(());
+                }
+                let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+                    format!("eg-operator-{}", std::process::id())
+                });
+                let (mut leading, _election) = crate::leader::lease::run(
+                    client,
+                    crate::leader::lease::LeaseConfig {
+                        namespace: leader_election_namespace,
+                        name: "eg-operator-leader".into(),
+                        identity,
+                        lease_duration: std::time::Duration::from_secs(15),
+                        retry_period: std::time::Duration::from_secs(2),
+                    },
+                );
+                let _ = leading.wait_for(|l| *l).await;
+                tracing::info!("elected leader; reconciling");
+                tokio::select! {
+                    () = controller => Ok::<_, CliError>(()),
+                    _ = leading.wait_for(|l| !*l) => Err(CliError::LostLeadership),
+                }
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod environment;
+pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod serve;
