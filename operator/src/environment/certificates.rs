@@ -270,11 +270,19 @@ fn key_matches(cert_der: &[u8], key_pem: &str) -> bool {
         .is_ok_and(|(_, cert)| cert.public_key().raw == key.subject_public_key_info().as_slice())
 }
 
-fn check_ca(s: &SecretPem, now: i64, renew_before: i64) -> Result<CertKeyPem, IssueReason> {
+/// Reads a live certificate and key and keeps them if `fits` accepts the certificate, the key
+/// belongs to it, and it is not within `renew_before` of expiry.
+fn check_pair(
+    s: &SecretPem,
+    now: i64,
+    renew_before: i64,
+    fits: impl FnOnce(&x509_parser::certificate::X509Certificate<'_>) -> Result<(), IssueReason>,
+) -> Result<CertKeyPem, IssueReason> {
     let info = parse_first(&s.tls_crt).ok_or(IssueReason::Unreadable)?;
     let (_, cert) =
         x509_parser::parse_x509_certificate(&info.der).map_err(|_| IssueReason::Unreadable)?;
-    if !cert.is_ca() || !key_matches(&info.der, &s.tls_key) {
+    fits(&cert)?;
+    if !key_matches(&info.der, &s.tls_key) {
         return Err(IssueReason::Mismatch);
     }
     if info.not_after - renew_before <= now {
@@ -286,6 +294,16 @@ fn check_ca(s: &SecretPem, now: i64, renew_before: i64) -> Result<CertKeyPem, Is
     })
 }
 
+fn check_ca(s: &SecretPem, now: i64, renew_before: i64) -> Result<CertKeyPem, IssueReason> {
+    check_pair(s, now, renew_before, |cert| {
+        if cert.is_ca() {
+            Ok(())
+        } else {
+            Err(IssueReason::Mismatch)
+        }
+    })
+}
+
 fn check_leaf(
     s: &SecretPem,
     ca: &CertInfo,
@@ -293,50 +311,40 @@ fn check_leaf(
     now: i64,
     renew_before: i64,
 ) -> Result<CertKeyPem, IssueReason> {
-    let info = parse_first(&s.tls_crt).ok_or(IssueReason::Unreadable)?;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(&info.der).map_err(|_| IssueReason::Unreadable)?;
     let (_, ca_cert) =
         x509_parser::parse_x509_certificate(&ca.der).map_err(|_| IssueReason::Unreadable)?;
-    if cert.verify_signature(Some(ca_cert.public_key())).is_err() {
-        return Err(IssueReason::CaRotated);
-    }
-    if !key_matches(&info.der, &s.tls_key) {
-        return Err(IssueReason::Mismatch);
-    }
-    let mut dns: Vec<String> = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|g| match g {
-                    x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    dns.sort();
-    let mut want = spec.dns_names.clone();
-    want.sort();
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|c| c.as_str().ok())
-        .unwrap_or("");
-    if dns != want || cn != spec.common_name {
-        return Err(IssueReason::Mismatch);
-    }
-    if info.not_after - renew_before <= now {
-        return Err(IssueReason::Expiring);
-    }
-    Ok(CertKeyPem {
-        cert: s.tls_crt.clone(),
-        key: s.tls_key.clone(),
+    check_pair(s, now, renew_before, |cert| {
+        if cert.verify_signature(Some(ca_cert.public_key())).is_err() {
+            return Err(IssueReason::CaRotated);
+        }
+        let mut dns: Vec<String> = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|g| match g {
+                        x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        dns.sort();
+        let mut want = spec.dns_names.clone();
+        want.sort();
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok())
+            .unwrap_or("");
+        if dns != want || cn != spec.common_name {
+            return Err(IssueReason::Mismatch);
+        }
+        Ok(())
     })
 }
 
