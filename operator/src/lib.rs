@@ -7,6 +7,7 @@
 //! - [`cli`] and [`telemetry`]: the binary's surface.
 
 pub mod cli;
+pub mod control_plane;
 pub mod environment;
 pub mod leader;
 pub mod metrics;

@@ -1,0 +1,5 @@
+//! The control plane of one environment (`eg-operator controller`): the provider watches the
+//! cluster, the translator turns snapshots into Envoy configuration, the xDS server serves it,
+//! and the lease holder writes status.
+
+pub mod provider;

@@ -1,0 +1,267 @@
+//! The Kubernetes provider of the control plane: watches every kind the translator reads and
+//! keeps the latest objects per kind, coalescing changes into a version counter that the
+//! translation loop follows.
+//!
+//! Objects are watched untyped and decoded one by one when a snapshot is taken, so one object
+//! the Rust types cannot read is skipped and reported instead of stalling its whole watch (a
+//! typed watcher fails the entire list on a single bad object). Watch restarts are handled as
+//! kube-runtime's watcher defines them: objects listed between `Init` and `InitDone` replace the
+//! previous set at once.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+/// A kind the provider watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WatchedKind {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+}
+
+/// Everything the HTTP translator reads.
+pub const KINDS: &[WatchedKind] = &[
+    WatchedKind {
+        api_version: "gateway.networking.k8s.io/v1",
+        kind: "GatewayClass",
+        namespaced: false,
+    },
+    WatchedKind {
+        api_version: "gateway.networking.k8s.io/v1",
+        kind: "Gateway",
+        namespaced: true,
+    },
+    WatchedKind {
+        api_version: "gateway.networking.k8s.io/v1",
+        kind: "HTTPRoute",
+        namespaced: true,
+    },
+    WatchedKind {
+        api_version: "gateway.networking.k8s.io/v1beta1",
+        kind: "ReferenceGrant",
+        namespaced: true,
+    },
+    WatchedKind {
+        api_version: "v1",
+        kind: "Service",
+        namespaced: true,
+    },
+    WatchedKind {
+        api_version: "discovery.k8s.io/v1",
+        kind: "EndpointSlice",
+        namespaced: true,
+    },
+    WatchedKind {
+        api_version: "v1",
+        kind: "Secret",
+        namespaced: true,
+    },
+    WatchedKind {
+        api_version: "v1",
+        kind: "ConfigMap",
+        namespaced: true,
+    },
+    WatchedKind {
+        api_version: "v1",
+        kind: "Namespace",
+        namespaced: false,
+    },
+];
+
+type Key = (String, String);
+
+/// The objects of one kind, with the buffer of a watch (re)list in progress (pure).
+#[derive(Debug, Default, Clone)]
+pub struct KindState {
+    live: BTreeMap<Key, serde_json::Value>,
+    relist: Option<BTreeMap<Key, serde_json::Value>>,
+}
+
+fn key_of(obj: &DynamicObject) -> Key {
+    (
+        obj.metadata.namespace.clone().unwrap_or_default(),
+        obj.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+impl KindState {
+    /// Applies one watcher event; returns whether the visible set changed.
+    pub fn apply(&mut self, event: Event<DynamicObject>) -> bool {
+        let value = |o: &DynamicObject| serde_json::to_value(o).unwrap_or_default();
+        match event {
+            Event::Apply(o) => {
+                let v = value(&o);
+                self.live.insert(key_of(&o), v.clone()) != Some(v)
+            }
+            Event::Delete(o) => self.live.remove(&key_of(&o)).is_some(),
+            Event::Init => {
+                self.relist = Some(BTreeMap::new());
+                false
+            }
+            Event::InitApply(o) => {
+                self.relist
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(key_of(&o), value(&o));
+                false
+            }
+            Event::InitDone => {
+                let fresh = self.relist.take().unwrap_or_default();
+                let changed = fresh != self.live;
+                self.live = fresh;
+                changed
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// Decodes every object as `K`; the ones that do not decode are returned as problems.
+    pub fn decode<K: DeserializeOwned>(&self) -> (Vec<K>, Vec<DecodeProblem>) {
+        let mut ok = Vec::new();
+        let mut problems = Vec::new();
+        for ((namespace, name), value) in &self.live {
+            match serde_json::from_value::<K>(value.clone()) {
+                Ok(k) => ok.push(k),
+                Err(e) => problems.push(DecodeProblem {
+                    object: if namespace.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{namespace}/{name}")
+                    },
+                    message: e.to_string(),
+                }),
+            }
+        }
+        (ok, problems)
+    }
+}
+
+/// An object that could not be read as its Rust type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeProblem {
+    pub object: String,
+    pub message: String,
+}
+
+/// The provider's view of the cluster: per kind, the live objects.
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    pub kinds: BTreeMap<&'static str, KindState>,
+}
+
+/// Watches `KINDS` (in `namespaces`, or everywhere when empty) and bumps the returned counter on
+/// every visible change. The tasks run until the returned handles are dropped or aborted.
+pub fn watch_all(
+    client: Client,
+    namespaces: &[String],
+) -> (
+    Arc<Mutex<ClusterState>>,
+    watch::Receiver<u64>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let state = Arc::new(Mutex::new(ClusterState::default()));
+    let (tx, rx) = watch::channel(0u64);
+    let tx = Arc::new(tx);
+    let mut tasks = Vec::new();
+    for kind in KINDS {
+        let (group, version) = kind
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", kind.api_version));
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind.kind));
+        let apis: Vec<Api<DynamicObject>> = if !kind.namespaced || namespaces.is_empty() {
+            vec![Api::all_with(client.clone(), &ar)]
+        } else {
+            namespaces
+                .iter()
+                .map(|ns| Api::namespaced_with(client.clone(), ns, &ar))
+                .collect()
+        };
+        for api in apis {
+            let (state, tx) = (state.clone(), tx.clone());
+            let kind_name = kind.kind;
+            tasks.push(tokio::spawn(async move {
+                let mut events = watcher::watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .boxed();
+                while let Some(event) = events.next().await {
+                    let event = match event {
+                        Ok(e) => e,
+                        Err(e) => {
+                            tracing::warn!(kind = kind_name, error = %e, "watch error; retrying");
+                            continue;
+                        }
+                    };
+                    let changed = {
+                        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                        s.kinds.entry(kind_name).or_default().apply(event)
+                    };
+                    if changed {
+                        tx.send_modify(|v| *v += 1);
+                    }
+                }
+            }));
+        }
+    }
+    (state, rx, tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cm(name: &str, data: &str) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "ns"},
+            "data": {"k": data}
+        }))
+        .expect("object")
+    }
+
+    #[test]
+    fn relist_replaces_the_set_at_once_and_reports_real_changes_only() {
+        let mut s = KindState::default();
+        assert!(s.apply(Event::Apply(cm("a", "1"))));
+        assert!(
+            !s.apply(Event::Apply(cm("a", "1"))),
+            "same content is no change"
+        );
+        assert!(s.apply(Event::Apply(cm("b", "1"))));
+        // A relist that no longer has b: b disappears only at InitDone.
+        assert!(!s.apply(Event::Init));
+        assert!(!s.apply(Event::InitApply(cm("a", "1"))));
+        assert_eq!(s.len(), 2);
+        assert!(s.apply(Event::InitDone));
+        assert_eq!(s.len(), 1);
+        assert!(s.apply(Event::Delete(cm("a", "1"))));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn undecodable_objects_are_reported_not_fatal() {
+        let mut s = KindState::default();
+        s.apply(Event::Apply(cm("good", "1")));
+        let mut bad = cm("bad", "1");
+        bad.data = serde_json::json!({"data": {"k": 5}});
+        s.apply(Event::Apply(bad));
+        let (ok, problems) = s.decode::<k8s_openapi::api::core::v1::ConfigMap>();
+        assert_eq!(ok.len(), 1);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].object, "ns/bad");
+    }
+}
