@@ -14,3 +14,4 @@ pub mod metrics;
 pub mod plan;
 pub mod serve;
 pub mod telemetry;
+pub mod xds;

@@ -1,0 +1,11 @@
+//! xDS: serving Envoy its configuration.
+//!
+//! - [`protocol`]: the per-connection ADS protocol state, state-of-the-world and delta (pure).
+//! - [`envoy_config`]: typed Envoy configuration pieces and their packing into resources (pure).
+//! - [`bootstrap`]: the bootstrap a proxy starts from (pure).
+//! - [`server`]: the tonic ADS service (I/O), grouping proxies by Gateway.
+
+pub mod bootstrap;
+pub mod envoy_config;
+pub mod protocol;
+pub mod server;
