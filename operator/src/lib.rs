@@ -3,6 +3,9 @@
 //! - [`environment`]: the lifecycle of one `EnvoyGateway`, as a pipeline of pure stages
 //!   (validate, certificates, build) and I/O stages (dereference, apply).
 //! - [`plan`]: `eg-operator plan`, the pure stages run offline.
+//! - [`translate`]: Gateway API to the per-Gateway IR and statuses (pure).
+//! - [`xds`]: the ADS protocol, Envoy configuration from the IR, the gRPC server.
+//! - [`control_plane`]: the environment's control plane loop (provider, translation, status).
 //! - [`metrics`] and [`serve`]: Prometheus metrics and the health endpoints.
 //! - [`cli`] and [`telemetry`]: the binary's surface.
 
@@ -14,4 +17,5 @@ pub mod metrics;
 pub mod plan;
 pub mod serve;
 pub mod telemetry;
+pub mod translate;
 pub mod xds;

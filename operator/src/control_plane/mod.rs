@@ -3,3 +3,4 @@
 //! and the lease holder writes status.
 
 pub mod provider;
+pub mod run;

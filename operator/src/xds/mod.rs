@@ -2,10 +2,12 @@
 //!
 //! - [`protocol`]: the per-connection ADS protocol state, state-of-the-world and delta (pure).
 //! - [`envoy_config`]: typed Envoy configuration pieces and their packing into resources (pure).
+//! - [`from_ir`]: a Gateway's IR to its Envoy snapshot (pure).
 //! - [`bootstrap`]: the bootstrap a proxy starts from (pure).
 //! - [`server`]: the tonic ADS service (I/O), grouping proxies by Gateway.
 
 pub mod bootstrap;
 pub mod envoy_config;
+pub mod from_ir;
 pub mod protocol;
 pub mod server;

@@ -1,0 +1,207 @@
+//! The control plane's main loop (I/O shell): provider changes → pure translation → Envoy
+//! snapshots per Gateway in the xDS store → statuses written back. Changes that arrive while a
+//! translation runs are coalesced into the next one.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use gateway_api::apis::standard::gatewayclasses::GatewayClass;
+use gateway_api::apis::standard::gateways::Gateway;
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::provider::{ClusterState, DecodeProblem, watch_all};
+use crate::translate::{Snapshot as ApiSnapshot, Translation, translate};
+use crate::xds::from_ir::{ListenerBinding, snapshot};
+use crate::xds::server::SnapshotStore;
+
+/// Field manager of status writes.
+pub const STATUS_MANAGER: &str = "eg-operator-controller";
+
+/// What the loop needs to know about its environment.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneSettings {
+    /// The GatewayClass controllerName this environment serves.
+    pub controller_name: String,
+    /// Namespaces served; empty means all.
+    pub watch_namespaces: Vec<String>,
+    pub binding: ListenerBinding,
+}
+
+/// Builds the translator's input from the provider's state; objects that do not decode are
+/// returned as problems instead of failing the whole snapshot.
+pub fn api_snapshot(
+    state: &ClusterState,
+    controller_name: &str,
+) -> (ApiSnapshot, Vec<DecodeProblem>) {
+    let mut problems = Vec::new();
+    fn decode<K: DeserializeOwned>(
+        state: &ClusterState,
+        kind: &str,
+        problems: &mut Vec<DecodeProblem>,
+    ) -> Vec<K> {
+        match state.kinds.get(kind) {
+            Some(k) => {
+                let (ok, bad) = k.decode::<K>();
+                problems.extend(bad);
+                ok
+            }
+            None => Vec::new(),
+        }
+    }
+    let snapshot = ApiSnapshot {
+        controller_name: controller_name.to_owned(),
+        gateway_classes: decode(state, "GatewayClass", &mut problems),
+        gateways: decode(state, "Gateway", &mut problems),
+        http_routes: decode(state, "HTTPRoute", &mut problems),
+        reference_grants: decode(state, "ReferenceGrant", &mut problems),
+        services: decode(state, "Service", &mut problems),
+        endpoint_slices: decode(state, "EndpointSlice", &mut problems),
+        secrets: decode(state, "Secret", &mut problems),
+        namespaces: decode(state, "Namespace", &mut problems),
+    };
+    (snapshot, problems)
+}
+
+/// Runs until the provider's channel closes.
+pub async fn run(client: Client, settings: ControlPlaneSettings, store: SnapshotStore) {
+    let (state, mut changes, _watches) = watch_all(client.clone(), &settings.watch_namespaces);
+    let mut writer = StatusWriter::new(client, settings.controller_name.clone());
+    let mut version: u64 = 0;
+    while changes.changed().await.is_ok() {
+        changes.borrow_and_update();
+        version += 1;
+        let started = Instant::now();
+        let translation = {
+            let state = state.lock().unwrap_or_else(|p| p.into_inner());
+            let (input, problems) = api_snapshot(&state, &settings.controller_name);
+            for p in problems {
+                tracing::warn!(object = %p.object, error = %p.message, "object skipped: cannot be read");
+            }
+            translate(&input)
+        };
+        publish(&store, &translation, settings.binding, version);
+        tracing::debug!(version, elapsed = ?started.elapsed(), gateways = translation.gateways.len(), "translated");
+        writer.write(&translation).await;
+    }
+}
+
+fn publish(
+    store: &SnapshotStore,
+    translation: &Translation,
+    binding: ListenerBinding,
+    version: u64,
+) {
+    for gateway in &translation.gateways {
+        store.set(
+            &gateway.name,
+            snapshot(gateway, binding, &version.to_string()),
+        );
+    }
+}
+
+/// Writes statuses that changed since the last write; the translator's placeholder transition
+/// times are replaced by the time of the write.
+struct StatusWriter {
+    client: Client,
+    controller_name: String,
+    written: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
+}
+
+impl StatusWriter {
+    fn new(client: Client, controller_name: String) -> Self {
+        Self {
+            client,
+            controller_name,
+            written: Arc::default(),
+        }
+    }
+
+    async fn write(&mut self, t: &Translation) {
+        for (name, status) in &t.status.gateway_classes {
+            let api: Api<GatewayClass> = Api::all(self.client.clone());
+            self.patch(&api, "GatewayClass", name, name, status).await;
+        }
+        for (key, status) in &t.status.gateways {
+            let (ns, name) = key.split_once('/').unwrap_or(("", key));
+            let api: Api<Gateway> = Api::namespaced(self.client.clone(), ns);
+            self.patch(&api, "Gateway", key, name, status).await;
+        }
+        for (key, status) in &t.status.http_routes {
+            let (ns, name) = key.split_once('/').unwrap_or(("", key));
+            let api: Api<HttpRoute> = Api::namespaced(self.client.clone(), ns);
+            // Route status is shared by every controller the route attaches to: keep the
+            // parents entries other controllers wrote, replace only ours.
+            let Ok(mut ours) = serde_json::to_value(status) else {
+                continue;
+            };
+            if let Ok(Some(live)) = api.get_opt(name).await {
+                let others: Vec<serde_json::Value> = live
+                    .status
+                    .map(|s| s.parents)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| p.controller_name != self.controller_name)
+                    .filter_map(|p| serde_json::to_value(p).ok())
+                    .collect();
+                if let Some(parents) = ours.get_mut("parents").and_then(|p| p.as_array_mut()) {
+                    parents.extend(others);
+                }
+            }
+            self.patch(&api, "HTTPRoute", key, name, &ours).await;
+        }
+    }
+
+    async fn patch<K, S>(&self, api: &Api<K>, kind: &str, key: &str, name: &str, status: &S)
+    where
+        K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+        S: Serialize,
+    {
+        let Ok(desired) = serde_json::to_value(status) else {
+            return;
+        };
+        let id = format!("{kind} {key}");
+        if self.written.lock().ok().and_then(|w| w.get(&id).cloned()) == Some(desired.clone()) {
+            return;
+        }
+        let stamped = stamp_transition_times(desired.clone());
+        let patch = serde_json::json!({ "status": stamped });
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                if let Ok(mut w) = self.written.lock() {
+                    w.insert(id, desired);
+                }
+            }
+            Err(e) => tracing::warn!(object = %id, error = %e, "status write failed"),
+        }
+    }
+}
+
+/// Replaces the translator's epoch placeholders with now.
+fn stamp_transition_times(mut v: serde_json::Value) -> serde_json::Value {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    fn walk(v: &mut serde_json::Value, now: &str) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map.iter_mut() {
+                    if k == "lastTransitionTime" {
+                        *child = serde_json::Value::String(now.to_owned());
+                    } else {
+                        walk(child, now);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| walk(i, now)),
+            _ => {}
+        }
+    }
+    walk(&mut v, &now);
+    v
+}

@@ -1,0 +1,564 @@
+//! GatewayClasses, Gateways and their listeners: which ones are ours, which listeners are valid
+//! (protocol, route kinds, namespaces policy, TLS, conflicts), and — once routes are attached —
+//! the Gateway's IR and status.
+//!
+//! A listener is *valid* (gets IR and `Programmed=True`) only when nothing is wrong with it.
+//! Every listener reports all four condition types (Accepted, Conflicted, Programmed,
+//! ResolvedRefs) so a reader never has to infer a missing one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gateway_api::apis::standard::gatewayclasses::{GatewayClass, GatewayClassStatus};
+use gateway_api::apis::standard::gateways::{
+    Gateway, GatewayListeners, GatewayListenersTlsMode, GatewayStatus, GatewayStatusListeners,
+    GatewayStatusListenersSupportedKinds,
+};
+
+use super::Diagnostic;
+use super::conditions::{Problem, condition, kind, reason, verdict};
+use super::hostname;
+use super::index::Index;
+use super::ir::{
+    ClusterIr, GatewayIr, ListenerIr, ListenerProtocol, RouteIr, TlsIr, VirtualHostIr,
+};
+use super::precedence::{self, PrecedenceKey};
+use super::refs::{GATEWAY_GROUP, NamespacePolicy};
+use super::tls;
+
+/// The only route kind this translator attaches.
+pub(super) const HTTP_ROUTE_KIND: &str = "HTTPRoute";
+
+/// Decides which GatewayClasses are ours and accepted, returning their statuses by name.
+/// Classes of other controllers get no status at all: they are not ours to write.
+pub(super) fn classes(
+    controller_name: &str,
+    classes: &[GatewayClass],
+) -> BTreeMap<String, GatewayClassStatus> {
+    let mut out = BTreeMap::new();
+    for class in classes {
+        if class.spec.controller_name != controller_name {
+            continue;
+        }
+        let Some(name) = class.metadata.name.clone() else {
+            continue;
+        };
+        // EnvoyProxy parameters are resolved by the shell that deploys Envoy; the translator
+        // only rejects references that can never be valid.
+        let problem = class.spec.parameters_ref.as_ref().and_then(|p| {
+            (p.group != "gateway.envoyproxy.io" || p.kind != "EnvoyProxy").then(|| {
+                Problem::new(
+                    reason::INVALID_PARAMETERS,
+                    format!(
+                        "parametersRef must reference a gateway.envoyproxy.io EnvoyProxy, got {}/{}",
+                        p.group, p.kind
+                    ),
+                )
+            })
+        });
+        let status = GatewayClassStatus {
+            conditions: Some(vec![verdict(
+                kind::ACCEPTED,
+                problem.as_ref(),
+                reason::ACCEPTED,
+                "Valid GatewayClass",
+                class.metadata.generation,
+            )]),
+            supported_features: None,
+        };
+        out.insert(name, status);
+    }
+    out
+}
+
+/// Whether a class status says Accepted=True.
+pub(super) fn class_accepted(status: &GatewayClassStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == kind::ACCEPTED && c.status == "True")
+}
+
+/// A route entry placed on a listener under one hostname.
+#[derive(Debug)]
+pub(super) struct PlacedRoute {
+    pub host: String,
+    pub key: PrecedenceKey,
+    pub route: RouteIr,
+}
+
+/// A listener being translated: its validation verdicts and what routes attached to it.
+#[derive(Debug)]
+pub(super) struct ListenerCtx {
+    pub name: String,
+    pub port: i32,
+    /// `None` for protocols this translator does not serve.
+    pub protocol: Option<ListenerProtocol>,
+    pub hostname: Option<String>,
+    pub namespaces: NamespacePolicy,
+    pub allows_http_route: bool,
+    supported_kinds: Vec<GatewayStatusListenersSupportedKinds>,
+    tls: Option<TlsIr>,
+    accepted: Option<Problem>,
+    conflicted: Option<Problem>,
+    resolved_refs: Option<Problem>,
+    programmed: Option<Problem>,
+    /// Routes (`ns/name`) accepted on this listener: the `attachedRoutes` count.
+    pub attached: BTreeSet<String>,
+    /// Routes already placed, so a route attached twice (whole Gateway and sectionName) is
+    /// programmed once.
+    pub placed: BTreeSet<String>,
+    pub routes: Vec<PlacedRoute>,
+    /// `(category, message)` of errors found while validating.
+    diagnostics: Vec<(&'static str, String)>,
+}
+
+impl ListenerCtx {
+    fn new(spec: &GatewayListeners) -> Self {
+        Self {
+            name: spec.name.clone(),
+            port: spec.port,
+            protocol: None,
+            hostname: spec
+                .hostname
+                .as_deref()
+                .filter(|h| !h.is_empty())
+                .map(str::to_ascii_lowercase),
+            namespaces: NamespacePolicy::Same,
+            allows_http_route: false,
+            supported_kinds: Vec::new(),
+            tls: None,
+            accepted: None,
+            conflicted: None,
+            resolved_refs: None,
+            programmed: None,
+            attached: BTreeSet::new(),
+            placed: BTreeSet::new(),
+            routes: Vec::new(),
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// Records why the listener cannot be accepted; the first problem found is reported.
+    fn reject(&mut self, problem: Problem) {
+        self.accepted.get_or_insert(problem);
+    }
+
+    /// Records an unresolved reference; it also keeps the listener from being programmed.
+    fn unresolved(&mut self, problem: Problem, fatal: bool) {
+        self.resolved_refs.get_or_insert(problem);
+        if fatal {
+            self.programmed.get_or_insert(Problem::new(
+                reason::INVALID,
+                "Listener is invalid, see other Conditions for details.",
+            ));
+        }
+    }
+
+    /// Valid listeners get IR; invalid ones only status.
+    pub fn is_valid(&self) -> bool {
+        self.accepted.is_none() && self.conflicted.is_none() && self.programmed.is_none()
+    }
+
+    fn status(&self, generation: Option<i64>) -> GatewayStatusListeners {
+        let accepted = self.accepted.clone().or_else(|| {
+            self.conflicted.as_ref().map(|c| {
+                Problem::new(
+                    c.reason,
+                    "Listener conflicts with another listener, see the Conflicted condition",
+                )
+            })
+        });
+        let conflicted = match &self.conflicted {
+            Some(p) => condition(kind::CONFLICTED, true, p.reason, &p.message, generation),
+            None => condition(
+                kind::CONFLICTED,
+                false,
+                reason::NO_CONFLICTS,
+                "No conflicts detected",
+                generation,
+            ),
+        };
+        let programmed = (!self.is_valid()).then(|| {
+            self.programmed.clone().unwrap_or_else(|| {
+                Problem::new(
+                    reason::INVALID,
+                    "Listener is invalid, see other Conditions for details.",
+                )
+            })
+        });
+        GatewayStatusListeners {
+            attached_routes: i32::try_from(self.attached.len()).unwrap_or(i32::MAX),
+            conditions: vec![
+                verdict(
+                    kind::ACCEPTED,
+                    accepted.as_ref(),
+                    reason::ACCEPTED,
+                    "Listener is accepted",
+                    generation,
+                ),
+                conflicted,
+                verdict(
+                    kind::PROGRAMMED,
+                    programmed.as_ref(),
+                    reason::PROGRAMMED,
+                    "Listener is translated and ready to be sent to the data plane",
+                    generation,
+                ),
+                verdict(
+                    kind::RESOLVED_REFS,
+                    self.resolved_refs.as_ref(),
+                    reason::RESOLVED_REFS,
+                    "Listener references have been resolved",
+                    generation,
+                ),
+            ],
+            name: self.name.clone(),
+            supported_kinds: Some(self.supported_kinds.clone()),
+        }
+    }
+
+    fn into_ir(self, gateway_key: &str) -> Option<ListenerIr> {
+        if !self.is_valid() {
+            return None;
+        }
+        let port = u16::try_from(self.port).ok()?;
+        let protocol = self.protocol?;
+        let mut by_host: BTreeMap<String, Vec<(PrecedenceKey, RouteIr)>> = BTreeMap::new();
+        for placed in self.routes {
+            by_host
+                .entry(placed.host)
+                .or_default()
+                .push((placed.key, placed.route));
+        }
+        let mut hosts: Vec<(String, Vec<(PrecedenceKey, RouteIr)>)> = by_host.into_iter().collect();
+        hosts.sort_by(|a, b| hostname::specificity(&a.0, &b.0));
+        let virtual_hosts = hosts
+            .into_iter()
+            .map(|(host, routes)| VirtualHostIr {
+                name: format!("{gateway_key}/{}/{host}", self.name),
+                domains: vec![host],
+                routes: precedence::sort(routes),
+            })
+            .collect();
+        Some(ListenerIr {
+            name: self.name,
+            port,
+            protocol,
+            hostname: self.hostname,
+            tls: self.tls,
+            virtual_hosts,
+        })
+    }
+}
+
+/// A Gateway of an accepted class being translated.
+#[derive(Debug)]
+pub(super) struct GatewayCtx {
+    /// `"{namespace}/{name}"`.
+    pub key: String,
+    pub namespace: String,
+    class_name: String,
+    generation: Option<i64>,
+    pub listeners: Vec<ListenerCtx>,
+    pub clusters: BTreeMap<String, ClusterIr>,
+}
+
+impl GatewayCtx {
+    /// Validates the Gateway's listeners.
+    pub fn new(gateway: &Gateway, index: &Index<'_>) -> Self {
+        let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
+        let name = gateway.metadata.name.clone().unwrap_or_default();
+        let mut seen = BTreeSet::new();
+        let mut listeners: Vec<ListenerCtx> = gateway
+            .spec
+            .listeners
+            .iter()
+            .map(|spec| {
+                let mut listener = validate_listener(spec, &namespace, index);
+                if !seen.insert(spec.name.clone()) {
+                    listener.reject(Problem::new(
+                        reason::INVALID,
+                        format!(
+                            "Listener name {} is used by more than one listener",
+                            spec.name
+                        ),
+                    ));
+                }
+                listener
+            })
+            .collect();
+        detect_conflicts(&mut listeners);
+        Self {
+            key: format!("{namespace}/{name}"),
+            namespace,
+            class_name: gateway.spec.gateway_class_name.clone(),
+            generation: gateway.metadata.generation,
+            listeners,
+            clusters: BTreeMap::new(),
+        }
+    }
+
+    /// Produces the Gateway's IR, status and diagnostics.
+    pub fn finish(self) -> (GatewayIr, GatewayStatus, Vec<Diagnostic>) {
+        let generation = self.generation;
+        let diagnostics = self
+            .listeners
+            .iter()
+            .flat_map(|l| {
+                l.diagnostics.iter().map(|(category, message)| Diagnostic {
+                    object: format!("Gateway {} listener {}", self.key, l.name),
+                    category,
+                    message: message.clone(),
+                })
+            })
+            .collect();
+        let listener_statuses: Vec<GatewayStatusListeners> = self
+            .listeners
+            .iter()
+            .map(|l| l.status(generation))
+            .collect();
+        let (valid, invalid): (Vec<&ListenerCtx>, Vec<&ListenerCtx>) =
+            self.listeners.iter().partition(|l| l.is_valid());
+        let names = |ls: &[&ListenerCtx]| {
+            ls.iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let accepted = if self.listeners.is_empty() {
+            Problem::new(reason::LISTENERS_NOT_VALID, "Gateway has no listeners")
+        } else if valid.is_empty() {
+            Problem::new(
+                reason::LISTENERS_NOT_VALID,
+                format!("No valid listeners; invalid: [{}]", names(&invalid)),
+            )
+        } else if invalid.is_empty() {
+            Problem::new(reason::ACCEPTED, "Gateway is accepted")
+        } else {
+            Problem::new(
+                reason::LISTENERS_NOT_VALID,
+                format!(
+                    "Some listeners are not valid: [{}]; accepted: [{}]",
+                    names(&invalid),
+                    names(&valid)
+                ),
+            )
+        };
+        let programmed = if valid.is_empty() {
+            condition(
+                kind::PROGRAMMED,
+                false,
+                reason::INVALID,
+                "No valid listeners to program",
+                generation,
+            )
+        } else {
+            condition(
+                kind::PROGRAMMED,
+                true,
+                reason::PROGRAMMED,
+                format!(
+                    "{} listener(s) translated; not yet acknowledged by the data plane",
+                    valid.len()
+                ),
+                generation,
+            )
+        };
+        let status = GatewayStatus {
+            addresses: None,
+            attached_listener_sets: None,
+            conditions: Some(vec![
+                condition(
+                    kind::ACCEPTED,
+                    !valid.is_empty(),
+                    accepted.reason,
+                    accepted.message,
+                    generation,
+                ),
+                programmed,
+            ]),
+            listeners: Some(listener_statuses),
+        };
+        let key = self.key;
+        let listeners = self
+            .listeners
+            .into_iter()
+            .filter_map(|l| l.into_ir(&key))
+            .collect();
+        let ir = GatewayIr {
+            name: key,
+            class_name: self.class_name,
+            listeners,
+            clusters: self.clusters,
+        };
+        (ir, status, diagnostics)
+    }
+}
+
+/// Validates one listener in isolation (conflicts need all of them; see [`detect_conflicts`]).
+fn validate_listener(spec: &GatewayListeners, namespace: &str, index: &Index<'_>) -> ListenerCtx {
+    let mut listener = ListenerCtx::new(spec);
+    if !(1..=65535).contains(&spec.port) {
+        listener.reject(Problem::new(
+            reason::INVALID,
+            format!("Port {} is out of range 1-65535", spec.port),
+        ));
+    }
+    listener.protocol = match spec.protocol.as_str() {
+        "HTTP" => Some(ListenerProtocol::Http),
+        "HTTPS" => Some(ListenerProtocol::Https),
+        other => {
+            listener.reject(Problem::new(
+                reason::UNSUPPORTED_PROTOCOL,
+                format!("Protocol {other} is unsupported, must be HTTP or HTTPS."),
+            ));
+            None
+        }
+    };
+    let Some(protocol) = listener.protocol else {
+        // Nothing can attach to a listener we do not serve; its other fields are moot.
+        return listener;
+    };
+
+    let allowed = spec.allowed_routes.as_ref();
+    validate_kinds(&mut listener, allowed.and_then(|a| a.kinds.as_deref()));
+
+    let (policy, selector_error) =
+        NamespacePolicy::parse(allowed.and_then(|a| a.namespaces.as_ref()));
+    listener.namespaces = policy;
+    if let Some(e) = selector_error {
+        listener.diagnostics.push((e.category(), e.to_string()));
+        listener.reject(Problem::new(reason::INVALID, e.to_string()));
+    }
+
+    match (protocol, spec.tls.as_ref()) {
+        (ListenerProtocol::Http, Some(_)) => listener.reject(Problem::new(
+            reason::INVALID,
+            "Listener must not have TLS set when protocol is HTTP.",
+        )),
+        (ListenerProtocol::Http, None) => {}
+        (ListenerProtocol::Https, None) => listener.reject(Problem::new(
+            reason::INVALID,
+            "Listener must have TLS set when protocol is HTTPS.",
+        )),
+        (ListenerProtocol::Https, Some(tls_spec)) => {
+            if matches!(tls_spec.mode, Some(GatewayListenersTlsMode::Passthrough)) {
+                listener.reject(Problem::new(
+                    reason::UNSUPPORTED_TLS_MODE,
+                    "TLS Passthrough mode is not supported, TLS mode must be Terminate.",
+                ));
+                return listener;
+            }
+            let refs = tls_spec.certificate_refs.as_deref().unwrap_or_default();
+            if refs.is_empty() {
+                listener.reject(Problem::new(
+                    reason::INVALID,
+                    "Listener must have at least 1 TLS certificate ref",
+                ));
+                return listener;
+            }
+            let mut certificates = Vec::with_capacity(refs.len());
+            for cert_ref in refs {
+                match tls::resolve(index, namespace, cert_ref) {
+                    Ok(cert) => certificates.push(cert),
+                    Err(e) => {
+                        listener.diagnostics.push((e.category(), e.to_string()));
+                        listener.unresolved(Problem::new(e.reason(), e.to_string()), true);
+                        return listener;
+                    }
+                }
+            }
+            listener.tls = Some(TlsIr { certificates });
+        }
+    }
+    listener
+}
+
+/// Fills `supportedKinds` from `allowedRoutes.kinds`. Unsupported kinds set
+/// `ResolvedRefs=False InvalidRouteKinds`; the listener stays usable while at least one
+/// supported kind remains (routes of that kind can still attach).
+fn validate_kinds(
+    listener: &mut ListenerCtx,
+    kinds: Option<&[gateway_api::apis::standard::gateways::GatewayListenersAllowedRoutesKinds]>,
+) {
+    let http_route = || GatewayStatusListenersSupportedKinds {
+        group: Some(GATEWAY_GROUP.to_owned()),
+        kind: HTTP_ROUTE_KIND.to_owned(),
+    };
+    let kinds = kinds.unwrap_or_default();
+    if kinds.is_empty() {
+        listener.supported_kinds = vec![http_route()];
+        listener.allows_http_route = true;
+        return;
+    }
+    let mut invalid = Vec::new();
+    for k in kinds {
+        let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
+        if group == GATEWAY_GROUP && k.kind == HTTP_ROUTE_KIND {
+            if !listener.allows_http_route {
+                listener.supported_kinds.push(http_route());
+                listener.allows_http_route = true;
+            }
+        } else {
+            invalid.push(format!("{group}/{}", k.kind));
+        }
+    }
+    if !invalid.is_empty() {
+        let fatal = !listener.allows_http_route;
+        listener.unresolved(
+            Problem::new(
+                reason::INVALID_ROUTE_KINDS,
+                format!(
+                    "Route kind(s) [{}] not supported, kind must be {GATEWAY_GROUP}/{HTTP_ROUTE_KIND}",
+                    invalid.join(", ")
+                ),
+            ),
+            fatal,
+        );
+    }
+}
+
+/// Marks listeners that cannot be told apart (Gateway API "Handling indistinct Listeners"):
+/// on one port, HTTP and HTTPS cannot mix (`ProtocolConflict`, on every listener of the port),
+/// and no two listeners may share a hostname, "no hostname" included (`HostnameConflict`, on
+/// each listener sharing it). No conflicting listener wins: all are left out, per spec.
+/// Listeners of unsupported protocols take no part (the spec exempts implementations that do
+/// not serve TCP/UDP from the TCP sharing rule).
+fn detect_conflicts(listeners: &mut [ListenerCtx]) {
+    let mut by_port: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    for (i, l) in listeners.iter().enumerate() {
+        if l.protocol.is_some() {
+            by_port.entry(l.port).or_default().push(i);
+        }
+    }
+    for (port, members) in by_port {
+        let protocols: BTreeSet<ListenerProtocol> = members
+            .iter()
+            .filter_map(|&i| listeners[i].protocol)
+            .collect();
+        let mut hostnames: BTreeMap<Option<String>, usize> = BTreeMap::new();
+        for &i in &members {
+            *hostnames.entry(listeners[i].hostname.clone()).or_default() += 1;
+        }
+        for &i in &members {
+            let listener = &mut listeners[i];
+            if protocols.len() > 1 {
+                listener.conflicted.get_or_insert(Problem::new(
+                    reason::PROTOCOL_CONFLICT,
+                    format!("All listeners for port {port} must use a compatible protocol"),
+                ));
+            } else if hostnames
+                .get(&listener.hostname)
+                .copied()
+                .unwrap_or_default()
+                > 1
+            {
+                listener.conflicted.get_or_insert(Problem::new(
+                    reason::HOSTNAME_CONFLICT,
+                    format!("All listeners for port {port} must use a unique hostname"),
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Lookup tables over a [`Snapshot`](super::Snapshot): Services, EndpointSlices, Secrets and
+//! Namespaces by name, and the ReferenceGrants.
+//!
+//! Built once per translation so every resolution is a map lookup and no answer depends on the
+//! order objects arrived in. Two objects with one name cannot come from an API server; should a
+//! hand-written snapshot hold them, the first occurrence wins.
+
+use std::collections::BTreeMap;
+
+use gateway_api::apis::standard::referencegrants::ReferenceGrant;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::Snapshot;
+
+/// The label tying an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Read-only views of the snapshot keyed by `(namespace, name)`.
+#[derive(Debug)]
+pub(super) struct Index<'a> {
+    namespaces: BTreeMap<&'a str, &'a Namespace>,
+    services: BTreeMap<(String, String), &'a Service>,
+    endpoint_slices: BTreeMap<(String, String), Vec<&'a EndpointSlice>>,
+    secrets: BTreeMap<(String, String), &'a Secret>,
+    pub grants: Vec<&'a ReferenceGrant>,
+}
+
+impl<'a> Index<'a> {
+    pub fn new(snapshot: &'a Snapshot) -> Self {
+        let mut namespaces = BTreeMap::new();
+        for ns in &snapshot.namespaces {
+            if let Some(name) = ns.metadata.name.as_deref() {
+                namespaces.entry(name).or_insert(ns);
+            }
+        }
+        let mut services = BTreeMap::new();
+        for svc in &snapshot.services {
+            if let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) {
+                services.entry((ns.clone(), name.clone())).or_insert(svc);
+            }
+        }
+        let mut endpoint_slices: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
+        for slice in &snapshot.endpoint_slices {
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let (Some(ns), Some(service)) = (&slice.metadata.namespace, service) {
+                endpoint_slices
+                    .entry((ns.clone(), service.clone()))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        for slices in endpoint_slices.values_mut() {
+            slices.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        }
+        let mut secrets = BTreeMap::new();
+        for secret in &snapshot.secrets {
+            if let (Some(ns), Some(name)) = (&secret.metadata.namespace, &secret.metadata.name) {
+                secrets.entry((ns.clone(), name.clone())).or_insert(secret);
+            }
+        }
+        let mut grants: Vec<&ReferenceGrant> = snapshot.reference_grants.iter().collect();
+        grants.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        Self {
+            namespaces,
+            services,
+            endpoint_slices,
+            secrets,
+            grants,
+        }
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<&'a Namespace> {
+        self.namespaces.get(name).copied()
+    }
+
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&'a Service> {
+        self.services
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .copied()
+    }
+
+    /// The Service's EndpointSlices, by slice name.
+    pub fn endpoint_slices(&self, namespace: &str, service: &str) -> &[&'a EndpointSlice] {
+        self.endpoint_slices
+            .get(&(namespace.to_owned(), service.to_owned()))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<&'a Secret> {
+        self.secrets
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .copied()
+    }
+}

@@ -1,0 +1,400 @@
+//! The intermediate representation (IR): what one Gateway's Envoy must do, with every Gateway API
+//! rule already applied (validation, hostname intersection, listener isolation, route
+//! precedence, backend resolution, ReferenceGrants).
+//!
+//! The IR is the contract between this pure translator and the later step that writes Envoy
+//! configuration, so it carries decisions, not inputs: a consumer never looks at Gateway API
+//! objects again and never re-sorts anything. Everything is ordered deterministically and
+//! serializes to stable YAML/JSON, which is what the golden tests compare.
+//!
+//! Shape, top down:
+//! - [`GatewayIr`]: one per Gateway of an accepted GatewayClass, whether or not any listener
+//!   survived validation (no listeners means "run an Envoy that serves nothing").
+//! - [`ListenerIr`]: one per *valid* Gateway listener, in spec order. Several listeners may share
+//!   a port; Envoy gets one listener per port, so the converter groups them with
+//!   [`GatewayIr::ports`]. Listener isolation has already been applied, so the domains of the
+//!   virtual hosts of different listeners on one port never overlap and can be merged into one
+//!   route table (HTTP) or kept per SNI filter chain (HTTPS).
+//! - [`VirtualHostIr`]: one per hostname a route was attached under, most specific first.
+//! - [`RouteIr`]: one per (HTTPRoute rule, match), already in Gateway API precedence order.
+//! - [`ClusterIr`]: one per backend identity (`service/{ns}/{name}/{port}`), shared by every
+//!   route of the Gateway that sends traffic to it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything one Gateway's Envoy must serve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayIr {
+    /// `"{namespace}/{name}"` of the Gateway.
+    pub name: String,
+    /// The GatewayClass the Gateway belongs to.
+    pub class_name: String,
+    /// Valid listeners only, in the order of `spec.listeners`.
+    pub listeners: Vec<ListenerIr>,
+    /// Every upstream cluster a route or mirror of this Gateway references, by name.
+    pub clusters: BTreeMap<String, ClusterIr>,
+}
+
+impl GatewayIr {
+    /// Listeners grouped by port, ports ascending, listeners in spec order. Envoy binds once per
+    /// port; conflict detection guarantees all listeners of a group share one protocol.
+    pub fn ports(&self) -> BTreeMap<u16, Vec<&ListenerIr>> {
+        let mut ports: BTreeMap<u16, Vec<&ListenerIr>> = BTreeMap::new();
+        for listener in &self.listeners {
+            ports.entry(listener.port).or_default().push(listener);
+        }
+        ports
+    }
+}
+
+/// One valid Gateway listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerIr {
+    /// The listener's `name` (the `sectionName` routes use), unique within the Gateway.
+    pub name: String,
+    pub port: u16,
+    pub protocol: ListenerProtocol,
+    /// The listener hostname (lowercase). For HTTPS it is the SNI the certificates are served
+    /// for; `None` means "any SNI / any Host" (the fallback chain of the port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Present exactly when `protocol` is HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsIr>,
+    /// Most specific hostname first; empty when no route is attached (Envoy answers 404).
+    pub virtual_hosts: Vec<VirtualHostIr>,
+}
+
+/// Listener protocols this translator programs. TCP, UDP and TLS listeners are rejected with
+/// `UnsupportedProtocol` and never reach the IR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ListenerProtocol {
+    Http,
+    Https,
+}
+
+/// TLS termination for an HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsIr {
+    /// In `certificateRefs` order; Envoy picks among them by key type and SNI.
+    pub certificates: Vec<CertificateIr>,
+}
+
+/// One certificate/key pair read from a `kubernetes.io/tls` Secret. `Debug` redacts the key
+/// so logging the IR cannot leak it; serialization keeps it because the converter needs it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateIr {
+    /// `"{namespace}/{name}"` of the Secret, for naming SDS resources and for diagnostics.
+    pub secret: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for CertificateIr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateIr")
+            .field("secret", &self.secret)
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Routes served for one hostname on one listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualHostIr {
+    /// `"{gateway ns}/{gateway name}/{listener}/{hostname}"`: unique across the Gateway, so the
+    /// virtual hosts of all listeners on a port can share one route table.
+    pub name: String,
+    /// The hostname (`"*"`, `"*.example.com"` or an exact name) Envoy matches the Host header
+    /// against. The port of the Host header must be ignored by the converter (Gateway API:
+    /// "Implementations MUST ignore any port value specified in the HTTP Host header").
+    pub domains: Vec<String>,
+    /// In Gateway API precedence order: the first route that matches a request wins.
+    pub routes: Vec<RouteIr>,
+}
+
+/// One HTTPRoute rule match, with what to do with matching requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteIr {
+    /// `"httproute/{ns}/{name}/rule/{rule index}/match/{match index}"`: stable across
+    /// unrelated changes and unique within a virtual host.
+    pub name: String,
+    /// `"{ns}/{name}"` of the HTTPRoute.
+    pub source: String,
+    /// The rule's `name`, when the HTTPRoute sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_name: Option<String>,
+    pub path: PathMatchIr,
+    /// ANDed; at most one entry per header name (case-insensitive, first wins, per spec).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatchIr>,
+    /// ANDed; at most one entry per parameter name (case-sensitive, first wins, per spec).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<QueryMatchIr>,
+    /// HTTP method, uppercase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    pub action: RouteActionIr,
+    #[serde(default, skip_serializing_if = "RouteFiltersIr::is_empty")]
+    pub filters: RouteFiltersIr,
+}
+
+/// How the request path is matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum PathMatchIr {
+    /// The whole path equals the value.
+    Exact(String),
+    /// Element-wise prefix: `/foo` matches `/foo` and `/foo/bar` but not `/foobar` (Envoy's
+    /// `path_separated_prefix`, except `/` which matches everything). Trailing slashes are
+    /// already stripped, so the value is either `/` or has no trailing slash.
+    Prefix(String),
+    /// RE2 regular expression over the whole path (validated with the `regex` crate).
+    Regex(String),
+}
+
+/// How a header or query parameter value is matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum StringMatchIr {
+    Exact(String),
+    Regex(String),
+}
+
+/// A request header condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderMatchIr {
+    /// Lowercase header name.
+    pub name: String,
+    #[serde(flatten)]
+    pub value: StringMatchIr,
+}
+
+/// A query parameter condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryMatchIr {
+    pub name: String,
+    #[serde(flatten)]
+    pub value: StringMatchIr,
+}
+
+/// What happens to a matching request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RouteActionIr {
+    Forward(ForwardIr),
+    Redirect(RedirectIr),
+    DirectResponse(DirectResponseIr),
+}
+
+/// Weighted load balancing over clusters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardIr {
+    /// Never empty and never a zero weight: zero-weight backendRefs are left out.
+    pub backends: Vec<WeightedBackendIr>,
+    /// Total weight of invalid backendRefs. Gateway API: "the proportion of requests that
+    /// would otherwise have been routed to an invalid backend MUST receive a 500", so the
+    /// converter must answer 500 for `invalid_weight / (invalid_weight + Σ weights)` of the
+    /// traffic. Zero in the common case.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub invalid_weight: u32,
+}
+
+/// One destination of a [`ForwardIr`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightedBackendIr {
+    /// Key into [`GatewayIr::clusters`].
+    pub cluster: String,
+    pub weight: u32,
+    /// Header changes applied only when this backend is picked (backendRef-level filters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderModifierIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderModifierIr>,
+}
+
+/// An HTTP redirect answered by Envoy itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedirectIr {
+    /// `http` or `https`; `None` keeps the request's scheme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// `None` keeps the request's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifierIr>,
+    /// Always resolved per the spec: the explicit port, else 80/443 for an explicit http/https
+    /// scheme, else the listener's port. The converter SHOULD leave the port out of `Location`
+    /// when it is the default of the resulting scheme (80 for http, 443 for https).
+    pub port: u16,
+    /// 301, 302 (default), 303, 307 or 308.
+    pub status_code: u16,
+}
+
+/// A fixed response without contacting any backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectResponseIr {
+    /// 500 when no backendRef of the rule is valid (Gateway API), or when an ExtensionRef
+    /// filter cannot be resolved (requests that filter would process must get an error).
+    pub status: u16,
+}
+
+/// Path rewriting shared by redirects and URL rewrites.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum PathModifierIr {
+    /// Replace the whole path.
+    ReplaceFullPath(String),
+    /// Replace the part matched by the rule's PathPrefix match (always a prefix match: any
+    /// other match type makes the rule invalid).
+    ReplacePrefixMatch(String),
+}
+
+/// Per-route request/response processing, applied in this order: request headers, URL rewrite,
+/// mirrors; response headers on the way back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteFiltersIr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderModifierIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderModifierIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_rewrite: Option<UrlRewriteIr>,
+    /// Only on forwarding routes: Envoy mirrors from the route action.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<TimeoutsIr>,
+}
+
+impl RouteFiltersIr {
+    /// True when the route needs no processing besides its action.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Header changes, applied set → add → remove as Gateway API orders them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderModifierIr {
+    /// Overwrite (or create) the header.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HeaderValueIr>,
+    /// Append a value, keeping existing ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HeaderValueIr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// A header name and value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderValueIr {
+    pub name: String,
+    pub value: String,
+}
+
+/// Rewrite before forwarding.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlRewriteIr {
+    /// Replacement for the Host/:authority header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifierIr>,
+}
+
+/// Copy requests to another cluster, ignoring its responses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorIr {
+    /// Key into [`GatewayIr::clusters`].
+    pub cluster: String,
+    /// Fraction of requests mirrored: `numerator / denominator` (100/100 when unset).
+    pub numerator: u32,
+    pub denominator: u32,
+}
+
+/// CORS policy answered by Envoy's CORS filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorsIr {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_origins: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
+}
+
+/// GEP-1742 timeouts in milliseconds; `Some(0)` disables the timeout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutsIr {
+    /// Whole request, client to response (Envoy route `timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_ms: Option<u64>,
+    /// One attempt to the backend (Envoy `per_try_timeout`); never above `request_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_request_ms: Option<u64>,
+}
+
+/// One upstream cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIr {
+    /// `service/{ns}/{name}/{port}`: derived from the backend's identity only, so two rules
+    /// (or two routes) sending to the same Service port share the cluster.
+    pub name: String,
+    pub source: ClusterSourceIr,
+    pub protocol: UpstreamProtocol,
+    /// Ready endpoints, sorted and deduplicated. Empty when the Service has none: Envoy then
+    /// answers 503, which is what Gateway API recommends for a backend without endpoints.
+    pub endpoints: Vec<EndpointIr>,
+}
+
+/// Where a cluster's endpoints come from. A variant for Envoy Gateway's `Backend` kind
+/// (`gateway.envoyproxy.io`) belongs here when that kind is supported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClusterSourceIr {
+    Service {
+        namespace: String,
+        name: String,
+        /// The Service port (not the target port).
+        port: u16,
+    },
+}
+
+/// Protocol Envoy speaks to the endpoints, from the Service port's `appProtocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default).
+    Http1,
+    /// Cleartext HTTP/2 (`appProtocol: kubernetes.io/h2c`).
+    H2c,
+    /// HTTP/1.1 expected to carry WebSocket upgrades (`kubernetes.io/ws` or `kubernetes.io/wss`).
+    #[serde(rename = "websocket")]
+    WebSocket,
+}
+
+/// One ready endpoint address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EndpointIr {
+    pub ip: String,
+    pub port: u16,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}

@@ -1,0 +1,177 @@
+//! The pure HTTP translator: Gateway API resources in, per-Gateway Envoy intent ([`ir`]) and
+//! the status of every GatewayClass, Gateway, listener and HTTPRoute out.
+//!
+//! Pure means: no I/O, no clock, no async, no Kubernetes client and no Envoy types. The same
+//! [`Snapshot`] always yields the same [`Translation`], whatever order its objects are in,
+//! which is what lets the shell diff outputs to skip no-op pushes and lets golden tests pin
+//! behaviour. [`translate`] is total: malformed input becomes status conditions, never a panic
+//! or an error.
+//!
+//! Behaviour follows Gateway API v1.5.1 and, where the spec leaves a choice, upstream Envoy
+//! Gateway; each module documents the rules it owns:
+//! - `gateways`: GatewayClass acceptance, listener validation and conflicts, Gateway status;
+//! - `tls`: listener certificates;
+//! - `routes`: parentRef attachment, `attachedRoutes`, route status;
+//! - `rules`: matches, filters, timeouts, invalid-rule handling;
+//! - `backends`: backendRefs to clusters and endpoints;
+//! - `hostname`: hostname intersection and listener isolation;
+//! - `precedence`: route ordering;
+//! - `refs`: ReferenceGrants and namespace selectors;
+//! - `conditions`: condition vocabulary and the `lastTransitionTime` placeholder;
+//! - `load`: YAML snapshots for tests and the CLI.
+
+mod backends;
+mod conditions;
+mod gateways;
+mod hostname;
+mod index;
+pub mod ir;
+mod load;
+mod precedence;
+mod refs;
+mod routes;
+mod rules;
+mod tls;
+
+use std::collections::BTreeMap;
+
+use gateway_api::apis::standard::gatewayclasses::{GatewayClass, GatewayClassStatus};
+use gateway_api::apis::standard::gateways::{Gateway, GatewayStatus};
+use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteStatus};
+use gateway_api::apis::standard::referencegrants::ReferenceGrant;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::Serialize;
+
+pub use ir::GatewayIr;
+pub use load::{LoadError, snapshot_from_yaml};
+
+/// Everything the translator reads: the objects the shell's informers hold, plus the
+/// `controllerName` that identifies our GatewayClasses.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub controller_name: String,
+    pub gateway_classes: Vec<GatewayClass>,
+    pub gateways: Vec<Gateway>,
+    pub http_routes: Vec<HttpRoute>,
+    pub reference_grants: Vec<ReferenceGrant>,
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub secrets: Vec<Secret>,
+    pub namespaces: Vec<Namespace>,
+}
+
+/// The translator's output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Translation {
+    /// One per Gateway of an accepted GatewayClass of ours, sorted by `"{ns}/{name}"`.
+    pub gateways: Vec<GatewayIr>,
+    pub status: Statuses,
+    /// Every problem found, machine-readable, for logs and the `category`-labelled error
+    /// metrics; the same problems reach users through `status`. Gateways first, then routes,
+    /// each in translation order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// One problem found during translation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// `"Gateway ns/name"`, `"Gateway ns/name listener l"` or `"HTTPRoute ns/name"`.
+    pub object: String,
+    /// The failing error's `category()`: stable and low-cardinality, fit for a metric label.
+    pub category: &'static str,
+    pub message: String,
+}
+
+/// Desired status of every object the translator has an opinion on. Objects that are not ours
+/// (other controllers' classes, their Gateways, routes attached only to those) are absent, so
+/// the status writer leaves them alone. Conditions carry a placeholder `lastTransitionTime`
+/// (the UNIX epoch) that the status writer replaces.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Statuses {
+    /// By GatewayClass name.
+    pub gateway_classes: BTreeMap<String, GatewayClassStatus>,
+    /// By `"{namespace}/{name}"`.
+    pub gateways: BTreeMap<String, GatewayStatus>,
+    /// By `"{namespace}/{name}"`; only routes with at least one parentRef to one of our
+    /// Gateways, with one `parents` entry per such parentRef.
+    pub http_routes: BTreeMap<String, HttpRouteStatus>,
+}
+
+/// Translates a snapshot. Total and deterministic; see the module docs.
+pub fn translate(snapshot: &Snapshot) -> Translation {
+    let index = index::Index::new(snapshot);
+    let mut status = Statuses {
+        gateway_classes: gateways::classes(&snapshot.controller_name, &snapshot.gateway_classes),
+        ..Statuses::default()
+    };
+
+    let mut ours: Vec<&Gateway> = snapshot
+        .gateways
+        .iter()
+        .filter(|g| {
+            status
+                .gateway_classes
+                .get(&g.spec.gateway_class_name)
+                .is_some_and(gateways::class_accepted)
+        })
+        .collect();
+    ours.sort_by_key(|g| object_key(&g.metadata));
+    let mut contexts: Vec<gateways::GatewayCtx> = ours
+        .into_iter()
+        .map(|g| gateways::GatewayCtx::new(g, &index))
+        .collect();
+    let by_key: BTreeMap<String, usize> = contexts
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.key.clone(), i))
+        .collect();
+
+    // Route order does not change the IR (entries are sorted by precedence) but fixing it
+    // keeps every intermediate step reproducible.
+    let mut http_routes: Vec<&HttpRoute> = snapshot.http_routes.iter().collect();
+    http_routes.sort_by_key(|r| object_key(&r.metadata));
+    let mut route_diagnostics = Vec::new();
+    for route in http_routes {
+        let key = object_key(&route.metadata);
+        if let Some((route_status, problems)) = routes::process(
+            route,
+            &mut contexts,
+            &by_key,
+            &index,
+            &snapshot.controller_name,
+        ) {
+            route_diagnostics.extend(problems.into_iter().map(|(category, message)| Diagnostic {
+                object: format!("HTTPRoute {key}"),
+                category,
+                message,
+            }));
+            status.http_routes.insert(key, route_status);
+        }
+    }
+
+    let mut irs = Vec::with_capacity(contexts.len());
+    let mut diagnostics = Vec::new();
+    for context in contexts {
+        let (ir, gateway_status, problems) = context.finish();
+        diagnostics.extend(problems);
+        status.gateways.insert(ir.name.clone(), gateway_status);
+        irs.push(ir);
+    }
+    diagnostics.extend(route_diagnostics);
+    Translation {
+        gateways: irs,
+        status,
+        diagnostics,
+    }
+}
+
+/// `"{namespace}/{name}"` of a namespaced object.
+fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}

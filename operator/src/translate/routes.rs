@@ -1,0 +1,286 @@
+//! HTTPRoute attachment: which parentRefs are ours, which listeners each one selects and is
+//! allowed on, which hostnames it serves there, the route's per-parent status, and placing its
+//! compiled entries on the listeners' virtual hosts.
+//!
+//! Decisions, in the order they are checked for each parentRef (the first failure is the
+//! `Accepted=False` reason):
+//!
+//! 1. the parentRef must name a Gateway of an accepted class of ours, or it gets no status
+//!    entry at all (another controller may own it);
+//! 2. `sectionName`/`port` must select a listener — else `NoMatchingParent`;
+//! 3. a selected listener must allow HTTPRoute and the route's namespace — else
+//!    `NotAllowedByListeners`;
+//! 4. an allowed listener's hostname must intersect the route's — else
+//!    `NoMatchingListenerHostname`;
+//! 5. at least one rule must survive — else `UnsupportedValue` (see `rules`).
+//!
+//! `attachedRoutes` counts, per listener, the routes whose parentRef selecting it ended
+//! `Accepted=True` with a hostname intersection there; v1.5 says routes with any other
+//! Accepted value "MUST NOT be included", and listener validity does not matter. Only valid
+//! listeners get the route's entries in the IR.
+
+use std::collections::BTreeMap;
+
+use gateway_api::apis::standard::httproutes::{
+    HttpRoute, HttpRouteParentRefs, HttpRouteStatus, HttpRouteStatusParents,
+    HttpRouteStatusParentsParentRef,
+};
+
+use super::conditions::{Problem, condition, kind, reason, verdict};
+use super::gateways::{GatewayCtx, PlacedRoute};
+use super::hostname;
+use super::index::Index;
+use super::ir::RouteActionIr;
+use super::precedence::PrecedenceKey;
+use super::refs::GATEWAY_GROUP;
+use super::rules::{self, CompiledRoute};
+
+/// Attaches `route` to our Gateways and returns its status and `(category, message)`
+/// diagnostics, or `None` when no parentRef is ours.
+pub(super) fn process(
+    route: &HttpRoute,
+    gateways: &mut [GatewayCtx],
+    by_key: &BTreeMap<String, usize>,
+    index: &Index<'_>,
+    controller_name: &str,
+) -> Option<(HttpRouteStatus, Vec<(&'static str, String)>)> {
+    let namespace = route.metadata.namespace.as_deref().unwrap_or_default();
+    let name = route.metadata.name.as_deref().unwrap_or_default();
+    let key = format!("{namespace}/{name}");
+    let relevant: Vec<(&HttpRouteParentRefs, usize)> = route
+        .spec
+        .parent_refs
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            let group = p.group.as_deref().unwrap_or(GATEWAY_GROUP);
+            let kind = p.kind.as_deref().unwrap_or("Gateway");
+            if group != GATEWAY_GROUP || kind != "Gateway" {
+                return None;
+            }
+            let gateway_namespace = p
+                .namespace
+                .as_deref()
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or(namespace);
+            by_key
+                .get(&format!("{gateway_namespace}/{}", p.name))
+                .map(|&i| (p, i))
+        })
+        .collect();
+    if relevant.is_empty() {
+        return None;
+    }
+
+    let compiled = rules::compile(route, index);
+    let ctx = RouteCtx {
+        key: &key,
+        namespace,
+        route,
+        compiled: &compiled,
+        index,
+    };
+    let generation = route.metadata.generation;
+    let resolved_refs = compiled.unresolved.first().map(|first| {
+        let messages: Vec<&str> = compiled
+            .unresolved
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect();
+        Problem::new(first.reason, messages.join("; "))
+    });
+    let dropped_messages = || {
+        compiled
+            .dropped
+            .iter()
+            .map(|(i, e)| format!("rule {i}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+
+    let mut parents = Vec::with_capacity(relevant.len());
+    for (parent, gateway_index) in relevant {
+        let accepted = ctx.attach(parent, &mut gateways[gateway_index]);
+        let mut conditions = vec![
+            verdict(
+                kind::ACCEPTED,
+                accepted.as_ref().err(),
+                reason::ACCEPTED,
+                "Route is accepted",
+                generation,
+            ),
+            verdict(
+                kind::RESOLVED_REFS,
+                resolved_refs.as_ref(),
+                reason::RESOLVED_REFS,
+                "Resolved all the Object references for the Route",
+                generation,
+            ),
+        ];
+        if accepted.is_ok() && !compiled.dropped.is_empty() {
+            let indexes: Vec<String> = compiled
+                .dropped
+                .iter()
+                .map(|(i, _)| i.to_string())
+                .collect();
+            conditions.push(condition(
+                kind::PARTIALLY_INVALID,
+                true,
+                compiled.dropped_reason(),
+                format!(
+                    "Dropped Rule(s) [{}]: {}",
+                    indexes.join(", "),
+                    dropped_messages()
+                ),
+                generation,
+            ));
+        }
+        parents.push(HttpRouteStatusParents {
+            conditions,
+            controller_name: controller_name.to_owned(),
+            parent_ref: HttpRouteStatusParentsParentRef {
+                group: parent.group.clone(),
+                kind: parent.kind.clone(),
+                name: parent.name.clone(),
+                namespace: parent.namespace.clone(),
+                port: parent.port,
+                section_name: parent.section_name.clone(),
+            },
+        });
+    }
+    Some((HttpRouteStatus { parents }, compiled.diagnostics))
+}
+
+/// One HTTPRoute being attached.
+struct RouteCtx<'r> {
+    key: &'r str,
+    namespace: &'r str,
+    route: &'r HttpRoute,
+    compiled: &'r CompiledRoute,
+    index: &'r Index<'r>,
+}
+
+impl RouteCtx<'_> {
+    /// Attaches through one parentRef: `Ok` when accepted, else why not.
+    fn attach(
+        &self,
+        parent: &HttpRouteParentRefs,
+        gateway: &mut GatewayCtx,
+    ) -> Result<(), Problem> {
+        let selected: Vec<usize> = gateway
+            .listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| {
+                parent.section_name.as_ref().is_none_or(|s| *s == l.name)
+                    && parent.port.is_none_or(|p| p == l.port)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if selected.is_empty() {
+            return Err(Problem::new(
+                reason::NO_MATCHING_PARENT,
+                "No listeners match this parent ref",
+            ));
+        }
+        let route_namespace = self.index.namespace(self.namespace);
+        let allowed: Vec<usize> = selected
+            .into_iter()
+            .filter(|&i| {
+                let l = &gateway.listeners[i];
+                l.allows_http_route
+                    && l.namespaces
+                        .allows(&gateway.namespace, self.namespace, route_namespace)
+            })
+            .collect();
+        if allowed.is_empty() {
+            return Err(Problem::new(
+                reason::NOT_ALLOWED_BY_LISTENERS,
+                "No listeners included by this parent ref allowed this attachment.",
+            ));
+        }
+        let route_hostnames = self.route.spec.hostnames.as_deref().unwrap_or_default();
+        let attachable: Vec<(usize, Vec<String>)> = allowed
+            .into_iter()
+            .map(|i| {
+                let hosts =
+                    hostname::intersect(gateway.listeners[i].hostname.as_deref(), route_hostnames);
+                (i, hosts)
+            })
+            .filter(|(_, hosts)| !hosts.is_empty())
+            .collect();
+        if attachable.is_empty() {
+            return Err(Problem::new(
+                reason::NO_MATCHING_LISTENER_HOSTNAME,
+                "There were no hostname intersections between the HTTPRoute and this parent ref's Listener(s).",
+            ));
+        }
+        if self.compiled.all_rules_dropped() {
+            let messages: Vec<String> = self
+                .compiled
+                .dropped
+                .iter()
+                .map(|(i, e)| format!("rule {i}: {e}"))
+                .collect();
+            return Err(Problem::new(
+                self.compiled.dropped_reason(),
+                format!("All rules are invalid: {}", messages.join("; ")),
+            ));
+        }
+        for (i, hosts) in attachable {
+            gateway.listeners[i].attached.insert(self.key.to_owned());
+            self.place(gateway, i, hosts);
+        }
+        Ok(())
+    }
+
+    /// Adds the route's entries to a valid listener, once per listener, under the hostnames
+    /// left after listener isolation.
+    fn place(&self, gateway: &mut GatewayCtx, listener_index: usize, hosts: Vec<String>) {
+        let listener = &gateway.listeners[listener_index];
+        if !listener.is_valid() || listener.placed.contains(self.key) {
+            return;
+        }
+        let siblings: Vec<Option<String>> = gateway
+            .listeners
+            .iter()
+            .enumerate()
+            .filter(|(j, l)| *j != listener_index && l.is_valid() && l.port == listener.port)
+            .map(|(_, l)| l.hostname.clone())
+            .collect();
+        let hosts = hostname::isolate(listener.hostname.as_deref(), &siblings, hosts);
+        let listener_port = u16::try_from(listener.port).unwrap_or_default();
+        let created = self.route.metadata.creation_timestamp.as_ref();
+        let mut placed = Vec::new();
+        for host in &hosts {
+            for entry in &self.compiled.entries {
+                let mut route = entry.route.clone();
+                if let RouteActionIr::Redirect(redirect) = &mut route.action {
+                    redirect.port = rules::redirect_port(
+                        entry.redirect_port,
+                        redirect.scheme.as_deref(),
+                        listener_port,
+                    );
+                }
+                let key =
+                    PrecedenceKey::new(&route, created, self.key, entry.rule, entry.match_index);
+                placed.push(PlacedRoute {
+                    host: host.clone(),
+                    key,
+                    route,
+                });
+            }
+        }
+        if !placed.is_empty() {
+            gateway.clusters.extend(
+                self.compiled
+                    .clusters
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        }
+        let listener = &mut gateway.listeners[listener_index];
+        listener.placed.insert(self.key.to_owned());
+        listener.routes.extend(placed);
+    }
+}

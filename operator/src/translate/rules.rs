@@ -1,0 +1,843 @@
+//! HTTPRoute rules → route entries: matches, filters, timeouts and backends, compiled once per
+//! HTTPRoute (they do not depend on the parent it attaches to; only redirect ports and
+//! hostnames do, and `routes` fills those in per listener).
+//!
+//! Invalid rules follow GEP-1364 as upstream Envoy Gateway implements it: a rule with an
+//! unsupported or malformed value (bad regex, malformed timeout, conflicting filters, …) is
+//! *dropped*; the route stays `Accepted=True` with `PartiallyInvalid=True` ("Dropped Rule(s)
+//! …") while other rules remain, and becomes `Accepted=False` reason `UnsupportedValue` when
+//! every rule is dropped. Unresolvable references are not rule errors: they become
+//! `ResolvedRefs=False` and a 500 for the traffic they would have carried.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use gateway_api::apis::standard::httproutes::{
+    HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesBackendRefsFiltersType,
+    HttpRouteRulesFilters, HttpRouteRulesFiltersRequestRedirect,
+    HttpRouteRulesFiltersRequestRedirectPathType, HttpRouteRulesFiltersRequestRedirectScheme,
+    HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
+    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType,
+    HttpRouteRulesMatchesQueryParamsType,
+};
+
+use super::backends::{self, BackendTarget};
+use super::conditions::{Problem, reason};
+use super::index::Index;
+use super::ir::{
+    ClusterIr, CorsIr, DirectResponseIr, ForwardIr, HeaderMatchIr, HeaderModifierIr, HeaderValueIr,
+    MirrorIr, PathMatchIr, PathModifierIr, QueryMatchIr, RedirectIr, RouteActionIr, RouteFiltersIr,
+    RouteIr, StringMatchIr, TimeoutsIr, UrlRewriteIr, WeightedBackendIr,
+};
+
+/// Why a rule is dropped. All map to `UnsupportedValue`.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RuleError {
+    #[error("invalid {field} regular expression {pattern:?}: {problem}")]
+    InvalidRegex {
+        field: String,
+        pattern: String,
+        problem: String,
+    },
+    #[error("path {0:?} must start with '/'")]
+    InvalidPath(String),
+    #[error("invalid {field} timeout {value:?}: {problem}")]
+    InvalidTimeout {
+        field: &'static str,
+        value: String,
+        problem: String,
+    },
+    #[error("backendRequest timeout {backend_request} must not exceed request timeout {request}")]
+    BackendTimeoutTooLong {
+        backend_request: String,
+        request: String,
+    },
+    #[error("filter {0} has no configuration for its type")]
+    MissingFilterConfig(&'static str),
+    #[error("filter {0} may appear at most once per rule")]
+    DuplicateFilter(&'static str),
+    #[error("RequestRedirect and URLRewrite filters cannot be combined in one rule")]
+    RedirectWithRewrite,
+    #[error("ReplacePrefixMatch requires every match of the rule to be a PathPrefix match")]
+    PrefixReplaceWithoutPrefixMatch,
+    #[error("header {name:?} cannot be modified: {problem}")]
+    InvalidHeaderModifier { name: String, problem: &'static str },
+    #[error("invalid RequestRedirect: {0}")]
+    InvalidRedirect(String),
+    #[error("invalid RequestMirror: {0}")]
+    InvalidMirror(String),
+    #[error(
+        "backendRef filter {0} is not supported, only RequestHeaderModifier and ResponseHeaderModifier are"
+    )]
+    UnsupportedBackendFilter(&'static str),
+}
+
+impl RuleError {
+    /// Stable, low-cardinality label for logs and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::InvalidRegex { .. } => "invalid_regex",
+            Self::InvalidPath(_) => "invalid_path",
+            Self::InvalidTimeout { .. } | Self::BackendTimeoutTooLong { .. } => "invalid_timeout",
+            Self::MissingFilterConfig(_)
+            | Self::DuplicateFilter(_)
+            | Self::RedirectWithRewrite
+            | Self::PrefixReplaceWithoutPrefixMatch
+            | Self::InvalidHeaderModifier { .. }
+            | Self::InvalidRedirect(_)
+            | Self::InvalidMirror(_) => "invalid_filter",
+            Self::UnsupportedBackendFilter(_) => "unsupported_filter",
+        }
+    }
+
+    /// The route condition reason for a dropped rule.
+    pub fn reason(&self) -> &'static str {
+        reason::UNSUPPORTED_VALUE
+    }
+}
+
+/// One route entry: a (rule, match) pair ready to be placed on listeners.
+#[derive(Debug, Clone)]
+pub(super) struct CompiledEntry {
+    pub rule: usize,
+    pub match_index: usize,
+    pub route: RouteIr,
+    /// The port a RequestRedirect names explicitly; the final port depends on the listener.
+    pub redirect_port: Option<u16>,
+}
+
+/// Everything an HTTPRoute contributes, independent of its parents.
+#[derive(Debug, Default)]
+pub(super) struct CompiledRoute {
+    /// Entries of the kept rules, in rule then match order.
+    pub entries: Vec<CompiledEntry>,
+    /// Clusters the entries send or mirror traffic to.
+    pub clusters: BTreeMap<String, ClusterIr>,
+    /// `ResolvedRefs=False` problems, in rule/backend order.
+    pub unresolved: Vec<Problem>,
+    /// Dropped rules by index.
+    pub dropped: Vec<(usize, RuleError)>,
+    pub rule_count: usize,
+    /// `(category, message)` of every error, in rule order.
+    pub diagnostics: Vec<(&'static str, String)>,
+}
+
+impl CompiledRoute {
+    /// Whether the route has rules and every one was dropped.
+    pub fn all_rules_dropped(&self) -> bool {
+        self.rule_count > 0 && self.dropped.len() == self.rule_count
+    }
+
+    /// The condition reason reporting dropped rules: the first dropped rule's.
+    pub fn dropped_reason(&self) -> &'static str {
+        self.dropped
+            .first()
+            .map_or(reason::UNSUPPORTED_VALUE, |(_, e)| e.reason())
+    }
+}
+
+/// Compiles every rule of `route`.
+pub(super) fn compile(route: &HttpRoute, index: &Index<'_>) -> CompiledRoute {
+    let namespace = route.metadata.namespace.as_deref().unwrap_or_default();
+    let name = route.metadata.name.as_deref().unwrap_or_default();
+    let key = format!("{namespace}/{name}");
+    let rules = route.spec.rules.as_deref().unwrap_or_default();
+    let mut out = CompiledRoute {
+        rule_count: rules.len(),
+        ..CompiledRoute::default()
+    };
+    for (i, rule) in rules.iter().enumerate() {
+        match compile_rule(index, namespace, &key, i, rule, &mut out) {
+            Ok(entries) => out.entries.extend(entries),
+            Err(e) => {
+                out.diagnostics
+                    .push((e.category(), format!("rule {i} dropped: {e}")));
+                out.dropped.push((i, e));
+            }
+        }
+    }
+    out
+}
+
+/// The rule-level filters of one rule, validated.
+#[derive(Debug, Default)]
+struct Filters {
+    request_headers: Option<HeaderModifierIr>,
+    response_headers: Option<HeaderModifierIr>,
+    redirect: Option<RedirectSpec>,
+    rewrite: Option<UrlRewriteIr>,
+    mirrors: Vec<MirrorSpec>,
+    cors: Option<CorsIr>,
+    /// Messages for ExtensionRef filters, none of which can be resolved yet.
+    unresolved_extensions: Vec<String>,
+}
+
+#[derive(Debug)]
+struct RedirectSpec {
+    ir: RedirectIr,
+    explicit_port: Option<u16>,
+}
+
+#[derive(Debug)]
+struct MirrorSpec {
+    group: Option<String>,
+    kind: Option<String>,
+    name: String,
+    namespace: Option<String>,
+    port: Option<i32>,
+    numerator: u32,
+    denominator: u32,
+}
+
+fn compile_rule(
+    index: &Index<'_>,
+    namespace: &str,
+    key: &str,
+    rule_index: usize,
+    rule: &HttpRouteRules,
+    out: &mut CompiledRoute,
+) -> Result<Vec<CompiledEntry>, RuleError> {
+    let filters = parse_filters(rule.filters.as_deref().unwrap_or_default())?;
+    let default_match = [HttpRouteRulesMatches::default()];
+    let matches = match rule.matches.as_deref() {
+        Some(m) if !m.is_empty() => m,
+        _ => &default_match,
+    };
+    let compiled: Vec<Matched> = matches
+        .iter()
+        .map(compile_match)
+        .collect::<Result<_, _>>()?;
+    let replaces_prefix = matches!(
+        filters.redirect.as_ref().and_then(|r| r.ir.path.as_ref()),
+        Some(PathModifierIr::ReplacePrefixMatch(_))
+    ) || matches!(
+        filters.rewrite.as_ref().and_then(|r| r.path.as_ref()),
+        Some(PathModifierIr::ReplacePrefixMatch(_))
+    );
+    if replaces_prefix
+        && compiled
+            .iter()
+            .any(|m| !matches!(m.path, PathMatchIr::Prefix(_)))
+    {
+        return Err(RuleError::PrefixReplaceWithoutPrefixMatch);
+    }
+    let timeouts = parse_timeouts(rule)?;
+    let backend_filters = rule
+        .backend_refs
+        .iter()
+        .flatten()
+        .map(parse_backend_filters)
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // From here on nothing drops the rule: problems are unresolved references.
+    let mut clusters = BTreeMap::new();
+    let mut backends = Vec::new();
+    let mut invalid_weight: u32 = 0;
+    for (backend, (request_headers, response_headers)) in
+        rule.backend_refs.iter().flatten().zip(backend_filters)
+    {
+        let weight = u32::try_from(backend.weight.unwrap_or(1)).unwrap_or(0);
+        match backends::resolve(index, namespace, target_of(backend)) {
+            Ok(cluster) => {
+                if weight > 0 {
+                    backends.push(WeightedBackendIr {
+                        cluster: cluster.name.clone(),
+                        weight,
+                        request_headers,
+                        response_headers,
+                    });
+                    clusters.insert(cluster.name.clone(), cluster);
+                }
+            }
+            Err(e) => {
+                out.diagnostics
+                    .push((e.category(), format!("rule {rule_index}: {e}")));
+                out.unresolved.push(Problem::new(e.reason(), e.to_string()));
+                invalid_weight = invalid_weight.saturating_add(weight);
+            }
+        }
+    }
+    let mut mirrors = Vec::new();
+    for m in &filters.mirrors {
+        let target = BackendTarget {
+            group: m.group.as_deref(),
+            kind: m.kind.as_deref(),
+            name: &m.name,
+            namespace: m.namespace.as_deref(),
+            port: m.port,
+        };
+        match backends::resolve(index, namespace, target) {
+            Ok(cluster) => {
+                mirrors.push(MirrorIr {
+                    cluster: cluster.name.clone(),
+                    numerator: m.numerator,
+                    denominator: m.denominator,
+                });
+                clusters.insert(cluster.name.clone(), cluster);
+            }
+            // Gateway API: an unresolvable mirror backend is dropped, the rule still serves.
+            Err(e) => {
+                out.diagnostics
+                    .push((e.category(), format!("rule {rule_index} mirror: {e}")));
+                out.unresolved
+                    .push(Problem::new(e.reason(), format!("mirror: {e}")));
+            }
+        }
+    }
+    for message in &filters.unresolved_extensions {
+        out.diagnostics
+            .push(("unresolved_filter", format!("rule {rule_index}: {message}")));
+        out.unresolved
+            .push(Problem::new(reason::INVALID_KIND, message.clone()));
+    }
+
+    let valid_weight = backends
+        .iter()
+        .fold(0_u32, |sum, b| sum.saturating_add(b.weight));
+    let mut route_filters = RouteFiltersIr {
+        request_headers: filters.request_headers,
+        response_headers: filters.response_headers,
+        cors: filters.cors,
+        ..RouteFiltersIr::default()
+    };
+    let (action, redirect_port) = if !filters.unresolved_extensions.is_empty() {
+        // "If a reference to a custom filter type cannot be resolved, the filter MUST NOT be
+        // skipped. Instead, requests that would have been processed by that filter MUST
+        // receive a HTTP error response."
+        (error_response(), None)
+    } else if let Some(redirect) = filters.redirect {
+        (RouteActionIr::Redirect(redirect.ir), redirect.explicit_port)
+    } else if valid_weight > 0 {
+        // Only forwarding routes rewrite, mirror and time out upstream requests, so only they
+        // carry those filters and reference clusters.
+        route_filters.url_rewrite = filters.rewrite;
+        route_filters.mirrors = mirrors;
+        route_filters.timeouts = timeouts;
+        out.clusters.append(&mut clusters);
+        (
+            RouteActionIr::Forward(ForwardIr {
+                backends,
+                invalid_weight,
+            }),
+            None,
+        )
+    } else {
+        // No backendRefs, all invalid, or all weight 0: Gateway API answers 500.
+        (error_response(), None)
+    };
+
+    Ok(compiled
+        .into_iter()
+        .enumerate()
+        .map(|(match_index, m)| CompiledEntry {
+            rule: rule_index,
+            match_index,
+            route: RouteIr {
+                name: format!("httproute/{key}/rule/{rule_index}/match/{match_index}"),
+                source: key.to_owned(),
+                rule_name: rule.name.clone(),
+                path: m.path,
+                headers: m.headers,
+                query: m.query,
+                method: m.method,
+                action: action.clone(),
+                filters: route_filters.clone(),
+            },
+            redirect_port,
+        })
+        .collect())
+}
+
+fn error_response() -> RouteActionIr {
+    RouteActionIr::DirectResponse(DirectResponseIr { status: 500 })
+}
+
+fn target_of(backend: &HttpRouteRulesBackendRefs) -> BackendTarget<'_> {
+    BackendTarget {
+        group: backend.group.as_deref(),
+        kind: backend.kind.as_deref(),
+        name: &backend.name,
+        namespace: backend.namespace.as_deref(),
+        port: backend.port,
+    }
+}
+
+/// The match part of a route entry.
+#[derive(Debug)]
+struct Matched {
+    path: PathMatchIr,
+    headers: Vec<HeaderMatchIr>,
+    query: Vec<QueryMatchIr>,
+    method: Option<String>,
+}
+
+fn compile_match(m: &HttpRouteRulesMatches) -> Result<Matched, RuleError> {
+    let path_type = m
+        .path
+        .as_ref()
+        .and_then(|p| p.r#type.clone())
+        .unwrap_or(HttpRouteRulesMatchesPathType::PathPrefix);
+    let value = m
+        .path
+        .as_ref()
+        .and_then(|p| p.value.clone())
+        .unwrap_or_else(|| "/".to_owned());
+    let path = match path_type {
+        HttpRouteRulesMatchesPathType::RegularExpression => {
+            check_regex("path", &value)?;
+            PathMatchIr::Regex(value)
+        }
+        _ if !value.starts_with('/') => return Err(RuleError::InvalidPath(value)),
+        HttpRouteRulesMatchesPathType::Exact => PathMatchIr::Exact(value),
+        HttpRouteRulesMatchesPathType::PathPrefix => {
+            // "/foo/" and "/foo" select the same requests (prefixes match whole segments).
+            let trimmed = value.trim_end_matches('/');
+            PathMatchIr::Prefix(if trimmed.is_empty() { "/" } else { trimmed }.to_owned())
+        }
+    };
+
+    // "If multiple entries specify equivalent header names, only the first entry with an
+    // equivalent name MUST be considered" (names case-insensitive); same for query params,
+    // whose names are case-sensitive.
+    let mut headers: Vec<HeaderMatchIr> = Vec::new();
+    for h in m.headers.iter().flatten() {
+        let name = h.name.to_ascii_lowercase();
+        if headers.iter().any(|x| x.name == name) {
+            continue;
+        }
+        let value = match h.r#type {
+            Some(HttpRouteRulesMatchesHeadersType::RegularExpression) => {
+                check_regex(&format!("header {name}"), &h.value)?;
+                StringMatchIr::Regex(h.value.clone())
+            }
+            _ => StringMatchIr::Exact(h.value.clone()),
+        };
+        headers.push(HeaderMatchIr { name, value });
+    }
+    let mut query: Vec<QueryMatchIr> = Vec::new();
+    for q in m.query_params.iter().flatten() {
+        if query.iter().any(|x| x.name == q.name) {
+            continue;
+        }
+        let value = match q.r#type {
+            Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression) => {
+                check_regex(&format!("query param {}", q.name), &q.value)?;
+                StringMatchIr::Regex(q.value.clone())
+            }
+            _ => StringMatchIr::Exact(q.value.clone()),
+        };
+        query.push(QueryMatchIr {
+            name: q.name.clone(),
+            value,
+        });
+    }
+    Ok(Matched {
+        path,
+        headers,
+        query,
+        method: m.method.as_ref().map(|x| method_name(x).to_owned()),
+    })
+}
+
+/// Envoy evaluates regexes with RE2; the `regex` crate accepts nearly the same language (no
+/// backreferences or lookaround in either), so what it rejects Envoy would NACK.
+fn check_regex(field: &str, pattern: &str) -> Result<(), RuleError> {
+    regex::Regex::new(pattern)
+        .map(|_| ())
+        .map_err(|e| RuleError::InvalidRegex {
+            field: field.to_owned(),
+            pattern: pattern.to_owned(),
+            problem: e
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        })
+}
+
+fn method_name(method: &HttpRouteRulesMatchesMethod) -> &'static str {
+    match method {
+        HttpRouteRulesMatchesMethod::Get => "GET",
+        HttpRouteRulesMatchesMethod::Head => "HEAD",
+        HttpRouteRulesMatchesMethod::Post => "POST",
+        HttpRouteRulesMatchesMethod::Put => "PUT",
+        HttpRouteRulesMatchesMethod::Delete => "DELETE",
+        HttpRouteRulesMatchesMethod::Connect => "CONNECT",
+        HttpRouteRulesMatchesMethod::Options => "OPTIONS",
+        HttpRouteRulesMatchesMethod::Trace => "TRACE",
+        HttpRouteRulesMatchesMethod::Patch => "PATCH",
+    }
+}
+
+fn filter_name(t: &HttpRouteRulesFiltersType) -> &'static str {
+    match t {
+        HttpRouteRulesFiltersType::RequestHeaderModifier => "RequestHeaderModifier",
+        HttpRouteRulesFiltersType::ResponseHeaderModifier => "ResponseHeaderModifier",
+        HttpRouteRulesFiltersType::RequestMirror => "RequestMirror",
+        HttpRouteRulesFiltersType::RequestRedirect => "RequestRedirect",
+        HttpRouteRulesFiltersType::UrlRewrite => "URLRewrite",
+        HttpRouteRulesFiltersType::ExtensionRef => "ExtensionRef",
+        HttpRouteRulesFiltersType::Cors => "CORS",
+    }
+}
+
+/// Sets a single-use filter slot, rejecting a second occurrence.
+fn once<T>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(), RuleError> {
+    if slot.replace(value).is_some() {
+        return Err(RuleError::DuplicateFilter(name));
+    }
+    Ok(())
+}
+
+fn parse_filters(filters: &[HttpRouteRulesFilters]) -> Result<Filters, RuleError> {
+    let mut out = Filters::default();
+    for f in filters {
+        let name = filter_name(&f.r#type);
+        let missing = || RuleError::MissingFilterConfig(name);
+        match f.r#type {
+            HttpRouteRulesFiltersType::RequestHeaderModifier => {
+                let m = f.request_header_modifier.as_ref().ok_or_else(missing)?;
+                let ir = header_modifier(
+                    m.set.iter().flatten().map(|h| (&h.name, &h.value)),
+                    m.add.iter().flatten().map(|h| (&h.name, &h.value)),
+                    m.remove.as_deref().unwrap_or_default(),
+                    true,
+                )?;
+                once(&mut out.request_headers, ir, name)?;
+            }
+            HttpRouteRulesFiltersType::ResponseHeaderModifier => {
+                let m = f.response_header_modifier.as_ref().ok_or_else(missing)?;
+                let ir = header_modifier(
+                    m.set.iter().flatten().map(|h| (&h.name, &h.value)),
+                    m.add.iter().flatten().map(|h| (&h.name, &h.value)),
+                    m.remove.as_deref().unwrap_or_default(),
+                    false,
+                )?;
+                once(&mut out.response_headers, ir, name)?;
+            }
+            HttpRouteRulesFiltersType::RequestRedirect => {
+                let r = f.request_redirect.as_ref().ok_or_else(missing)?;
+                once(&mut out.redirect, redirect(r)?, name)?;
+            }
+            HttpRouteRulesFiltersType::UrlRewrite => {
+                let r = f.url_rewrite.as_ref().ok_or_else(missing)?;
+                let path = match &r.path {
+                    None => None,
+                    Some(p) => Some(match p.r#type {
+                        HttpRouteRulesFiltersUrlRewritePathType::ReplaceFullPath => {
+                            PathModifierIr::ReplaceFullPath(
+                                p.replace_full_path.clone().ok_or_else(missing)?,
+                            )
+                        }
+                        HttpRouteRulesFiltersUrlRewritePathType::ReplacePrefixMatch => {
+                            PathModifierIr::ReplacePrefixMatch(
+                                p.replace_prefix_match.clone().ok_or_else(missing)?,
+                            )
+                        }
+                    }),
+                };
+                let ir = UrlRewriteIr {
+                    hostname: r.hostname.clone(),
+                    path,
+                };
+                once(&mut out.rewrite, ir, name)?;
+            }
+            HttpRouteRulesFiltersType::RequestMirror => {
+                let m = f.request_mirror.as_ref().ok_or_else(missing)?;
+                let (numerator, denominator) = match (m.percent, m.fraction.as_ref()) {
+                    (Some(_), Some(_)) => {
+                        return Err(RuleError::InvalidMirror(
+                            "percent and fraction are mutually exclusive".into(),
+                        ));
+                    }
+                    (Some(p), None) => (p, 100),
+                    (None, Some(f)) => (f.numerator, f.denominator.unwrap_or(100)),
+                    (None, None) => (100, 100),
+                };
+                let (Ok(numerator), Ok(denominator)) =
+                    (u32::try_from(numerator), u32::try_from(denominator))
+                else {
+                    return Err(RuleError::InvalidMirror(
+                        "fraction must not be negative".into(),
+                    ));
+                };
+                if denominator == 0 || numerator > denominator {
+                    return Err(RuleError::InvalidMirror(format!(
+                        "fraction {numerator}/{denominator} must be between 0 and 1"
+                    )));
+                }
+                let b = &m.backend_ref;
+                out.mirrors.push(MirrorSpec {
+                    group: b.group.clone(),
+                    kind: b.kind.clone(),
+                    name: b.name.clone(),
+                    namespace: b.namespace.clone(),
+                    port: b.port,
+                    numerator,
+                    denominator,
+                });
+            }
+            HttpRouteRulesFiltersType::Cors => {
+                let c = f.cors.as_ref().ok_or_else(missing)?;
+                let ir = CorsIr {
+                    allow_origins: c.allow_origins.clone().unwrap_or_default(),
+                    allow_methods: c.allow_methods.clone().unwrap_or_default(),
+                    allow_headers: c.allow_headers.clone().unwrap_or_default(),
+                    expose_headers: c.expose_headers.clone().unwrap_or_default(),
+                    max_age_seconds: c.max_age.and_then(|a| u32::try_from(a).ok()),
+                    allow_credentials: c.allow_credentials.unwrap_or(false),
+                };
+                once(&mut out.cors, ir, name)?;
+            }
+            HttpRouteRulesFiltersType::ExtensionRef => {
+                let e = f.extension_ref.as_ref().ok_or_else(missing)?;
+                out.unresolved_extensions.push(format!(
+                    "ExtensionRef filter {}/{} {} cannot be resolved: no extension filter kinds are supported",
+                    e.group, e.kind, e.name
+                ));
+            }
+        }
+    }
+    if out.redirect.is_some() && out.rewrite.is_some() {
+        return Err(RuleError::RedirectWithRewrite);
+    }
+    Ok(out)
+}
+
+fn redirect(r: &HttpRouteRulesFiltersRequestRedirect) -> Result<RedirectSpec, RuleError> {
+    let status_code = match r.status_code.unwrap_or(302) {
+        301 => 301,
+        302 => 302,
+        303 => 303,
+        307 => 307,
+        308 => 308,
+        other => {
+            return Err(RuleError::InvalidRedirect(format!(
+                "status code {other} is not one of 301, 302, 303, 307, 308"
+            )));
+        }
+    };
+    let explicit_port = match r.port {
+        None => None,
+        Some(p) => Some(
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| RuleError::InvalidRedirect(format!("port {p} is out of range")))?,
+        ),
+    };
+    let path = match &r.path {
+        None => None,
+        Some(p) => {
+            let missing = || RuleError::MissingFilterConfig("RequestRedirect");
+            Some(match p.r#type {
+                HttpRouteRulesFiltersRequestRedirectPathType::ReplaceFullPath => {
+                    PathModifierIr::ReplaceFullPath(
+                        p.replace_full_path.clone().ok_or_else(missing)?,
+                    )
+                }
+                HttpRouteRulesFiltersRequestRedirectPathType::ReplacePrefixMatch => {
+                    PathModifierIr::ReplacePrefixMatch(
+                        p.replace_prefix_match.clone().ok_or_else(missing)?,
+                    )
+                }
+            })
+        }
+    };
+    Ok(RedirectSpec {
+        ir: RedirectIr {
+            scheme: r.scheme.as_ref().map(|s| {
+                match s {
+                    HttpRouteRulesFiltersRequestRedirectScheme::Http => "http",
+                    HttpRouteRulesFiltersRequestRedirectScheme::Https => "https",
+                }
+                .to_owned()
+            }),
+            hostname: r.hostname.clone(),
+            path,
+            // Filled in per listener by `routes`.
+            port: 0,
+            status_code,
+        },
+        explicit_port,
+    })
+}
+
+/// The redirect port per Gateway API: the explicit port, else the well-known port of an
+/// explicit scheme, else the listener's port.
+pub(super) fn redirect_port(
+    explicit: Option<u16>,
+    scheme: Option<&str>,
+    listener_port: u16,
+) -> u16 {
+    explicit.unwrap_or(match scheme {
+        Some("http") => 80,
+        Some("https") => 443,
+        _ => listener_port,
+    })
+}
+
+fn header_modifier<'a>(
+    set: impl Iterator<Item = (&'a String, &'a String)>,
+    add: impl Iterator<Item = (&'a String, &'a String)>,
+    remove: &[String],
+    request: bool,
+) -> Result<HeaderModifierIr, RuleError> {
+    let check = |name: &str| -> Result<(), RuleError> {
+        let problem = if name.is_empty() {
+            Some("the name is empty")
+        } else if name.starts_with(':') {
+            Some("pseudo-headers cannot be modified")
+        } else if request && name.eq_ignore_ascii_case("host") {
+            Some("the Host header is set with a URLRewrite filter instead")
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => Err(RuleError::InvalidHeaderModifier {
+                name: name.to_owned(),
+                problem,
+            }),
+            None => Ok(()),
+        }
+    };
+    let values = |it: &mut dyn Iterator<Item = (&'a String, &'a String)>| {
+        it.map(|(name, value)| {
+            check(name)?;
+            Ok(HeaderValueIr {
+                name: name.clone(),
+                value: value.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, RuleError>>()
+    };
+    let mut set = set;
+    let mut add = add;
+    let set = values(&mut set)?;
+    let add = values(&mut add)?;
+    for name in remove {
+        check(name)?;
+    }
+    Ok(HeaderModifierIr {
+        set,
+        add,
+        remove: remove.to_vec(),
+    })
+}
+
+/// BackendRef-level filters: header modifiers only (Implementation-specific support).
+type BackendHeaders = (Option<HeaderModifierIr>, Option<HeaderModifierIr>);
+
+fn parse_backend_filters(backend: &HttpRouteRulesBackendRefs) -> Result<BackendHeaders, RuleError> {
+    let mut request = None;
+    let mut response = None;
+    for f in backend.filters.iter().flatten() {
+        match f.r#type {
+            HttpRouteRulesBackendRefsFiltersType::RequestHeaderModifier => {
+                let name = "RequestHeaderModifier";
+                let m = f
+                    .request_header_modifier
+                    .as_ref()
+                    .ok_or(RuleError::MissingFilterConfig(name))?;
+                let ir = header_modifier(
+                    m.set.iter().flatten().map(|h| (&h.name, &h.value)),
+                    m.add.iter().flatten().map(|h| (&h.name, &h.value)),
+                    m.remove.as_deref().unwrap_or_default(),
+                    true,
+                )?;
+                once(&mut request, ir, name)?;
+            }
+            HttpRouteRulesBackendRefsFiltersType::ResponseHeaderModifier => {
+                let name = "ResponseHeaderModifier";
+                let m = f
+                    .response_header_modifier
+                    .as_ref()
+                    .ok_or(RuleError::MissingFilterConfig(name))?;
+                let ir = header_modifier(
+                    m.set.iter().flatten().map(|h| (&h.name, &h.value)),
+                    m.add.iter().flatten().map(|h| (&h.name, &h.value)),
+                    m.remove.as_deref().unwrap_or_default(),
+                    false,
+                )?;
+                once(&mut response, ir, name)?;
+            }
+            HttpRouteRulesBackendRefsFiltersType::RequestMirror => {
+                return Err(RuleError::UnsupportedBackendFilter("RequestMirror"));
+            }
+            HttpRouteRulesBackendRefsFiltersType::RequestRedirect => {
+                return Err(RuleError::UnsupportedBackendFilter("RequestRedirect"));
+            }
+            HttpRouteRulesBackendRefsFiltersType::UrlRewrite => {
+                return Err(RuleError::UnsupportedBackendFilter("URLRewrite"));
+            }
+            HttpRouteRulesBackendRefsFiltersType::ExtensionRef => {
+                return Err(RuleError::UnsupportedBackendFilter("ExtensionRef"));
+            }
+            HttpRouteRulesBackendRefsFiltersType::Cors => {
+                return Err(RuleError::UnsupportedBackendFilter("CORS"));
+            }
+        }
+    }
+    Ok((request, response))
+}
+
+/// GEP-1742 timeouts; GEP-2257 duration syntax.
+fn parse_timeouts(rule: &HttpRouteRules) -> Result<Option<TimeoutsIr>, RuleError> {
+    let Some(t) = rule.timeouts.as_ref() else {
+        return Ok(None);
+    };
+    let parse = |field: &'static str, value: Option<&String>| -> Result<Option<u64>, RuleError> {
+        value
+            .map(|v| {
+                gateway_api::Duration::from_str(v)
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                    .map_err(|problem| RuleError::InvalidTimeout {
+                        field,
+                        value: v.clone(),
+                        problem,
+                    })
+            })
+            .transpose()
+    };
+    let request_ms = parse("request", t.request.as_ref())?;
+    let backend_request_ms = parse("backendRequest", t.backend_request.as_ref())?;
+    if let (Some(request), Some(backend)) = (request_ms, backend_request_ms) {
+        // The CRD's own rule: a zero request timeout is disabled, so anything fits under it.
+        if request != 0 && backend > request {
+            return Err(RuleError::BackendTimeoutTooLong {
+                backend_request: t.backend_request.clone().unwrap_or_default(),
+                request: t.request.clone().unwrap_or_default(),
+            });
+        }
+    }
+    if request_ms.is_none() && backend_request_ms.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(TimeoutsIr {
+        request_ms,
+        backend_request_ms,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_port_follows_the_spec() {
+        assert_eq!(redirect_port(Some(8443), Some("https"), 80), 8443);
+        assert_eq!(redirect_port(None, Some("https"), 8080), 443);
+        assert_eq!(redirect_port(None, Some("http"), 8443), 80);
+        assert_eq!(redirect_port(None, None, 8080), 8080);
+    }
+
+    #[test]
+    fn rule_errors_categorize() {
+        let e = check_regex("path", "/(unclosed").expect_err("bad regex");
+        assert_eq!(e.category(), "invalid_regex");
+        assert_eq!(e.reason(), "UnsupportedValue");
+        assert!(check_regex("path", "/api/v[0-9]+/.*").is_ok());
+    }
+}
