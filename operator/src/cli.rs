@@ -33,9 +33,31 @@ pub enum Command {
     /// Show what the operator would create for an EnvoyGateway, in apply order (like
     /// `terraform plan`). Exits 0 when nothing would change, 2 when changes are pending.
     Plan(PlanArgs),
+    /// Translate Gateway API manifests offline: each Gateway's IR, its Envoy resources and the
+    /// status of every resource.
+    Translate(TranslateArgs),
     /// Run the operator: reconcile every EnvoyGateway in the cluster (kubeconfig or in-cluster
     /// service account).
     Operator(OperatorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TranslateArgs {
+    /// Files or directories (read recursively) of YAML/JSON manifests.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// The controllerName whose GatewayClasses are served.
+    #[arg(long, default_value = crate::translate_cmd::DEFAULT_CONTROLLER_NAME)]
+    pub controller_name: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = TranslateFormat::Yaml)]
+    pub output: TranslateFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TranslateFormat {
+    Yaml,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +121,8 @@ pub enum CliError {
     Kubeconfig(String),
     #[error("lost the leader lease; exiting so a fresh process can campaign again")]
     LostLeadership,
+    #[error(transparent)]
+    Translate(#[from] crate::translate_cmd::TranslateCmdError),
     #[error("starting the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -120,6 +144,7 @@ impl CliError {
             CliError::Kube(_) => "kube",
             CliError::Kubeconfig(_) => "kubeconfig",
             CliError::LostLeadership => "lost_leadership",
+            CliError::Translate(e) => e.category(),
             CliError::Runtime(_) => "runtime",
         }
     }
@@ -146,6 +171,19 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         command,
     } = cli;
     match command {
+        Command::Translate(TranslateArgs {
+            files,
+            controller_name,
+            output,
+        }) => {
+            let json = matches!(output, TranslateFormat::Json);
+            print(&crate::translate_cmd::render(
+                &files,
+                &controller_name,
+                json,
+            )?)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Operator(OperatorArgs {
             image_repository,
             metrics_address,

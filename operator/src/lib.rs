@@ -18,4 +18,5 @@ pub mod plan;
 pub mod serve;
 pub mod telemetry;
 pub mod translate;
+pub mod translate_cmd;
 pub mod xds;
