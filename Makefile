@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test deps fmt-check clippy unit crds crds-check cluster cluster-stop
+.PHONY: test deps fmt-check clippy unit crds crds-check cluster cluster-stop bench
 
 ## Install what is missing (cached outside the checkout), then fmt check, clippy and every test.
 test: deps fmt-check clippy
@@ -39,3 +39,7 @@ cluster: deps
 ## Stop the cluster started by `make cluster` and remove its state.
 cluster-stop:
 	@$(CARGO) run --quiet -p eg-e2e --bin eg-testcluster -- down
+
+## Benchmarks: print figures and write target/bench/results.json (release build).
+bench:
+	$(CARGO) bench -p eg-operator --bench translate
