@@ -161,6 +161,7 @@ async fn http_routes_are_served_by_envoy_and_statuses_written() {
         // The control plane and its xDS server, and an Envoy for the Gateway.
         let store = SnapshotStore::default();
         let ads = AdsServer::new(store.clone());
+        let events = ads.events();
         let xds_listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await?;
         let xds = xds_listener.local_addr()?;
         tokio::spawn(
@@ -176,6 +177,7 @@ async fn http_routes_are_served_by_envoy_and_statuses_written() {
                 binding: ListenerBinding { ip: LOOPBACK, port_offset: 0 },
             },
             store,
+            events,
         ));
         let envoy = EnvoyProcess::start(
             &bootstrap(&BootstrapSpec {
@@ -233,6 +235,19 @@ async fn http_routes_are_served_by_envoy_and_statuses_written() {
             gateways.get("public").await.ok()?.status?.listeners?.into_iter().next()
         }.await);
         assert_eq!(listener_status.attached_routes, 1);
+        // Programmed only once the proxy has ACKed the current configuration.
+        let (programmed, _) = until!("Gateway Programmed=True", Duration::from_secs(10), async {
+            gateways
+                .get("public")
+                .await
+                .ok()?
+                .status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "Programmed" && c.status == "True")
+        }
+        .await);
+        assert_eq!(programmed.reason, "Programmed");
 
         // An edit reaches Envoy: everything to b now.
         let edited = Instant::now();
@@ -291,6 +306,7 @@ async fn route_to_a_missing_service_is_reported_as_backend_not_found() {
                 binding: ListenerBinding { ip: LOOPBACK, port_offset: 0 },
             },
             SnapshotStore::default(),
+            AdsServer::new(SnapshotStore::default()).events(),
         ));
         let (resolved, _) = until!("ResolvedRefs condition", Duration::from_secs(15), async {
             let parents = routes.get("broken").await.ok()?.status?.parents;
@@ -303,6 +319,20 @@ async fn route_to_a_missing_service_is_reported_as_backend_not_found() {
         }.await);
         assert_eq!((resolved.status.as_str(), resolved.reason.as_str()), ("False", "BackendNotFound"));
         assert!(resolved.message.contains("nowhere"), "{}", resolved.message);
+        // No proxy has taken this Gateway's configuration: it is not Programmed yet.
+        let gateways: Api<Gateway> = Api::namespaced(client.clone(), &ns);
+        let (pending, _) = until!("Gateway Programmed=False Pending", Duration::from_secs(10), async {
+            gateways
+                .get("public")
+                .await
+                .ok()?
+                .status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "Programmed" && c.reason == "Pending")
+        }
+        .await);
+        assert_eq!(pending.status, "False");
         control_plane.abort();
         Ok(())
     })

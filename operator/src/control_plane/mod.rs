@@ -2,5 +2,6 @@
 //! cluster, the translator turns snapshots into Envoy configuration, the xDS server serves it,
 //! and the lease holder writes status.
 
+pub mod programmed;
 pub mod provider;
 pub mod run;

@@ -14,10 +14,14 @@ use kube::{Api, Client};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use tokio::sync::broadcast;
+
+use super::programmed::ProgrammedState;
 use super::provider::{ClusterState, DecodeProblem, watch_all};
 use crate::translate::{Snapshot as ApiSnapshot, Translation, translate};
 use crate::xds::from_ir::{ListenerBinding, snapshot};
-use crate::xds::server::SnapshotStore;
+use crate::xds::protocol::Snapshot;
+use crate::xds::server::{ProxyEvent, SnapshotStore};
 
 /// Field manager of status writes.
 pub const STATUS_MANAGER: &str = "eg-operator-controller";
@@ -67,40 +71,72 @@ pub fn api_snapshot(
     (snapshot, problems)
 }
 
-/// Runs until the provider's channel closes.
-pub async fn run(client: Client, settings: ControlPlaneSettings, store: SnapshotStore) {
+/// Runs until the provider's channel closes. `events` are the xDS server's proxy events, which
+/// decide each Gateway's Programmed condition.
+pub async fn run(
+    client: Client,
+    settings: ControlPlaneSettings,
+    store: SnapshotStore,
+    events: broadcast::Receiver<ProxyEvent>,
+) {
+    let mut events = Some(events);
     let (state, mut changes, _watches) = watch_all(client.clone(), &settings.watch_namespaces);
     let mut writer = StatusWriter::new(client, settings.controller_name.clone());
+    let mut programmed = ProgrammedState::default();
+    let mut published: BTreeMap<String, Snapshot> = BTreeMap::new();
     let mut version: u64 = 0;
-    while changes.changed().await.is_ok() {
-        changes.borrow_and_update();
-        version += 1;
-        let started = Instant::now();
-        let translation = {
-            let state = state.lock().unwrap_or_else(|p| p.into_inner());
-            let (input, problems) = api_snapshot(&state, &settings.controller_name);
-            for p in problems {
-                tracing::warn!(object = %p.object, error = %p.message, "object skipped: cannot be read");
+    let mut last: Option<Translation> = None;
+    loop {
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                changes.borrow_and_update();
+                version += 1;
+                let started = Instant::now();
+                let translation = {
+                    let state = state.lock().unwrap_or_else(|p| p.into_inner());
+                    let (input, problems) = api_snapshot(&state, &settings.controller_name);
+                    for p in problems {
+                        tracing::warn!(object = %p.object, error = %p.message, "object skipped: cannot be read");
+                    }
+                    translate(&input)
+                };
+                for gateway in &translation.gateways {
+                    let next = snapshot(gateway, settings.binding, &version.to_string());
+                    // Only a change of content is a new version: proxies answer nothing to an
+                    // identical snapshot, and Programmed waits for an answer.
+                    if published.get(&gateway.name).is_some_and(|p| p.resources == next.resources) {
+                        continue;
+                    }
+                    programmed.published(&gateway.name, &next.version);
+                    store.set(&gateway.name, next.clone());
+                    published.insert(gateway.name.clone(), next);
+                }
+                tracing::debug!(version, elapsed = ?started.elapsed(), gateways = translation.gateways.len(), "translated");
+                writer.write(&translation, &programmed).await;
+                last = Some(translation);
             }
-            translate(&input)
-        };
-        publish(&store, &translation, settings.binding, version);
-        tracing::debug!(version, elapsed = ?started.elapsed(), gateways = translation.gateways.len(), "translated");
-        writer.write(&translation).await;
-    }
-}
-
-fn publish(
-    store: &SnapshotStore,
-    translation: &Translation,
-    binding: ListenerBinding,
-    version: u64,
-) {
-    for gateway in &translation.gateways {
-        store.set(
-            &gateway.name,
-            snapshot(gateway, binding, &version.to_string()),
-        );
+            event = async {
+                match events.as_mut() {
+                    Some(e) => e.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match event {
+                Ok(event) => {
+                    if programmed.on_event(&event)
+                        && let Some(t) = &last
+                    {
+                        writer.write(t, &programmed).await;
+                    }
+                }
+                // Missed events: statuses are re-derived on the next change or event.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                // No xDS server any more: keep translating without proxy answers.
+                Err(broadcast::error::RecvError::Closed) => events = None,
+            }
+        }
     }
 }
 
@@ -121,7 +157,7 @@ impl StatusWriter {
         }
     }
 
-    async fn write(&mut self, t: &Translation) {
+    async fn write(&mut self, t: &Translation, programmed: &ProgrammedState) {
         for (name, status) in &t.status.gateway_classes {
             let api: Api<GatewayClass> = Api::all(self.client.clone());
             self.patch(&api, "GatewayClass", name, name, status).await;
@@ -129,7 +165,9 @@ impl StatusWriter {
         for (key, status) in &t.status.gateways {
             let (ns, name) = key.split_once('/').unwrap_or(("", key));
             let api: Api<Gateway> = Api::namespaced(self.client.clone(), ns);
-            self.patch(&api, "Gateway", key, name, status).await;
+            let mut status = status.clone();
+            programmed.refine(key, &mut status);
+            self.patch(&api, "Gateway", key, name, &status).await;
         }
         for (key, status) in &t.status.http_routes {
             let (ns, name) = key.split_once('/').unwrap_or(("", key));
