@@ -36,9 +36,31 @@ pub enum Command {
     /// Translate Gateway API manifests offline: each Gateway's IR, its Envoy resources and the
     /// status of every resource.
     Translate(TranslateArgs),
+    /// Run one replica of an environment's control plane: watch Gateway API resources, serve
+    /// xDS to the environment's proxies, write status (lease holder only).
+    Controller(ControllerArgs),
     /// Run the operator: reconcile every EnvoyGateway in the cluster (kubeconfig or in-cluster
     /// service account).
     Operator(OperatorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// The configuration the operator wrote (`config.yaml` of the environment's ConfigMap).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// xDS listen address (default: all interfaces on the configured port).
+    #[arg(long)]
+    pub xds_address: Option<std::net::SocketAddr>,
+    /// Address of `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    pub health_address: std::net::SocketAddr,
+    /// Serve xDS without TLS (local development only).
+    #[arg(long)]
+    pub insecure_xds: bool,
+    /// Address the proxies bind their listeners to.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listener_ip: std::net::IpAddr,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +145,8 @@ pub enum CliError {
     LostLeadership,
     #[error(transparent)]
     Translate(#[from] crate::translate_cmd::TranslateCmdError),
+    #[error(transparent)]
+    ControlPlane(#[from] crate::control_plane::process::ControlPlaneError),
     #[error("starting the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -145,6 +169,7 @@ impl CliError {
             CliError::Kubeconfig(_) => "kubeconfig",
             CliError::LostLeadership => "lost_leadership",
             CliError::Translate(e) => e.category(),
+            CliError::ControlPlane(e) => e.category(),
             CliError::Runtime(_) => "runtime",
         }
     }
@@ -171,6 +196,39 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         command,
     } = cli;
     match command {
+        Command::Controller(ControllerArgs {
+            config,
+            xds_address,
+            health_address,
+            insecure_xds,
+            listener_ip,
+        }) => {
+            let config = crate::control_plane::config::ControllerConfig::load(&config)
+                .map_err(crate::control_plane::process::ControlPlaneError::from)?;
+            let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
+            runtime.block_on(async {
+                let client = kube::Client::try_default().await?;
+                let identity = std::env::var("POD_NAME")
+                    .unwrap_or_else(|_| format!("eg-controller-{}", std::process::id()));
+                crate::control_plane::process::run_controller(
+                    client,
+                    config,
+                    crate::control_plane::process::ControllerOptions {
+                        xds_address,
+                        health_address,
+                        insecure_xds,
+                        identity,
+                        binding: crate::xds::from_ir::ListenerBinding {
+                            ip: listener_ip,
+                            port_offset: 0,
+                        },
+                    },
+                )
+                .await?;
+                Ok::<_, CliError>(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Translate(TranslateArgs {
             files,
             controller_name,

@@ -178,6 +178,7 @@ async fn http_routes_are_served_by_envoy_and_statuses_written() {
             },
             store,
             events,
+            tokio::sync::watch::channel(true).1,
         ));
         let envoy = EnvoyProcess::start(
             &bootstrap(&BootstrapSpec {
@@ -307,6 +308,7 @@ async fn route_to_a_missing_service_is_reported_as_backend_not_found() {
             },
             SnapshotStore::default(),
             AdsServer::new(SnapshotStore::default()).events(),
+            tokio::sync::watch::channel(true).1,
         ));
         let (resolved, _) = until!("ResolvedRefs condition", Duration::from_secs(15), async {
             let parents = routes.get("broken").await.ok()?.status?.parents;

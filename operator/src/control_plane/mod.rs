@@ -2,6 +2,8 @@
 //! cluster, the translator turns snapshots into Envoy configuration, the xDS server serves it,
 //! and the lease holder writes status.
 
+pub mod config;
+pub mod process;
 pub mod programmed;
 pub mod provider;
 pub mod run;

@@ -14,7 +14,7 @@ use kube::{Api, Client};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::programmed::ProgrammedState;
 use super::provider::{ClusterState, DecodeProblem, watch_all};
@@ -72,14 +72,16 @@ pub fn api_snapshot(
 }
 
 /// Runs until the provider's channel closes. `events` are the xDS server's proxy events, which
-/// decide each Gateway's Programmed condition.
+/// decide each Gateway's Programmed condition; statuses are written only while `leading`.
 pub async fn run(
     client: Client,
     settings: ControlPlaneSettings,
     store: SnapshotStore,
     events: broadcast::Receiver<ProxyEvent>,
+    mut leading: watch::Receiver<bool>,
 ) {
     let mut events = Some(events);
+    let mut leadership_open = true;
     let (state, mut changes, _watches) = watch_all(client.clone(), &settings.watch_namespaces);
     let mut writer = StatusWriter::new(client, settings.controller_name.clone());
     let mut programmed = ProgrammedState::default();
@@ -115,8 +117,30 @@ pub async fn run(
                     published.insert(gateway.name.clone(), next);
                 }
                 tracing::debug!(version, elapsed = ?started.elapsed(), gateways = translation.gateways.len(), "translated");
-                writer.write(&translation, &programmed).await;
+                if *leading.borrow() {
+                    writer.write(&translation, &programmed).await;
+                }
                 last = Some(translation);
+            }
+            changed = async {
+                if leadership_open {
+                    leading.changed().await
+                } else {
+                    std::future::pending().await
+                }
+            } => {
+                if changed.is_err() {
+                    // The election ended: the last known leadership stands.
+                    leadership_open = false;
+                    continue;
+                }
+                // A new leader trusts nothing it wrote before: another replica may have since.
+                if *leading.borrow_and_update() {
+                    writer.forget();
+                    if let Some(t) = &last {
+                        writer.write(t, &programmed).await;
+                    }
+                }
             }
             event = async {
                 match events.as_mut() {
@@ -126,6 +150,7 @@ pub async fn run(
             } => match event {
                 Ok(event) => {
                     if programmed.on_event(&event)
+                        && *leading.borrow()
                         && let Some(t) = &last
                     {
                         writer.write(t, &programmed).await;
@@ -154,6 +179,12 @@ impl StatusWriter {
             client,
             controller_name,
             written: Arc::default(),
+        }
+    }
+
+    fn forget(&mut self) {
+        if let Ok(mut w) = self.written.lock() {
+            w.clear();
         }
     }
 

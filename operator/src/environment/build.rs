@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 
 use super::names::{HEALTH_PORT, METRICS_PORT, XDS_PORT};
 use super::validate::Environment;
+use crate::control_plane::config::{ControllerConfig, EnvironmentRef, XdsConfig};
 
 /// Why the desired state could not be built. These are bugs or impossible inputs, not user
 /// errors: validation has already passed.
@@ -90,32 +91,6 @@ pub struct BuildInputs<'a> {
     pub certificates: &'a EnvironmentCertificates,
     /// Image repository of the control plane; the tag is the operand version.
     pub image_repository: &'a str,
-}
-
-/// Configuration the control plane reads from its ConfigMap (`config.yaml`).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ControllerConfig<'a> {
-    pub environment: EnvironmentRef<'a>,
-    pub gateway_class_name: &'a str,
-    pub controller_name: String,
-    pub watch_namespaces: &'a [String],
-    pub leader_election: bool,
-    pub xds: XdsConfig,
-    pub proxy_defaults: &'a eg_crds::envoy_gateway::ProxySpec,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct EnvironmentRef<'a> {
-    pub namespace: &'a str,
-    pub name: &'a str,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct XdsConfig {
-    pub port: i32,
-    pub cert_dir: &'static str,
 }
 
 const CONFIG_DIR: &str = "/etc/envoy-gateway";
@@ -277,18 +252,18 @@ pub fn build(inputs: &BuildInputs<'_>) -> Result<ResourceGraph, BuildError> {
 
     let config = ControllerConfig {
         environment: EnvironmentRef {
-            namespace: ns,
-            name: n.environment(),
+            namespace: ns.to_owned(),
+            name: n.environment().to_owned(),
         },
-        gateway_class_name: &env.gateway_class_name,
+        gateway_class_name: env.gateway_class_name.clone(),
         controller_name: n.controller_name(),
-        watch_namespaces: &env.watch_namespaces,
+        watch_namespaces: env.watch_namespaces.clone(),
         leader_election: env.control_plane.replicas > 1,
         xds: XdsConfig {
             port: XDS_PORT,
-            cert_dir: CERT_DIR,
+            cert_dir: CERT_DIR.into(),
         },
-        proxy_defaults: &env.proxy,
+        proxy_defaults: env.proxy.clone(),
     };
     let config_yaml = serde_yaml_ng::to_string(&config).map_err(|e| BuildError::Serialize {
         kind: "ConfigMap",
@@ -330,7 +305,7 @@ pub fn build(inputs: &BuildInputs<'_>) -> Result<ResourceGraph, BuildError> {
                 type_: Some("ClusterIP".into()),
                 selector: Some(n.control_plane_selector()),
                 ports: Some(vec![
-                    service_port("xds", XDS_PORT, Some("grpc")),
+                    service_port("xds", i32::from(XDS_PORT), Some("grpc")),
                     service_port("metrics", METRICS_PORT, Some("http")),
                 ]),
                 ..ServiceSpec::default()
@@ -644,7 +619,7 @@ fn control_plane_deployment(
             field_env("POD_NAMESPACE", "metadata.namespace"),
         ]),
         ports: Some(vec![
-            port("xds", XDS_PORT),
+            port("xds", i32::from(XDS_PORT)),
             port("metrics", METRICS_PORT),
             port("health", HEALTH_PORT),
         ]),

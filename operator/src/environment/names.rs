@@ -17,7 +17,7 @@ pub const ENVIRONMENT_LABEL: &str = "operator.gateway.envoyproxy.io/environment"
 pub const FIELD_MANAGER: &str = "eg-operator";
 
 /// Port on which the control plane serves xDS to Envoy proxies.
-pub const XDS_PORT: i32 = 18000;
+pub const XDS_PORT: u16 = 18000;
 /// Port of the control plane's Prometheus metrics.
 pub const METRICS_PORT: i32 = 19001;
 /// Port of the control plane's health endpoints (`/healthz`, `/readyz`).

@@ -1,0 +1,181 @@
+//! `eg-operator controller` as the operator deploys it, as a process: it reads the
+//! configuration file the operator writes, serves xDS over mutual TLS with the environment's
+//! certificates, and a real Envoy booted from the generated bootstrap carries requests for an
+//! HTTPRoute created in the real apiserver to a backend on a test host.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use eg_e2e::backend::Echo;
+use eg_e2e::envoy::EnvoyProcess;
+use eg_e2e::netns::TestHost;
+use eg_e2e::process::{Lifetime, ManagedProcess};
+use eg_e2e::{LOOPBACK, free_port, shared_cluster, with_temp_namespace};
+use eg_operator::control_plane::config::{ControllerConfig, EnvironmentRef, XdsConfig};
+use eg_operator::environment::certificates::{ExistingCertificates, decide};
+use eg_operator::environment::names::Names;
+use eg_operator::environment::validate::CertificateLifetimes;
+use eg_operator::xds::bootstrap::{AdsFlavour, BootstrapSpec, XdsTlsFiles, bootstrap};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+async fn apply(client: &Client, ns: Option<&str>, obj: serde_json::Value) {
+    let types: kube::api::TypeMeta = serde_json::from_value(obj.clone()).expect("type meta");
+    let gvk = kube::api::GroupVersionKind::try_from(&types).expect("gvk");
+    let ar = kube::api::ApiResource::from_gvk(&gvk);
+    let api: Api<kube::api::DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    let name = obj["metadata"]["name"].as_str().expect("name").to_owned();
+    api.patch(
+        &name,
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
+
+#[tokio::test]
+async fn controller_process_serves_an_httproute_over_mtls_xds() {
+    with_temp_namespace(|client, ns| async move {
+        let dir = tempfile::tempdir()?;
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+
+        // The environment's certificates, as the operator stores them.
+        let names = Names::new(&ns, "env");
+        let certs = decide(
+            &ExistingCertificates::default(),
+            CertificateLifetimes {
+                duration: Duration::from_secs(3600),
+                renew_before: Duration::from_secs(600),
+            },
+            &names,
+            SystemTime::now(),
+        )?
+        .certificates;
+        let server_dir = dir.path().join("server");
+        std::fs::create_dir_all(&server_dir)?;
+        std::fs::write(server_dir.join("tls.crt"), &certs.xds_server.cert)?;
+        std::fs::write(server_dir.join("tls.key"), &certs.xds_server.key)?;
+        std::fs::write(server_dir.join("ca.crt"), &certs.trust_bundle)?;
+
+        let controller_name = names.controller_name();
+        let xds_port = free_port(LOOPBACK)?;
+        let config = ControllerConfig {
+            environment: EnvironmentRef { namespace: ns.clone(), name: "env".into() },
+            gateway_class_name: format!("gc-{ns}"),
+            controller_name: controller_name.clone(),
+            watch_namespaces: vec![ns.clone()],
+            leader_election: true,
+            xds: XdsConfig { port: xds_port, cert_dir: server_dir.clone() },
+            proxy_defaults: Default::default(),
+        };
+        let config_path = write("config.yaml", &serde_yaml_ng::to_string(&config)?);
+
+        let health = SocketAddr::new(LOOPBACK, free_port(LOOPBACK)?);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_eg-operator"));
+        cmd.arg("controller")
+            .arg("--config")
+            .arg(&config_path)
+            .arg(format!("--xds-address=127.0.0.1:{xds_port}"))
+            .arg(format!("--health-address={health}"))
+            .arg("--listener-ip=127.0.0.1")
+            .env("KUBECONFIG", shared_cluster().kubeconfig_path())
+            .env("POD_NAME", "controller-0");
+        let _controller = ManagedProcess::spawn("controller", cmd, &dir.path().join("controller.log"), Lifetime::Owned)?;
+
+        // A backend on a test host behind a Service.
+        let host = TestHost::create()?;
+        let backend = SocketAddr::new(IpAddr::V4(host.address), 8080);
+        let _echo = host.spawn(
+            "echo",
+            Path::new(env!("CARGO_BIN_EXE_eg-operator")).with_file_name("eg-echo").as_path(),
+            &["shop".to_owned(), backend.to_string()],
+            &dir.path().join("echo.log"),
+        )?;
+        let port = free_port(LOOPBACK)?;
+        apply(&client, None, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+            "metadata": {"name": format!("gc-{ns}")}, "spec": {"controllerName": controller_name}})).await;
+        apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "public"},
+            "spec": {"gatewayClassName": format!("gc-{ns}"), "listeners": [{"name": "http", "protocol": "HTTP", "port": port}]}})).await;
+        apply(&client, Some(&ns), json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "shop"},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})).await;
+        apply(&client, Some(&ns), json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "shop-1", "labels": {"kubernetes.io/service-name": "shop"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [host.address.to_string()], "conditions": {"ready": true}}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})).await;
+        apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "shop"},
+            "spec": {"parentRefs": [{"name": "public"}], "rules": [{"backendRefs": [{"name": "shop", "port": 80}]}]}})).await;
+
+        // A proxy of the Gateway, with the proxies' client certificate.
+        let files = XdsTlsFiles {
+            ca_cert: write("ca.crt", &certs.trust_bundle).display().to_string(),
+            client_cert: write("client.crt", &certs.xds_client.cert).display().to_string(),
+            client_key: write("client.key", &certs.xds_client.key).display().to_string(),
+            server_name: names.xds_dns_names()[0].clone(),
+        };
+        let envoy = EnvoyProcess::start(&bootstrap(&BootstrapSpec {
+            node_id: "proxy-0".into(),
+            node_cluster: format!("{ns}/public"),
+            admin: SocketAddr::new(LOOPBACK, 0),
+            xds_server: SocketAddr::new(LOOPBACK, xds_port),
+            flavour: AdsFlavour::Delta,
+            tls: Some(files),
+        })
+        .to_string())
+        .await?;
+
+        let start = Instant::now();
+        loop {
+            let answer = reqwest::get(format!("http://127.0.0.1:{port}/cart")).await;
+            if let Ok(resp) = answer
+                && resp.status() == 200
+                && let Ok(echo) = resp.json::<Echo>().await
+            {
+                assert_eq!(echo.backend, "shop");
+                assert_eq!(echo.path, "/cart");
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "no 200 through the controller's Envoy");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let healthz = reqwest::get(format!("http://{health}/readyz")).await?;
+        assert_eq!(healthz.status(), 200);
+
+        // The replica won its lease and wrote status.
+        let routes: Api<gateway_api::apis::standard::httproutes::HttpRoute> =
+            Api::namespaced(client.clone(), &ns);
+        let start = Instant::now();
+        loop {
+            let accepted = routes.get("shop").await?.status.and_then(|s| {
+                s.parents
+                    .into_iter()
+                    .flat_map(|p| p.conditions)
+                    .find(|c| c.type_ == "Accepted" && c.status == "True")
+            });
+            if accepted.is_some() {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "no route status from the leader");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let lease: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &ns);
+        let holder = lease.get("env-envoy-gateway-leader").await?.spec.and_then(|s| s.holder_identity);
+        assert_eq!(holder.as_deref(), Some("controller-0"));
+        envoy.stop();
+        Ok(())
+    })
+    .await;
+}
