@@ -157,10 +157,31 @@ pub struct DecodeProblem {
     pub message: String,
 }
 
-/// The provider's view of the cluster: per kind, the live objects.
+/// The provider's view of the cluster: per kind, the live objects of each watch (one per
+/// watched namespace, or one for the whole cluster). Each watch's relists replace only its own
+/// objects.
 #[derive(Debug, Default)]
 pub struct ClusterState {
-    pub kinds: BTreeMap<&'static str, KindState>,
+    pub kinds: BTreeMap<&'static str, BTreeMap<String, KindState>>,
+}
+
+impl ClusterState {
+    /// Every object of `kind` across its watches, decoded; undecodable ones as problems.
+    pub fn decode<K: DeserializeOwned>(&self, kind: &str) -> (Vec<K>, Vec<DecodeProblem>) {
+        let mut ok = Vec::new();
+        let mut problems = Vec::new();
+        for state in self
+            .kinds
+            .get(kind)
+            .into_iter()
+            .flat_map(|scopes| scopes.values())
+        {
+            let (k, p) = state.decode::<K>();
+            ok.extend(k);
+            problems.extend(p);
+        }
+        (ok, problems)
+    }
 }
 
 /// Watches `KINDS` (in `namespaces`, or everywhere when empty) and bumps the returned counter on
@@ -183,15 +204,15 @@ pub fn watch_all(
             .split_once('/')
             .unwrap_or(("", kind.api_version));
         let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind.kind));
-        let apis: Vec<Api<DynamicObject>> = if !kind.namespaced || namespaces.is_empty() {
-            vec![Api::all_with(client.clone(), &ar)]
+        let apis: Vec<(String, Api<DynamicObject>)> = if !kind.namespaced || namespaces.is_empty() {
+            vec![(String::new(), Api::all_with(client.clone(), &ar))]
         } else {
             namespaces
                 .iter()
-                .map(|ns| Api::namespaced_with(client.clone(), ns, &ar))
+                .map(|ns| (ns.clone(), Api::namespaced_with(client.clone(), ns, &ar)))
                 .collect()
         };
-        for api in apis {
+        for (scope, api) in apis {
             let (state, tx) = (state.clone(), tx.clone());
             let kind_name = kind.kind;
             tasks.push(tokio::spawn(async move {
@@ -208,7 +229,12 @@ pub fn watch_all(
                     };
                     let changed = {
                         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                        s.kinds.entry(kind_name).or_default().apply(event)
+                        s.kinds
+                            .entry(kind_name)
+                            .or_default()
+                            .entry(scope.clone())
+                            .or_default()
+                            .apply(event)
                     };
                     if changed {
                         tx.send_modify(|v| *v += 1);
@@ -263,5 +289,37 @@ mod tests {
         assert_eq!(ok.len(), 1);
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].object, "ns/bad");
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    fn cm(ns: &str, name: &str) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ns}, "data": {}
+        }))
+        .expect("object")
+    }
+
+    #[test]
+    fn a_relist_of_one_namespace_keeps_the_others() {
+        let mut state = ClusterState::default();
+        for ns in ["a", "b"] {
+            let scope = state
+                .kinds
+                .entry("ConfigMap")
+                .or_default()
+                .entry(ns.to_owned())
+                .or_default();
+            scope.apply(Event::Init);
+            scope.apply(Event::InitApply(cm(ns, "x")));
+            scope.apply(Event::InitDone);
+        }
+        let (all, problems) = state.decode::<k8s_openapi::api::core::v1::ConfigMap>("ConfigMap");
+        assert!(problems.is_empty());
+        assert_eq!(all.len(), 2, "both namespaces' objects are visible");
     }
 }

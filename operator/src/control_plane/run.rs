@@ -48,14 +48,9 @@ pub fn api_snapshot(
         kind: &str,
         problems: &mut Vec<DecodeProblem>,
     ) -> Vec<K> {
-        match state.kinds.get(kind) {
-            Some(k) => {
-                let (ok, bad) = k.decode::<K>();
-                problems.extend(bad);
-                ok
-            }
-            None => Vec::new(),
-        }
+        let (ok, bad) = state.decode::<K>(kind);
+        problems.extend(bad);
+        ok
     }
     let snapshot = ApiSnapshot {
         controller_name: controller_name.to_owned(),

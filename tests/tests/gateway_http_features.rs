@@ -1,0 +1,274 @@
+//! Gateway API HTTP features through the whole path (apiserver → control plane → ADS → real
+//! Envoy → backends on test hosts): a 90/10 weighted split checked over many requests,
+//! redirects, prefix rewrites with request and response header modifiers, mirroring, HTTPS
+//! termination chosen by SNI, an EndpointSlice change reaching Envoy, and a cross-namespace
+//! backend denied until a ReferenceGrant allows it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use eg_e2e::backend::Echo;
+use eg_e2e::envoy::EnvoyProcess;
+use eg_e2e::netns::TestHost;
+use eg_e2e::pki::TestCa;
+use eg_e2e::process::ManagedProcess;
+use eg_e2e::{LOOPBACK, free_port, with_temp_namespace};
+use eg_operator::control_plane::run::{ControlPlaneSettings, run};
+use eg_operator::xds::bootstrap::{AdsFlavour, BootstrapSpec, bootstrap};
+use eg_operator::xds::from_ir::ListenerBinding;
+use eg_operator::xds::server::{AdsServer, SnapshotStore};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio_stream::wrappers::TcpListenerStream;
+
+struct Backend {
+    _process: ManagedProcess,
+    host: TestHost,
+    _logs: tempfile::TempDir,
+}
+
+async fn backend(name: &str) -> Backend {
+    let host = TestHost::create().expect("test host");
+    let addr = SocketAddr::new(IpAddr::V4(host.address), 8080);
+    let logs = tempfile::tempdir().expect("tempdir");
+    let process = host
+        .spawn(
+            name,
+            Path::new(env!("CARGO_BIN_EXE_eg-echo")),
+            &[name.to_owned(), addr.to_string()],
+            &logs.path().join("echo.log"),
+        )
+        .expect("eg-echo");
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{name} not listening"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Backend {
+        _process: process,
+        host,
+        _logs: logs,
+    }
+}
+
+async fn apply(client: &Client, ns: Option<&str>, obj: serde_json::Value) {
+    let types: kube::api::TypeMeta = serde_json::from_value(obj.clone()).expect("type meta");
+    let ar = kube::api::ApiResource::from_gvk(
+        &kube::api::GroupVersionKind::try_from(&types).expect("gvk"),
+    );
+    let api: Api<kube::api::DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    let name = obj["metadata"]["name"].as_str().expect("name").to_owned();
+    api.patch(
+        &name,
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
+
+async fn service(client: &Client, ns: &str, name: &str, target: &Backend) {
+    apply(
+        client,
+        Some(ns),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
+    )
+    .await;
+    slice(client, ns, name, target).await;
+}
+
+async fn slice(client: &Client, ns: &str, name: &str, target: &Backend) {
+    apply(client, Some(ns), json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{name}-1"), "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [target.host.address.to_string()], "conditions": {"ready": true}}],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})).await;
+}
+
+fn route(name: &str, host: &str, rules: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": name},
+        "spec": {"parentRefs": [{"name": "public"}], "hostnames": [host], "rules": rules}})
+}
+
+/// Polls `probe` until it returns `Some`, failing after `limit`.
+macro_rules! until {
+    ($what:expr, $limit:expr, $probe:expr) => {{
+        let start = Instant::now();
+        loop {
+            if let Some(v) = $probe {
+                break v;
+            }
+            assert!(
+                start.elapsed() < $limit,
+                "timed out after {:?}: {}",
+                $limit,
+                $what
+            );
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }};
+}
+
+#[tokio::test]
+async fn http_features_behave_as_specified_through_envoy() {
+    with_temp_namespace(|client, ns| async move {
+        let a = backend("a").await;
+        let b = backend("b").await;
+        service(&client, &ns, "echo-a", &a).await;
+        service(&client, &ns, "echo-b", &b).await;
+        service(&client, &ns, "moving", &a).await;
+        let other = format!("{ns}-other");
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": other}}))?).await?;
+        service(&client, &other, "remote", &a).await;
+
+        let controller_name = format!("example.com/features-{ns}");
+        let class = format!("gc-{ns}");
+        let http_port = free_port(LOOPBACK)?;
+        let https_port = free_port(LOOPBACK)?;
+        let ca = TestCa::new("features-ca")?;
+        let cert = ca.server_cert("secure.test", &["secure.test"])?;
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+        secrets
+            .create(&PostParams::default(), &serde_json::from_value(json!({
+                "metadata": {"name": "secure-cert"}, "type": "kubernetes.io/tls",
+                "stringData": {"tls.crt": cert.cert_pem, "tls.key": cert.key_pem}}))?)
+            .await?;
+        apply(&client, None, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+            "metadata": {"name": class}, "spec": {"controllerName": controller_name}})).await;
+        apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "public"},
+            "spec": {"gatewayClassName": class, "listeners": [
+                {"name": "http", "protocol": "HTTP", "port": http_port},
+                {"name": "https", "protocol": "HTTPS", "port": https_port, "hostname": "secure.test",
+                 "tls": {"mode": "Terminate", "certificateRefs": [{"name": "secure-cert"}]}}
+            ]}})).await;
+
+        apply(&client, Some(&ns), route("split", "split.test", json!([{"backendRefs": [
+            {"name": "echo-a", "port": 80, "weight": 90}, {"name": "echo-b", "port": 80, "weight": 10}]}]))).await;
+        apply(&client, Some(&ns), route("redirect", "redirect.test", json!([{"filters": [
+            {"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}]}]))).await;
+        apply(&client, Some(&ns), route("rewrite", "rewrite.test", json!([{
+            "matches": [{"path": {"type": "PathPrefix", "value": "/old"}}],
+            "filters": [
+                {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/new"}}},
+                {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-env", "value": "prod"}], "remove": ["x-drop"]}},
+                {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"add": [{"name": "x-served-by", "value": "gateway"}]}}],
+            "backendRefs": [{"name": "echo-a", "port": 80}]}]))).await;
+        apply(&client, Some(&ns), route("mirror", "mirror.test", json!([{
+            "filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "echo-b", "port": 80}}}],
+            "backendRefs": [{"name": "echo-a", "port": 80}]}]))).await;
+        apply(&client, Some(&ns), route("moving", "moving.test", json!([{"backendRefs": [{"name": "moving", "port": 80}]}]))).await;
+        apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "secure"},
+            "spec": {"parentRefs": [{"name": "public", "sectionName": "https"}], "rules": [{"backendRefs": [{"name": "echo-b", "port": 80}]}]}})).await;
+
+        let store = SnapshotStore::default();
+        let ads = AdsServer::new(store.clone());
+        let events = ads.events();
+        let xds_listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await?;
+        let xds = xds_listener.local_addr()?;
+        tokio::spawn(tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(ads))
+            .serve_with_incoming(TcpListenerStream::new(xds_listener)));
+        let (_leader, leading) = tokio::sync::watch::channel(true);
+        let control_plane = tokio::spawn(run(client.clone(), ControlPlaneSettings {
+            controller_name, watch_namespaces: vec![ns.clone(), other.clone()],
+            binding: ListenerBinding { ip: LOOPBACK, port_offset: 0 } }, store, events, leading));
+        let envoy = EnvoyProcess::start(&bootstrap(&BootstrapSpec {
+            node_id: "proxy-0".into(), node_cluster: format!("{ns}/public"),
+            admin: SocketAddr::new(LOOPBACK, 0), xds_server: xds, flavour: AdsFlavour::StateOfTheWorld, tls: None,
+        }).to_string()).await?;
+
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        let base = format!("http://127.0.0.1:{http_port}");
+        let get = |host: &'static str, path: &'static str| {
+            let (http, base) = (http.clone(), base.clone());
+            async move { http.get(format!("{base}{path}")).header("host", host).header("x-drop", "1").send().await.ok() }
+        };
+        until!("split route served", Duration::from_secs(20),
+            get("split.test", "/").await.filter(|r| r.status() == 200));
+
+        // 90/10 split: b's share over 400 requests lies well inside 4%..18% (p < 1e-4 either side).
+        let mut to_b = 0;
+        for _ in 0..400 {
+            let echo: Echo = get("split.test", "/").await.expect("response").json().await?;
+            if echo.backend == "b" {
+                to_b += 1;
+            }
+        }
+        eprintln!("weighted split: {to_b}/400 to the 10% backend");
+        assert!((16..=72).contains(&to_b), "{to_b}/400 requests went to the 10% backend");
+
+        let redirect = get("redirect.test", "/path?q=1").await.expect("redirect");
+        assert_eq!(redirect.status(), 301);
+        let location = redirect.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert_eq!(location, "https://redirect.test/path?q=1");
+
+        let rewritten = get("rewrite.test", "/old/item").await.expect("rewrite");
+        assert_eq!(rewritten.headers().get("x-served-by").and_then(|v| v.to_str().ok()), Some("gateway"));
+        let echo: Echo = rewritten.json().await?;
+        assert_eq!(echo.path, "/new/item");
+        assert_eq!(echo.headers.get("x-env").map(String::as_str), Some("prod"));
+        assert!(!echo.headers.contains_key("x-drop"));
+
+        // Mirroring: a answers, b receives a copy (Envoy's upstream counter for b's cluster).
+        let mirror_cluster = format!("service/{ns}/echo-b/80");
+        let stat = format!("cluster.{mirror_cluster}.upstream_rq_total");
+        let count = |text: String| {
+            text.lines().find_map(|l| l.strip_prefix(&format!("{stat}: ")).and_then(|v| v.trim().parse::<u64>().ok())).unwrap_or(0)
+        };
+        let before = count(envoy.admin_get("/stats").await?);
+        for _ in 0..5 {
+            let echo: Echo = get("mirror.test", "/m").await.expect("mirror").json().await?;
+            assert_eq!(echo.backend, "a");
+        }
+        until!("mirrored requests counted", Duration::from_secs(5),
+            Some(count(envoy.admin_get("/stats").await?)).filter(|c| *c >= before + 5));
+
+        // HTTPS on the listener for secure.test, certificate chosen by SNI.
+        let tls = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem.as_bytes())?)
+            .resolve("secure.test", SocketAddr::new(LOOPBACK, https_port))
+            .build()?;
+        let echo: Echo = until!("HTTPS served", Duration::from_secs(10), async {
+            tls.get(format!("https://secure.test:{https_port}/s")).send().await.ok()?.json::<Echo>().await.ok()
+        }.await);
+        assert_eq!(echo.backend, "b");
+
+        // An EndpointSlice change reaches Envoy: the moving Service now points at b.
+        assert_eq!(get("moving.test", "/").await.expect("moving").json::<Echo>().await?.backend, "a");
+        slice(&client, &ns, "moving", &b).await;
+        until!("endpoint change served", Duration::from_secs(10), async {
+            get("moving.test", "/").await?.json::<Echo>().await.ok().filter(|e| e.backend == "b")
+        }.await);
+
+        // Cross-namespace backend: refused (500) until a ReferenceGrant allows it.
+        apply(&client, Some(&ns), route("cross", "cross.test", json!([{"backendRefs": [{"name": "remote", "namespace": other, "port": 80}]}]))).await;
+        until!("denied cross-namespace backend answers 500", Duration::from_secs(10),
+            get("cross.test", "/").await.filter(|r| r.status() == 500));
+        apply(&client, Some(&other), json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+            "metadata": {"name": "allow-routes"},
+            "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": ns}],
+                     "to": [{"group": "", "kind": "Service"}]}})).await;
+        until!("allowed cross-namespace backend served", Duration::from_secs(10), async {
+            get("cross.test", "/").await.filter(|r| r.status() == 200)?.json::<Echo>().await.ok()
+        }.await);
+        let _ = namespaces.delete(&other, &DeleteParams::background()).await;
+
+        envoy.stop();
+        control_plane.abort();
+        Ok(())
+    })
+    .await;
+}
