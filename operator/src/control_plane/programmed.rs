@@ -14,6 +14,9 @@ use crate::xds::server::ProxyEvent;
 struct GatewayProxies {
     published: Option<String>,
     acked: Option<String>,
+    /// Per type URL, the last version a proxy ACKed.
+    acked_types: BTreeMap<String, String>,
+    connected: usize,
     /// (version, type URL, Envoy's message) of the last rejection.
     nack: Option<(String, String, String)>,
 }
@@ -35,16 +38,20 @@ impl ProgrammedState {
     pub fn on_event(&mut self, event: &ProxyEvent) -> bool {
         match event {
             ProxyEvent::Ack {
-                gateway, version, ..
+                gateway,
+                version,
+                type_url,
+                ..
             } => {
                 let g = self.gateways.entry(gateway.clone()).or_default();
-                let before = g.clone();
+                let before = (g.acked.clone(), g.nack.clone());
                 g.acked = Some(version.clone());
+                g.acked_types.insert(type_url.clone(), version.clone());
                 // A later version accepted supersedes an earlier rejection.
                 if g.nack.as_ref().is_some_and(|(v, _, _)| v != version) {
                     g.nack = None;
                 }
-                *g != before
+                (g.acked.clone(), g.nack.clone()) != before
             }
             ProxyEvent::Nack {
                 gateway,
@@ -59,8 +66,29 @@ impl ProgrammedState {
                 g.nack = nack;
                 changed
             }
-            ProxyEvent::Connected { .. } | ProxyEvent::Disconnected { .. } => false,
+            ProxyEvent::Connected { gateway, .. } => {
+                self.gateways.entry(gateway.clone()).or_default().connected += 1;
+                false
+            }
+            ProxyEvent::Disconnected { gateway, .. } => {
+                let g = self.gateways.entry(gateway.clone()).or_default();
+                g.connected = g.connected.saturating_sub(1);
+                false
+            }
         }
+    }
+
+    /// How many proxy streams of `gateway` are open.
+    pub fn connected(&self, gateway: &str) -> usize {
+        self.gateways.get(gateway).map_or(0, |g| g.connected)
+    }
+
+    /// Whether a proxy of `gateway` ACKed `type_url` at `version`.
+    pub fn acked_type(&self, gateway: &str, type_url: &str, version: &str) -> bool {
+        self.gateways
+            .get(gateway)
+            .and_then(|g| g.acked_types.get(type_url))
+            .is_some_and(|v| v == version)
     }
 
     /// Rewrites the `Programmed` condition of `status` (the Gateway `gateway`) with what its

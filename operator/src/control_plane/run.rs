@@ -20,7 +20,7 @@ use super::programmed::ProgrammedState;
 use super::provider::{ClusterState, DecodeProblem, watch_all};
 use crate::translate::{Snapshot as ApiSnapshot, Translation, translate};
 use crate::xds::from_ir::{ListenerBinding, snapshot};
-use crate::xds::protocol::Snapshot;
+use crate::xds::protocol::{CLUSTER, ENDPOINT, Snapshot};
 use crate::xds::server::{ProxyEvent, SnapshotStore};
 
 /// Field manager of status writes.
@@ -107,6 +107,16 @@ pub async fn run(
                     if published.get(&gateway.name).is_some_and(|p| p.resources == next.resources) {
                         continue;
                     }
+                    // Make before break: clusters a new route needs are warmed (endpoints ACKed)
+                    // before the route arrives, or Envoy answers 503 while they warm.
+                    if let Some(previous) = published.get(&gateway.name)
+                        && let Some(warm_up) = with_new_clusters(previous, &next, &format!("{version}-warm"))
+                        && programmed.connected(&gateway.name) > 0
+                    {
+                        programmed.published(&gateway.name, &warm_up.version);
+                        store.set(&gateway.name, warm_up.clone());
+                        wait_for_endpoints(&mut events, &mut programmed, &gateway.name, &warm_up.version).await;
+                    }
                     programmed.published(&gateway.name, &next.version);
                     store.set(&gateway.name, next.clone());
                     published.insert(gateway.name.clone(), next);
@@ -155,6 +165,55 @@ pub async fn run(
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
                 // No xDS server any more: keep translating without proxy answers.
                 Err(broadcast::error::RecvError::Closed) => events = None,
+            }
+        }
+    }
+}
+
+/// `previous` plus the clusters and endpoints `next` adds, when it adds any: the first of two
+/// steps that bring new clusters in before the routes that use them.
+fn with_new_clusters(previous: &Snapshot, next: &Snapshot, version: &str) -> Option<Snapshot> {
+    let empty = BTreeMap::new();
+    let old = previous.resources.get(CLUSTER).unwrap_or(&empty);
+    let new = next.resources.get(CLUSTER).unwrap_or(&empty);
+    if new.keys().all(|k| old.contains_key(k)) {
+        return None;
+    }
+    let mut warm = previous.clone();
+    warm.version = version.to_owned();
+    for type_url in [CLUSTER, ENDPOINT] {
+        let target = warm.resources.entry(type_url.to_owned()).or_default();
+        for (name, r) in next.resources.get(type_url).unwrap_or(&empty) {
+            target.entry(name.clone()).or_insert_with(|| r.clone());
+        }
+    }
+    Some(warm)
+}
+
+/// Waits (at most a second) until a proxy of `gateway` ACKed the endpoints of `version`.
+async fn wait_for_endpoints(
+    events: &mut Option<broadcast::Receiver<ProxyEvent>>,
+    programmed: &mut ProgrammedState,
+    gateway: &str,
+    version: &str,
+) {
+    let Some(rx) = events.as_mut() else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    while !programmed.acked_type(gateway, ENDPOINT, version) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(event)) => {
+                programmed.on_event(&event);
+            }
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => {
+                tracing::debug!(
+                    gateway,
+                    version,
+                    "endpoints not acknowledged in time; publishing routes"
+                );
+                return;
             }
         }
     }
