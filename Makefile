@@ -41,5 +41,11 @@ cluster-stop:
 	@$(CARGO) run --quiet -p eg-e2e --bin eg-testcluster -- down
 
 ## Benchmarks: print figures and write target/bench/results.json (release build).
-bench:
+bench: deps
 	$(CARGO) bench -p eg-operator --bench translate
+	$(CARGO) build --release -p eg-e2e --bin eg-echo
+	EG_TESTCLUSTER_BIN="$$(hack/build-testcluster.sh)" \
+	ENVOY_BIN="$$(hack/install-envoy.sh)" \
+	GATEWAY_API_CRDS_DIR="$$(hack/gateway-api-crds.sh)" \
+	ENVOY_GATEWAY_CRDS_DIR="$$(hack/envoy-gateway-crds.sh)" \
+	$(CARGO) bench -p eg-e2e --bench route_latency

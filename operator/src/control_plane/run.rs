@@ -73,16 +73,18 @@ pub async fn run(
     settings: ControlPlaneSettings,
     store: SnapshotStore,
     events: broadcast::Receiver<ProxyEvent>,
-    mut leading: watch::Receiver<bool>,
+    leading: watch::Receiver<bool>,
 ) {
     let mut events = Some(events);
-    let mut leadership_open = true;
     let (state, mut changes, _watches) = watch_all(client.clone(), &settings.watch_namespaces);
-    let mut writer = StatusWriter::new(client, settings.controller_name.clone());
+    // Status goes out from its own task, so API latency never delays the next translation.
+    let (statuses, latest) = watch::channel(None);
+    let writer = StatusWriter::new(client, settings.controller_name.clone());
+    let status_task = AbortOnDrop(tokio::spawn(write_statuses(writer, latest, leading)));
     let mut programmed = ProgrammedState::default();
     let mut published: BTreeMap<String, Snapshot> = BTreeMap::new();
     let mut version: u64 = 0;
-    let mut last: Option<Translation> = None;
+    let mut last: Option<Arc<Translation>> = None;
     loop {
         tokio::select! {
             changed = changes.changed() => {
@@ -122,10 +124,57 @@ pub async fn run(
                     published.insert(gateway.name.clone(), next);
                 }
                 tracing::debug!(version, elapsed = ?started.elapsed(), gateways = translation.gateways.len(), "translated");
-                if *leading.borrow() {
-                    writer.write(&translation, &programmed).await;
-                }
+                let translation = Arc::new(translation);
+                statuses.send_replace(Some((translation.clone(), programmed.clone())));
                 last = Some(translation);
+            }
+            event = async {
+                match events.as_mut() {
+                    Some(e) => e.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match event {
+                Ok(event) => {
+                    if programmed.on_event(&event)
+                        && let Some(t) = &last
+                    {
+                        statuses.send_replace(Some((t.clone(), programmed.clone())));
+                    }
+                }
+                // Missed events: statuses are re-derived on the next change or event.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                // No xDS server any more: keep translating without proxy answers.
+                Err(broadcast::error::RecvError::Closed) => events = None,
+            }
+        }
+    }
+    drop(status_task);
+}
+
+/// Aborts the task when dropped, so the status writer never outlives its loop.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+type StatusInput = Option<(Arc<Translation>, ProgrammedState)>;
+
+/// Writes the latest statuses while this replica leads; a new leader rewrites everything.
+async fn write_statuses(
+    mut writer: StatusWriter,
+    mut latest: watch::Receiver<StatusInput>,
+    mut leading: watch::Receiver<bool>,
+) {
+    let mut leadership_open = true;
+    loop {
+        tokio::select! {
+            changed = latest.changed() => {
+                if changed.is_err() {
+                    return;
+                }
             }
             changed = async {
                 if leadership_open {
@@ -142,30 +191,15 @@ pub async fn run(
                 // A new leader trusts nothing it wrote before: another replica may have since.
                 if *leading.borrow_and_update() {
                     writer.forget();
-                    if let Some(t) = &last {
-                        writer.write(t, &programmed).await;
-                    }
                 }
             }
-            event = async {
-                match events.as_mut() {
-                    Some(e) => e.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => match event {
-                Ok(event) => {
-                    if programmed.on_event(&event)
-                        && *leading.borrow()
-                        && let Some(t) = &last
-                    {
-                        writer.write(t, &programmed).await;
-                    }
-                }
-                // Missed events: statuses are re-derived on the next change or event.
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                // No xDS server any more: keep translating without proxy answers.
-                Err(broadcast::error::RecvError::Closed) => events = None,
-            }
+        }
+        if !*leading.borrow() {
+            continue;
+        }
+        let current = latest.borrow_and_update().clone();
+        if let Some((translation, programmed)) = current {
+            writer.write(&translation, &programmed).await;
         }
     }
 }
@@ -257,11 +291,17 @@ impl StatusWriter {
         for (key, status) in &t.status.http_routes {
             let (ns, name) = key.split_once('/').unwrap_or(("", key));
             let api: Api<HttpRoute> = Api::namespaced(self.client.clone(), ns);
-            // Route status is shared by every controller the route attaches to: keep the
-            // parents entries other controllers wrote, replace only ours.
-            let Ok(mut ours) = serde_json::to_value(status) else {
+            let Ok(ours) = serde_json::to_value(status) else {
                 continue;
             };
+            let id = format!("HTTPRoute {key}");
+            if self.unchanged(&id, &ours) {
+                continue;
+            }
+            // Route status is shared by every controller the route attaches to: keep the
+            // parents entries other controllers wrote, replace only ours. Read only when ours
+            // changed, so a quiet route costs no API call.
+            let mut merged = ours.clone();
             if let Ok(Some(live)) = api.get_opt(name).await {
                 let others: Vec<serde_json::Value> = live
                     .status
@@ -271,11 +311,43 @@ impl StatusWriter {
                     .filter(|p| p.controller_name != self.controller_name)
                     .filter_map(|p| serde_json::to_value(p).ok())
                     .collect();
-                if let Some(parents) = ours.get_mut("parents").and_then(|p| p.as_array_mut()) {
+                if let Some(parents) = merged.get_mut("parents").and_then(|p| p.as_array_mut()) {
                     parents.extend(others);
                 }
             }
-            self.patch(&api, "HTTPRoute", key, name, &ours).await;
+            self.send(&api, &id, name, ours, merged).await;
+        }
+    }
+
+    fn unchanged(&self, id: &str, desired: &serde_json::Value) -> bool {
+        self.written
+            .lock()
+            .ok()
+            .is_some_and(|w| w.get(id) == Some(desired))
+    }
+
+    /// Writes `body` as the status of `name`, remembering `desired` as what was written for `id`.
+    async fn send<K>(
+        &self,
+        api: &Api<K>,
+        id: &str,
+        name: &str,
+        desired: serde_json::Value,
+        body: serde_json::Value,
+    ) where
+        K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let patch = serde_json::json!({ "status": stamp_transition_times(body) });
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                if let Ok(mut w) = self.written.lock() {
+                    w.insert(id.to_owned(), desired);
+                }
+            }
+            Err(e) => tracing::warn!(object = %id, error = %e, "status write failed"),
         }
     }
 
@@ -288,22 +360,10 @@ impl StatusWriter {
             return;
         };
         let id = format!("{kind} {key}");
-        if self.written.lock().ok().and_then(|w| w.get(&id).cloned()) == Some(desired.clone()) {
+        if self.unchanged(&id, &desired) {
             return;
         }
-        let stamped = stamp_transition_times(desired.clone());
-        let patch = serde_json::json!({ "status": stamped });
-        match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {
-                if let Ok(mut w) = self.written.lock() {
-                    w.insert(id, desired);
-                }
-            }
-            Err(e) => tracing::warn!(object = %id, error = %e, "status write failed"),
-        }
+        self.send(api, &id, name, desired.clone(), desired).await;
     }
 }
 
