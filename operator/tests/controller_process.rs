@@ -3,14 +3,15 @@
 //! certificates, and a real Envoy booted from the generated bootstrap carries requests for an
 //! HTTPRoute created in the real apiserver to a backend on a test host.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use eg_e2e::backend::Echo;
 use eg_e2e::envoy::EnvoyProcess;
-use eg_e2e::netns::TestHost;
+use eg_e2e::manifests::{apply, service_with_endpoint};
+use eg_e2e::netns::EchoHost;
 use eg_e2e::process::{Lifetime, ManagedProcess};
 use eg_e2e::{LOOPBACK, free_port, shared_cluster, with_temp_namespace};
 use eg_operator::control_plane::config::{ControllerConfig, EnvironmentRef, XdsConfig};
@@ -18,27 +19,8 @@ use eg_operator::environment::certificates::{ExistingCertificates, decide};
 use eg_operator::environment::names::Names;
 use eg_operator::environment::validate::CertificateLifetimes;
 use eg_operator::xds::bootstrap::{AdsFlavour, BootstrapSpec, XdsTlsFiles, bootstrap};
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
+use kube::Api;
 use serde_json::json;
-
-async fn apply(client: &Client, ns: Option<&str>, obj: serde_json::Value) {
-    let types: kube::api::TypeMeta = serde_json::from_value(obj.clone()).expect("type meta");
-    let gvk = kube::api::GroupVersionKind::try_from(&types).expect("gvk");
-    let ar = kube::api::ApiResource::from_gvk(&gvk);
-    let api: Api<kube::api::DynamicObject> = match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    let name = obj["metadata"]["name"].as_str().expect("name").to_owned();
-    api.patch(
-        &name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
 
 #[tokio::test]
 async fn controller_process_serves_an_httproute_over_mtls_xds() {
@@ -94,27 +76,15 @@ async fn controller_process_serves_an_httproute_over_mtls_xds() {
         let _controller = ManagedProcess::spawn("controller", cmd, &dir.path().join("controller.log"), Lifetime::Owned)?;
 
         // A backend on a test host behind a Service.
-        let host = TestHost::create()?;
-        let backend = SocketAddr::new(IpAddr::V4(host.address), 8080);
-        let _echo = host.spawn(
-            "echo",
-            Path::new(env!("CARGO_BIN_EXE_eg-operator")).with_file_name("eg-echo").as_path(),
-            &["shop".to_owned(), backend.to_string()],
-            &dir.path().join("echo.log"),
-        )?;
+        let echo_bin = Path::new(env!("CARGO_BIN_EXE_eg-operator")).with_file_name("eg-echo");
+        let echo = EchoHost::start("shop", &echo_bin).await?;
+        service_with_endpoint(&client, &ns, "shop", echo.address()).await;
         let port = free_port(LOOPBACK)?;
         apply(&client, None, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
             "metadata": {"name": format!("gc-{ns}")}, "spec": {"controllerName": controller_name}})).await;
         apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
             "metadata": {"name": "public"},
             "spec": {"gatewayClassName": format!("gc-{ns}"), "listeners": [{"name": "http", "protocol": "HTTP", "port": port}]}})).await;
-        apply(&client, Some(&ns), json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "shop"},
-            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})).await;
-        apply(&client, Some(&ns), json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": "shop-1", "labels": {"kubernetes.io/service-name": "shop"}},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [host.address.to_string()], "conditions": {"ready": true}}],
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})).await;
         apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
             "metadata": {"name": "shop"},
             "spec": {"parentRefs": [{"name": "public"}], "rules": [{"backendRefs": [{"name": "shop", "port": 80}]}]}})).await;

@@ -2,44 +2,22 @@
 //! first 200 through a real Envoy programmed by the control plane over ADS, over 50 routes;
 //! prints p50/p99 and merges them into `target/bench/results.json`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use eg_e2e::envoy::EnvoyProcess;
-use eg_e2e::netns::TestHost;
+use eg_e2e::manifests::{apply, service_with_endpoint};
+use eg_e2e::netns::EchoHost;
 use eg_e2e::{LOOPBACK, free_port, shared_cluster};
-use eg_operator::control_plane::run::{ControlPlaneSettings, run};
-use eg_operator::xds::bootstrap::{AdsFlavour, BootstrapSpec, bootstrap};
-use eg_operator::xds::from_ir::ListenerBinding;
-use eg_operator::xds::server::{AdsServer, SnapshotStore};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use eg_operator::xds::bootstrap::AdsFlavour;
+use kube::Api;
+use kube::api::PostParams;
 use serde_json::json;
-use tokio_stream::wrappers::TcpListenerStream;
 
 const ROUTES: usize = 50;
-
-async fn apply(client: &Client, ns: Option<&str>, obj: serde_json::Value) {
-    let types: kube::api::TypeMeta = serde_json::from_value(obj.clone()).expect("type meta");
-    let ar = kube::api::ApiResource::from_gvk(
-        &kube::api::GroupVersionKind::try_from(&types).expect("gvk"),
-    );
-    let api: Api<kube::api::DynamicObject> = match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    let name = obj["metadata"]["name"].as_str().expect("name").to_owned();
-    api.patch(
-        &name,
-        &PatchParams::apply("bench").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -58,30 +36,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .await;
 
-    let logs = tempfile::tempdir()?;
-    let host = TestHost::create()?;
-    let backend = SocketAddr::new(IpAddr::V4(host.address), 8080);
-    let echo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/eg-echo");
-    let _echo = host.spawn(
-        "echo",
-        &echo,
-        &["echo".into(), backend.to_string()],
-        &logs.path().join("echo.log"),
-    )?;
-    while tokio::net::TcpStream::connect(backend).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    apply(
-        &client,
-        Some(ns),
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo"},
-        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
-    )
-    .await;
-    apply(&client, Some(ns), json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "echo-1", "labels": {"kubernetes.io/service-name": "echo"}}, "addressType": "IPv4",
-        "endpoints": [{"addresses": [host.address.to_string()], "conditions": {"ready": true}}],
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})).await;
+    let echo_bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/eg-echo");
+    let echo = EchoHost::start("echo", &echo_bin).await?;
+    service_with_endpoint(&client, ns, "echo", echo.address()).await;
     let controller_name = "example.com/bench".to_owned();
     let port = free_port(LOOPBACK)?;
     apply(
@@ -95,43 +52,9 @@ async fn main() -> anyhow::Result<()> {
         "metadata": {"name": "public"},
         "spec": {"gatewayClassName": "bench", "listeners": [{"name": "http", "protocol": "HTTP", "port": port}]}})).await;
 
-    let store = SnapshotStore::default();
-    let ads = AdsServer::new(store.clone());
-    let events = ads.events();
-    let xds_listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await?;
-    let xds = xds_listener.local_addr()?;
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(ads))
-            .serve_with_incoming(TcpListenerStream::new(xds_listener)),
-    );
-    let (_leader, leading) = tokio::sync::watch::channel(true);
-    tokio::spawn(run(
-        client.clone(),
-        ControlPlaneSettings {
-            controller_name,
-            watch_namespaces: vec![ns.to_owned()],
-            binding: ListenerBinding {
-                ip: LOOPBACK,
-                port_offset: 0,
-            },
-        },
-        store,
-        events,
-        leading,
-    ));
-    let envoy = EnvoyProcess::start(
-        &bootstrap(&BootstrapSpec {
-            node_id: "bench-0".into(),
-            node_cluster: format!("{ns}/public"),
-            admin: SocketAddr::new(LOOPBACK, 0),
-            xds_server: xds,
-            flavour: AdsFlavour::Delta,
-            tls: None,
-        })
-        .to_string(),
-    )
-    .await?;
+    let control_plane =
+        common::start_control_plane(client.clone(), &controller_name, vec![ns.to_owned()]).await;
+    let envoy = common::envoy_for(control_plane.xds, ns, "public", AdsFlavour::Delta).await;
 
     let http = reqwest::Client::new();
     let mut samples = Vec::with_capacity(ROUTES);
@@ -190,5 +113,6 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&all)? + "\n")?;
     println!("  written to {}", path.display());
     envoy.stop();
+    drop(control_plane);
     Ok(())
 }

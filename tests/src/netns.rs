@@ -111,3 +111,47 @@ impl Drop for TestHost {
         let _ = ip(&["link", "del", &self.host_link]);
     }
 }
+
+/// An `eg-echo` process answering on port 8080 of its own test host.
+#[derive(Debug)]
+pub struct EchoHost {
+    // Field order: the process stops before its namespace goes away.
+    _process: ManagedProcess,
+    pub host: TestHost,
+    _logs: tempfile::TempDir,
+}
+
+impl EchoHost {
+    /// Starts `eg-echo NAME ADDR` (the binary at `echo_bin`) on a new test host and waits until
+    /// it accepts connections.
+    pub async fn start(name: &str, echo_bin: &Path) -> Result<Self, NetnsError> {
+        let host = TestHost::create()?;
+        let addr = std::net::SocketAddr::new(std::net::IpAddr::V4(host.address), 8080);
+        let logs = tempfile::tempdir()?;
+        let process = host.spawn(
+            name,
+            echo_bin,
+            &[name.to_owned(), addr.to_string()],
+            &logs.path().join("echo.log"),
+        )?;
+        let start = std::time::Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if start.elapsed() > std::time::Duration::from_secs(10) {
+                return Err(NetnsError::Ip {
+                    args: format!("netns exec {} eg-echo", host.netns),
+                    stderr: format!("{name} not listening on {addr} after 10 s"),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(Self {
+            _process: process,
+            host,
+            _logs: logs,
+        })
+    }
+
+    pub fn address(&self) -> std::net::IpAddr {
+        std::net::IpAddr::V4(self.host.address)
+    }
+}

@@ -3,104 +3,22 @@
 //! reach the right echo backend by path and header, route edits reach Envoy, and statuses are
 //! written back on the Gateway and the HTTPRoute.
 
-use std::net::{IpAddr, SocketAddr};
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use std::path::Path;
-
 use eg_e2e::backend::Echo;
-use eg_e2e::envoy::EnvoyProcess;
-use eg_e2e::netns::TestHost;
-use eg_e2e::process::ManagedProcess;
+use eg_e2e::manifests::{apply, service_with_endpoint};
+use eg_e2e::netns::EchoHost;
 use eg_e2e::{LOOPBACK, free_port, with_temp_namespace};
-use eg_operator::control_plane::run::{ControlPlaneSettings, run};
-use eg_operator::xds::bootstrap::{AdsFlavour, BootstrapSpec, bootstrap};
-use eg_operator::xds::from_ir::ListenerBinding;
-use eg_operator::xds::server::{AdsServer, SnapshotStore};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use eg_operator::xds::bootstrap::AdsFlavour;
 use gateway_api::apis::standard::gateways::Gateway;
 use gateway_api::apis::standard::httproutes::HttpRoute;
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
+use kube::api::PostParams;
 use serde_json::json;
-use tokio_stream::wrappers::TcpListenerStream;
-
-async fn apply(client: &Client, ns: Option<&str>, obj: serde_json::Value) {
-    let types: kube::api::TypeMeta = serde_json::from_value(obj.clone()).expect("type meta");
-    let gvk = kube::api::GroupVersionKind::try_from(&types).expect("gvk");
-    let ar = kube::api::ApiResource::from_gvk(&gvk);
-    let api: Api<kube::api::DynamicObject> = match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    let name = obj["metadata"]["name"].as_str().expect("name").to_owned();
-    api.patch(
-        &name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
-
-/// An echo backend on its own test host (network namespace): EndpointSlices may not point at
-/// loopback, so backends behind Services need an address of their own.
-struct RemoteEcho {
-    _process: ManagedProcess,
-    _host: TestHost,
-    _logs: tempfile::TempDir,
-    addr: SocketAddr,
-}
-
-async fn remote_echo(name: &str) -> RemoteEcho {
-    let host = TestHost::create().expect("test host (needs root and iproute2)");
-    let addr = SocketAddr::new(IpAddr::V4(host.address), 8080);
-    let logs = tempfile::tempdir().expect("tempdir");
-    let process = host
-        .spawn(
-            name,
-            Path::new(env!("CARGO_BIN_EXE_eg-echo")),
-            &[name.to_owned(), addr.to_string()],
-            &logs.path().join("echo.log"),
-        )
-        .expect("start eg-echo");
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{name} not listening on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    RemoteEcho {
-        _process: process,
-        _host: host,
-        _logs: logs,
-        addr,
-    }
-}
-
-/// A Service and the EndpointSlice the endpoint controller would make for a backend.
-async fn service_for(client: &Client, ns: &str, name: &str, backend: &RemoteEcho) {
-    apply(
-        client,
-        Some(ns),
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name},
-            "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": backend.addr.port()}]}
-        }),
-    )
-    .await;
-    apply(client, Some(ns), json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": format!("{name}-1"), "labels": {"kubernetes.io/service-name": name}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": [backend.addr.ip().to_string()], "conditions": {"ready": true}}],
-        "ports": [{"name": "http", "port": backend.addr.port(), "protocol": "TCP"}]
-    }))
-    .await;
-}
 
 async fn get(listen: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Option<Echo> {
     let mut req = reqwest::Client::new().get(format!("http://{listen}{path}"));
@@ -137,10 +55,11 @@ macro_rules! until {
 #[tokio::test]
 async fn http_routes_are_served_by_envoy_and_statuses_written() {
     with_temp_namespace(|client, ns| async move {
-        let a = remote_echo("a").await;
-        let b = remote_echo("b").await;
-        service_for(&client, &ns, "echo-a", &a).await;
-        service_for(&client, &ns, "echo-b", &b).await;
+        let echo_bin = Path::new(env!("CARGO_BIN_EXE_eg-echo"));
+        let a = EchoHost::start("a", echo_bin).await?;
+        let b = EchoHost::start("b", echo_bin).await?;
+        service_with_endpoint(&client, &ns, "echo-a", a.address()).await;
+        service_with_endpoint(&client, &ns, "echo-b", b.address()).await;
 
         let controller_name = format!("example.com/e2e-{ns}");
         let class = format!("gc-{ns}");
@@ -159,39 +78,8 @@ async fn http_routes_are_served_by_envoy_and_statuses_written() {
         .await;
 
         // The control plane and its xDS server, and an Envoy for the Gateway.
-        let store = SnapshotStore::default();
-        let ads = AdsServer::new(store.clone());
-        let events = ads.events();
-        let xds_listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await?;
-        let xds = xds_listener.local_addr()?;
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(AggregatedDiscoveryServiceServer::new(ads))
-                .serve_with_incoming(TcpListenerStream::new(xds_listener)),
-        );
-        let control_plane = tokio::spawn(run(
-            client.clone(),
-            ControlPlaneSettings {
-                controller_name: controller_name.clone(),
-                watch_namespaces: vec![ns.clone()],
-                binding: ListenerBinding { ip: LOOPBACK, port_offset: 0 },
-            },
-            store,
-            events,
-            tokio::sync::watch::channel(true).1,
-        ));
-        let envoy = EnvoyProcess::start(
-            &bootstrap(&BootstrapSpec {
-                node_id: "proxy-0".into(),
-                node_cluster: format!("{ns}/public"),
-                admin: SocketAddr::new(LOOPBACK, 0),
-                xds_server: xds,
-                flavour: AdsFlavour::Delta,
-                tls: None,
-            })
-            .to_string(),
-        )
-        .await?;
+        let control_plane = common::start_control_plane(client.clone(), &controller_name, vec![ns.clone()]).await;
+        let envoy = common::envoy_for(control_plane.xds, &ns, "public", AdsFlavour::Delta).await;
         let listen = SocketAddr::new(LOOPBACK, port);
 
         let created = Instant::now();
@@ -202,11 +90,11 @@ async fn http_routes_are_served_by_envoy_and_statuses_written() {
                 "parentRefs": [{"name": "public"}],
                 "rules": [
                     {"matches": [{"path": {"type": "PathPrefix", "value": "/"}, "headers": [{"name": "x-canary", "value": "true"}]}],
-                     "backendRefs": [{"name": "echo-b", "port": 8080}]},
+                     "backendRefs": [{"name": "echo-b", "port": 80}]},
                     {"matches": [{"path": {"type": "PathPrefix", "value": "/b"}}],
-                     "backendRefs": [{"name": "echo-b", "port": 8080}]},
+                     "backendRefs": [{"name": "echo-b", "port": 80}]},
                     {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                     "backendRefs": [{"name": "echo-a", "port": 8080}]}
+                     "backendRefs": [{"name": "echo-a", "port": 80}]}
                 ]
             }
         }))
@@ -256,7 +144,7 @@ async fn http_routes_are_served_by_envoy_and_statuses_written() {
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
             "metadata": {"name": "shop"},
             "spec": {"parentRefs": [{"name": "public"}],
-                     "rules": [{"backendRefs": [{"name": "echo-b", "port": 8080}]}]}
+                     "rules": [{"backendRefs": [{"name": "echo-b", "port": 80}]}]}
         }))
         .await;
         until!("edit served", Duration::from_secs(10), async {
@@ -265,7 +153,7 @@ async fn http_routes_are_served_by_envoy_and_statuses_written() {
         eprintln!("HTTPRoute edited → served by Envoy after {:?}", edited.elapsed());
 
         envoy.stop();
-        control_plane.abort();
+        drop(control_plane);
         Ok(())
     })
     .await;
@@ -299,17 +187,7 @@ async fn route_to_a_missing_service_is_reported_as_backend_not_found() {
                 }))?,
             )
             .await?;
-        let control_plane = tokio::spawn(run(
-            client.clone(),
-            ControlPlaneSettings {
-                controller_name: controller_name.clone(),
-                watch_namespaces: vec![ns.clone()],
-                binding: ListenerBinding { ip: LOOPBACK, port_offset: 0 },
-            },
-            SnapshotStore::default(),
-            AdsServer::new(SnapshotStore::default()).events(),
-            tokio::sync::watch::channel(true).1,
-        ));
+        let control_plane = common::start_control_plane(client.clone(), &controller_name, vec![ns.clone()]).await;
         let (resolved, _) = until!("ResolvedRefs condition", Duration::from_secs(15), async {
             let parents = routes.get("broken").await.ok()?.status?.parents;
             parents
@@ -335,7 +213,7 @@ async fn route_to_a_missing_service_is_reported_as_backend_not_found() {
         }
         .await);
         assert_eq!(pending.status, "False");
-        control_plane.abort();
+        drop(control_plane);
         Ok(())
     })
     .await;

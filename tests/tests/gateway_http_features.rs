@@ -4,96 +4,21 @@
 //! termination chosen by SNI, an EndpointSlice change reaching Envoy, and a cross-namespace
 //! backend denied until a ReferenceGrant allows it.
 
-use std::net::{IpAddr, SocketAddr};
+mod common;
+
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use eg_e2e::backend::Echo;
-use eg_e2e::envoy::EnvoyProcess;
-use eg_e2e::netns::TestHost;
+use eg_e2e::manifests::{apply, endpoint_slice, service_with_endpoint};
+use eg_e2e::netns::EchoHost;
 use eg_e2e::pki::TestCa;
-use eg_e2e::process::ManagedProcess;
 use eg_e2e::{LOOPBACK, free_port, with_temp_namespace};
-use eg_operator::control_plane::run::{ControlPlaneSettings, run};
-use eg_operator::xds::bootstrap::{AdsFlavour, BootstrapSpec, bootstrap};
-use eg_operator::xds::from_ir::ListenerBinding;
-use eg_operator::xds::server::{AdsServer, SnapshotStore};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use eg_operator::xds::bootstrap::AdsFlavour;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
-use tokio_stream::wrappers::TcpListenerStream;
-
-struct Backend {
-    _process: ManagedProcess,
-    host: TestHost,
-    _logs: tempfile::TempDir,
-}
-
-async fn backend(name: &str) -> Backend {
-    let host = TestHost::create().expect("test host");
-    let addr = SocketAddr::new(IpAddr::V4(host.address), 8080);
-    let logs = tempfile::tempdir().expect("tempdir");
-    let process = host
-        .spawn(
-            name,
-            Path::new(env!("CARGO_BIN_EXE_eg-echo")),
-            &[name.to_owned(), addr.to_string()],
-            &logs.path().join("echo.log"),
-        )
-        .expect("eg-echo");
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{name} not listening"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Backend {
-        _process: process,
-        host,
-        _logs: logs,
-    }
-}
-
-async fn apply(client: &Client, ns: Option<&str>, obj: serde_json::Value) {
-    let types: kube::api::TypeMeta = serde_json::from_value(obj.clone()).expect("type meta");
-    let ar = kube::api::ApiResource::from_gvk(
-        &kube::api::GroupVersionKind::try_from(&types).expect("gvk"),
-    );
-    let api: Api<kube::api::DynamicObject> = match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    let name = obj["metadata"]["name"].as_str().expect("name").to_owned();
-    api.patch(
-        &name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
-
-async fn service(client: &Client, ns: &str, name: &str, target: &Backend) {
-    apply(
-        client,
-        Some(ns),
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
-    )
-    .await;
-    slice(client, ns, name, target).await;
-}
-
-async fn slice(client: &Client, ns: &str, name: &str, target: &Backend) {
-    apply(client, Some(ns), json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": format!("{name}-1"), "labels": {"kubernetes.io/service-name": name}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": [target.host.address.to_string()], "conditions": {"ready": true}}],
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})).await;
-}
 
 fn route(name: &str, host: &str, rules: serde_json::Value) -> serde_json::Value {
     json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": name},
@@ -122,15 +47,16 @@ macro_rules! until {
 #[tokio::test]
 async fn http_features_behave_as_specified_through_envoy() {
     with_temp_namespace(|client, ns| async move {
-        let a = backend("a").await;
-        let b = backend("b").await;
-        service(&client, &ns, "echo-a", &a).await;
-        service(&client, &ns, "echo-b", &b).await;
-        service(&client, &ns, "moving", &a).await;
+        let echo_bin = Path::new(env!("CARGO_BIN_EXE_eg-echo"));
+        let a = EchoHost::start("a", echo_bin).await?;
+        let b = EchoHost::start("b", echo_bin).await?;
+        service_with_endpoint(&client, &ns, "echo-a", a.address()).await;
+        service_with_endpoint(&client, &ns, "echo-b", b.address()).await;
+        service_with_endpoint(&client, &ns, "moving", a.address()).await;
         let other = format!("{ns}-other");
         let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
         namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": other}}))?).await?;
-        service(&client, &other, "remote", &a).await;
+        service_with_endpoint(&client, &other, "remote", a.address()).await;
 
         let controller_name = format!("example.com/features-{ns}");
         let class = format!("gc-{ns}");
@@ -173,22 +99,8 @@ async fn http_features_behave_as_specified_through_envoy() {
             "metadata": {"name": "secure"},
             "spec": {"parentRefs": [{"name": "public", "sectionName": "https"}], "rules": [{"backendRefs": [{"name": "echo-b", "port": 80}]}]}})).await;
 
-        let store = SnapshotStore::default();
-        let ads = AdsServer::new(store.clone());
-        let events = ads.events();
-        let xds_listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await?;
-        let xds = xds_listener.local_addr()?;
-        tokio::spawn(tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(ads))
-            .serve_with_incoming(TcpListenerStream::new(xds_listener)));
-        let (_leader, leading) = tokio::sync::watch::channel(true);
-        let control_plane = tokio::spawn(run(client.clone(), ControlPlaneSettings {
-            controller_name, watch_namespaces: vec![ns.clone(), other.clone()],
-            binding: ListenerBinding { ip: LOOPBACK, port_offset: 0 } }, store, events, leading));
-        let envoy = EnvoyProcess::start(&bootstrap(&BootstrapSpec {
-            node_id: "proxy-0".into(), node_cluster: format!("{ns}/public"),
-            admin: SocketAddr::new(LOOPBACK, 0), xds_server: xds, flavour: AdsFlavour::StateOfTheWorld, tls: None,
-        }).to_string()).await?;
+        let control_plane = common::start_control_plane(client.clone(), &controller_name, vec![ns.clone(), other.clone()]).await;
+        let envoy = common::envoy_for(control_plane.xds, &ns, "public", AdsFlavour::StateOfTheWorld).await;
 
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
         let base = format!("http://127.0.0.1:{http_port}");
@@ -248,7 +160,7 @@ async fn http_features_behave_as_specified_through_envoy() {
 
         // An EndpointSlice change reaches Envoy: the moving Service now points at b.
         assert_eq!(get("moving.test", "/").await.expect("moving").json::<Echo>().await?.backend, "a");
-        slice(&client, &ns, "moving", &b).await;
+        endpoint_slice(&client, &ns, "moving", b.address()).await;
         until!("endpoint change served", Duration::from_secs(10), async {
             get("moving.test", "/").await?.json::<Echo>().await.ok().filter(|e| e.backend == "b")
         }.await);
@@ -267,7 +179,7 @@ async fn http_features_behave_as_specified_through_envoy() {
         let _ = namespaces.delete(&other, &DeleteParams::background()).await;
 
         envoy.stop();
-        control_plane.abort();
+        drop(control_plane);
         Ok(())
     })
     .await;

@@ -2,66 +2,28 @@
 //! cluster names derive from backend identity, so a reorder never renames (and so never drains)
 //! a live cluster, and new clusters reach Envoy before the routes that use them.
 
-use std::net::{IpAddr, SocketAddr};
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use eg_e2e::envoy::EnvoyProcess;
-use eg_e2e::netns::TestHost;
-use eg_e2e::process::ManagedProcess;
+use eg_e2e::manifests::{apply, service_with_endpoint};
+use eg_e2e::netns::EchoHost;
 use eg_e2e::{LOOPBACK, free_port, with_temp_namespace};
-use eg_operator::control_plane::run::{ControlPlaneSettings, run};
-use eg_operator::xds::bootstrap::{AdsFlavour, BootstrapSpec, bootstrap};
-use eg_operator::xds::from_ir::ListenerBinding;
-use eg_operator::xds::server::{AdsServer, SnapshotStore};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
+use eg_operator::xds::bootstrap::AdsFlavour;
 use serde_json::json;
-use tokio_stream::wrappers::TcpListenerStream;
-
-async fn apply(client: &Client, ns: Option<&str>, obj: serde_json::Value) {
-    let types: kube::api::TypeMeta = serde_json::from_value(obj.clone()).expect("type meta");
-    let ar = kube::api::ApiResource::from_gvk(
-        &kube::api::GroupVersionKind::try_from(&types).expect("gvk"),
-    );
-    let api: Api<kube::api::DynamicObject> = match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    let name = obj["metadata"]["name"].as_str().expect("name").to_owned();
-    api.patch(
-        &name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
 
 #[tokio::test]
 async fn reordering_routes_and_adding_backends_drops_no_request() {
     with_temp_namespace(|client, ns| async move {
-        let logs = tempfile::tempdir()?;
-        let mut hosts: Vec<(TestHost, ManagedProcess)> = Vec::new();
+        let echo_bin = Path::new(env!("CARGO_BIN_EXE_eg-echo"));
+        let mut hosts = Vec::new();
         for i in 0..4 {
-            let host = TestHost::create()?;
-            let addr = SocketAddr::new(IpAddr::V4(host.address), 8080);
-            let p = host.spawn(&format!("b{i}"), Path::new(env!("CARGO_BIN_EXE_eg-echo")),
-                &[format!("b{i}"), addr.to_string()], &logs.path().join(format!("b{i}.log")))?;
-            while tokio::net::TcpStream::connect(addr).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            apply(&client, Some(&ns), json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("svc-{i}")},
-                "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})).await;
-            apply(&client, Some(&ns), json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": format!("svc-{i}-1"), "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
-                "addressType": "IPv4",
-                "endpoints": [{"addresses": [host.address.to_string()], "conditions": {"ready": true}}],
-                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})).await;
-            hosts.push((host, p));
+            let host = EchoHost::start(&format!("b{i}"), echo_bin).await?;
+            service_with_endpoint(&client, &ns, &format!("svc-{i}"), host.address()).await;
+            hosts.push(host);
         }
         let controller_name = format!("example.com/nodrop-{ns}");
         let port = free_port(LOOPBACK)?;
@@ -80,22 +42,8 @@ async fn reordering_routes_and_adding_backends_drops_no_request() {
         };
         apply(&client, Some(&ns), rules(&[0, 1], &[0])).await;
 
-        let store = SnapshotStore::default();
-        let ads = AdsServer::new(store.clone());
-        let events = ads.events();
-        let xds_listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await?;
-        let xds = xds_listener.local_addr()?;
-        tokio::spawn(tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(ads))
-            .serve_with_incoming(TcpListenerStream::new(xds_listener)));
-        let (_leader, leading) = tokio::sync::watch::channel(true);
-        let control_plane = tokio::spawn(run(client.clone(), ControlPlaneSettings {
-            controller_name, watch_namespaces: vec![ns.clone()],
-            binding: ListenerBinding { ip: LOOPBACK, port_offset: 0 } }, store, events, leading));
-        let envoy = EnvoyProcess::start(&bootstrap(&BootstrapSpec {
-            node_id: "proxy-0".into(), node_cluster: format!("{ns}/public"),
-            admin: SocketAddr::new(LOOPBACK, 0), xds_server: xds, flavour: AdsFlavour::Delta, tls: None,
-        }).to_string()).await?;
+        let control_plane = common::start_control_plane(client.clone(), &controller_name, vec![ns.clone()]).await;
+        let envoy = common::envoy_for(control_plane.xds, &ns, "public", AdsFlavour::Delta).await;
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         let start = Instant::now();
@@ -159,7 +107,7 @@ async fn reordering_routes_and_adding_backends_drops_no_request() {
         assert!(ok > 100, "too little load to prove anything: {ok}");
         assert_eq!(bad, 0, "{bad} of {} requests failed during route changes", ok + bad);
         envoy.stop();
-        control_plane.abort();
+        drop(control_plane);
         drop(hosts);
         Ok(())
     })
