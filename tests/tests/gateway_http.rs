@@ -32,24 +32,19 @@ async fn get(listen: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Option
     resp.json::<Echo>().await.ok()
 }
 
-/// Re-evaluates the async expression `$probe` (an `Option`) until it is `Some`, failing after
-/// `$limit`; yields the value and how long it took.
-macro_rules! until {
-    ($what:expr, $limit:expr, $probe:expr) => {{
-        let start = Instant::now();
-        loop {
-            if let Some(v) = $probe {
-                break (v, start.elapsed());
-            }
-            assert!(
-                start.elapsed() < $limit,
-                "timed out after {:?}: {}",
-                $limit,
-                $what
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }};
+/// The condition `type_` of the Gateway `public`, once it has one.
+async fn gateway_condition(
+    gateways: &Api<Gateway>,
+    type_: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    gateways
+        .get("public")
+        .await
+        .ok()?
+        .status?
+        .conditions?
+        .into_iter()
+        .find(|c| c.type_ == type_)
 }
 
 #[tokio::test]
@@ -125,17 +120,8 @@ async fn http_routes_are_served_by_envoy_and_statuses_written() {
         }.await);
         assert_eq!(listener_status.attached_routes, 1);
         // Programmed only once the proxy has ACKed the current configuration.
-        let (programmed, _) = until!("Gateway Programmed=True", Duration::from_secs(10), async {
-            gateways
-                .get("public")
-                .await
-                .ok()?
-                .status?
-                .conditions?
-                .into_iter()
-                .find(|c| c.type_ == "Programmed" && c.status == "True")
-        }
-        .await);
+        let (programmed, _) = until!("Gateway Programmed=True", Duration::from_secs(10),
+            gateway_condition(&gateways, "Programmed").await.filter(|c| c.status == "True"));
         assert_eq!(programmed.reason, "Programmed");
 
         // An edit reaches Envoy: everything to b now.
@@ -201,17 +187,8 @@ async fn route_to_a_missing_service_is_reported_as_backend_not_found() {
         assert!(resolved.message.contains("nowhere"), "{}", resolved.message);
         // No proxy has taken this Gateway's configuration: it is not Programmed yet.
         let gateways: Api<Gateway> = Api::namespaced(client.clone(), &ns);
-        let (pending, _) = until!("Gateway Programmed=False Pending", Duration::from_secs(10), async {
-            gateways
-                .get("public")
-                .await
-                .ok()?
-                .status?
-                .conditions?
-                .into_iter()
-                .find(|c| c.type_ == "Programmed" && c.reason == "Pending")
-        }
-        .await);
+        let (pending, _) = until!("Gateway Programmed=False Pending", Duration::from_secs(10),
+            gateway_condition(&gateways, "Programmed").await.filter(|c| c.reason == "Pending"));
         assert_eq!(pending.status, "False");
         drop(control_plane);
         Ok(())

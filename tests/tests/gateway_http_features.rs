@@ -8,7 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use eg_e2e::backend::Echo;
 use eg_e2e::manifests::{apply, endpoint_slice, service_with_endpoint};
@@ -23,25 +23,6 @@ use serde_json::json;
 fn route(name: &str, host: &str, rules: serde_json::Value) -> serde_json::Value {
     json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": name},
         "spec": {"parentRefs": [{"name": "public"}], "hostnames": [host], "rules": rules}})
-}
-
-/// Polls `probe` until it returns `Some`, failing after `limit`.
-macro_rules! until {
-    ($what:expr, $limit:expr, $probe:expr) => {{
-        let start = Instant::now();
-        loop {
-            if let Some(v) = $probe {
-                break v;
-            }
-            assert!(
-                start.elapsed() < $limit,
-                "timed out after {:?}: {}",
-                $limit,
-                $what
-            );
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-    }};
 }
 
 #[tokio::test]
@@ -153,7 +134,7 @@ async fn http_features_behave_as_specified_through_envoy() {
             .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem.as_bytes())?)
             .resolve("secure.test", SocketAddr::new(LOOPBACK, https_port))
             .build()?;
-        let echo: Echo = until!("HTTPS served", Duration::from_secs(10), async {
+        let (echo, _): (Echo, _) = until!("HTTPS served", Duration::from_secs(10), async {
             tls.get(format!("https://secure.test:{https_port}/s")).send().await.ok()?.json::<Echo>().await.ok()
         }.await);
         assert_eq!(echo.backend, "b");

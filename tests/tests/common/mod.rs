@@ -86,3 +86,24 @@ pub async fn envoy_for(
         .await
         .expect("envoy starts")
 }
+
+/// Re-evaluates the async expression `$probe` (an `Option`) until it is `Some`, failing after
+/// `$limit`; yields the value and how long it took.
+#[macro_export]
+macro_rules! until {
+    ($what:expr, $limit:expr, $probe:expr) => {{
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(v) = $probe {
+                break (v, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < $limit,
+                "timed out after {:?}: {}",
+                $limit,
+                $what
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }};
+}
