@@ -121,6 +121,32 @@ async fn operator_drives_an_environment_through_its_lifecycle() {
             "events: {reasons:?}"
         );
 
+        // A second EnvoyGateway claiming the same GatewayClass: Degraded (Conflict), and the
+        // class stays the first one's.
+        let spec: EnvoyGatewaySpec = serde_json::from_value(json!({"gatewayClassName": class}))?;
+        api.create(&PostParams::default(), &EnvoyGateway::new("thief", spec))
+            .await?;
+        let conflict = eventually(
+            "Degraded=True for the second claimant",
+            Duration::from_secs(30),
+            || {
+                let api = api.clone();
+                async move {
+                    let eg = api.get("thief").await.ok()?;
+                    condition(&eg, "Degraded").filter(|c| c.0 == "True")
+                }
+            },
+        )
+        .await;
+        assert_eq!(conflict.1, "Conflict");
+        assert!(
+            conflict.2.contains(&format!("GatewayClass {class}")),
+            "{conflict:?}"
+        );
+        let owner = classes.get(&class).await?.spec.controller_name;
+        assert_eq!(owner, format!("operator.gateway.envoyproxy.io/{ns}.prod"));
+        api.delete("thief", &DeleteParams::default()).await?;
+
         // An invalid spec the schema cannot catch: Degraded, and what runs stays.
         api.patch(
             "prod",
