@@ -16,6 +16,7 @@ pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod serve;
+pub mod short_hash;
 pub mod telemetry;
 pub mod translate;
 pub mod translate_cmd;

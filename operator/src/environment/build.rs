@@ -32,11 +32,11 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::names::{HEALTH_PORT, METRICS_PORT, XDS_PORT};
 use super::validate::Environment;
 use crate::control_plane::config::{ControllerConfig, EnvironmentRef, XdsConfig};
+use crate::short_hash::short_sha256_hex;
 
 /// Why the desired state could not be built. These are bugs or impossible inputs, not user
 /// errors: validation has already passed.
@@ -270,7 +270,7 @@ pub fn build(inputs: &BuildInputs<'_>) -> Result<ResourceGraph, BuildError> {
         name: n.config_map(),
         source: serde::ser::Error::custom(e),
     })?;
-    let config_hash = hex_prefix(&Sha256::digest(config_yaml.as_bytes()));
+    let config_hash = short_sha256_hex(config_yaml.as_bytes(), 8);
     let config_map = g
         .add(node(
             "ConfigMap",
@@ -822,10 +822,6 @@ fn default_envoy_proxy(
         "metadata": meta,
         "spec": {"provider": {"type": "Kubernetes", "kubernetes": kubernetes}},
     }))
-}
-
-fn hex_prefix(digest: &[u8]) -> String {
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The ObjectRef of the environment's GatewayClass, for conflict checks.

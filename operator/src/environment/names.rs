@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use sha2::{Digest, Sha256};
+use crate::short_hash::short_sha256_hex;
 
 /// `app.kubernetes.io/managed-by` value of every object the operator creates.
 pub const MANAGED_BY: &str = "eg-operator";
@@ -105,8 +105,7 @@ impl Names {
         if full.len() <= 63 {
             return full;
         }
-        let digest = Sha256::digest(full.as_bytes());
-        let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+        let hash = short_sha256_hex(full.as_bytes(), 5);
         let prefix = full[..52].trim_end_matches(['.', '-']);
         format!("{prefix}-{hash}")
     }

@@ -25,9 +25,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
 use prost::{Message, Name};
-use sha2::{Digest, Sha256};
 
 use super::protocol::Resource;
+use crate::short_hash::short_sha256_hex;
 
 /// Packs a message into an `Any`.
 pub fn any<M: Message + Name>(message: &M) -> Any {
@@ -40,8 +40,7 @@ pub fn any<M: Message + Name>(message: &M) -> Any {
 /// A protocol resource named `name` whose version is a hash of its encoding.
 pub fn resource<M: Message + Name>(name: &str, message: &M) -> Resource {
     let body = message.encode_to_vec();
-    let digest = Sha256::digest(&body);
-    let version = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let version = short_sha256_hex(&body, 8);
     Resource {
         name: name.to_owned(),
         version,
