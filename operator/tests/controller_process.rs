@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use eg_e2e::backend::Echo;
 use eg_e2e::envoy::EnvoyProcess;
-use eg_e2e::manifests::{apply, service_with_endpoint};
+use eg_e2e::manifests::{apply, http_gateway, service_with_endpoint};
 use eg_e2e::netns::EchoHost;
 use eg_e2e::process::{Lifetime, ManagedProcess};
 use eg_e2e::{LOOPBACK, free_port, shared_cluster, with_temp_namespace};
@@ -80,11 +80,7 @@ async fn controller_process_serves_an_httproute_over_mtls_xds() {
         let echo = EchoHost::start("shop", &echo_bin).await?;
         service_with_endpoint(&client, &ns, "shop", echo.address()).await;
         let port = free_port(LOOPBACK)?;
-        apply(&client, None, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-            "metadata": {"name": format!("gc-{ns}")}, "spec": {"controllerName": controller_name}})).await;
-        apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-            "metadata": {"name": "public"},
-            "spec": {"gatewayClassName": format!("gc-{ns}"), "listeners": [{"name": "http", "protocol": "HTTP", "port": port}]}})).await;
+        http_gateway(&client, &ns, "public", &format!("gc-{ns}"), &controller_name, port).await;
         apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
             "metadata": {"name": "shop"},
             "spec": {"parentRefs": [{"name": "public"}], "rules": [{"backendRefs": [{"name": "shop", "port": 80}]}]}})).await;

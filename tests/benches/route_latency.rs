@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use eg_e2e::manifests::{apply, service_with_endpoint};
+use eg_e2e::manifests::{apply, http_gateway, service_with_endpoint};
 use eg_e2e::netns::EchoHost;
 use eg_e2e::{LOOPBACK, free_port, shared_cluster};
 use eg_operator::xds::bootstrap::AdsFlavour;
@@ -41,16 +41,7 @@ async fn main() -> anyhow::Result<()> {
     service_with_endpoint(&client, ns, "echo", echo.address()).await;
     let controller_name = "example.com/bench".to_owned();
     let port = free_port(LOOPBACK)?;
-    apply(
-        &client,
-        None,
-        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-        "metadata": {"name": "bench"}, "spec": {"controllerName": controller_name}}),
-    )
-    .await;
-    apply(&client, Some(ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-        "metadata": {"name": "public"},
-        "spec": {"gatewayClassName": "bench", "listeners": [{"name": "http", "protocol": "HTTP", "port": port}]}})).await;
+    http_gateway(&client, ns, "public", "bench", &controller_name, port).await;
 
     let control_plane =
         common::start_control_plane(client.clone(), &controller_name, vec![ns.to_owned()]).await;

@@ -66,3 +66,39 @@ pub async fn endpoint_slice(
     }))
     .await;
 }
+
+/// A GatewayClass `class` for `controller_name`.
+pub async fn gateway_class(client: &Client, class: &str, controller_name: &str) {
+    apply(
+        client,
+        None,
+        serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+            "metadata": {"name": class}, "spec": {"controllerName": controller_name}
+        }),
+    )
+    .await;
+}
+
+/// A GatewayClass and a Gateway `gateway` of it with one HTTP listener `http` on `port`.
+pub async fn http_gateway(
+    client: &Client,
+    namespace: &str,
+    gateway: &str,
+    class: &str,
+    controller_name: &str,
+    port: u16,
+) {
+    gateway_class(client, class, controller_name).await;
+    apply(
+        client,
+        Some(namespace),
+        serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": gateway},
+            "spec": {"gatewayClassName": class,
+                     "listeners": [{"name": "http", "protocol": "HTTP", "port": port}]}
+        }),
+    )
+    .await;
+}

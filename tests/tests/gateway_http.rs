@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use eg_e2e::backend::Echo;
-use eg_e2e::manifests::{apply, service_with_endpoint};
+use eg_e2e::manifests::{apply, http_gateway, service_with_endpoint};
 use eg_e2e::netns::EchoHost;
 use eg_e2e::{LOOPBACK, free_port, with_temp_namespace};
 use eg_operator::xds::bootstrap::AdsFlavour;
@@ -59,18 +59,7 @@ async fn http_routes_are_served_by_envoy_and_statuses_written() {
         let controller_name = format!("example.com/e2e-{ns}");
         let class = format!("gc-{ns}");
         let port = free_port(LOOPBACK)?;
-        apply(&client, None, json!({
-            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-            "metadata": {"name": class},
-            "spec": {"controllerName": controller_name}
-        }))
-        .await;
-        apply(&client, Some(&ns), json!({
-            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-            "metadata": {"name": "public"},
-            "spec": {"gatewayClassName": class, "listeners": [{"name": "http", "protocol": "HTTP", "port": port}]}
-        }))
-        .await;
+        http_gateway(&client, &ns, "public", &class, &controller_name, port).await;
 
         // The control plane and its xDS server, and an Envoy for the Gateway.
         let control_plane = common::start_control_plane(client.clone(), &controller_name, vec![ns.clone()]).await;
@@ -151,17 +140,7 @@ async fn route_to_a_missing_service_is_reported_as_backend_not_found() {
         let routes: Api<HttpRoute> = Api::namespaced(client.clone(), &ns);
         let controller_name = format!("example.com/e2e-{ns}");
         let class = format!("gc-{ns}");
-        apply(&client, None, json!({
-            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-            "metadata": {"name": class}, "spec": {"controllerName": controller_name}
-        }))
-        .await;
-        apply(&client, Some(&ns), json!({
-            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-            "metadata": {"name": "public"},
-            "spec": {"gatewayClassName": class, "listeners": [{"name": "http", "protocol": "HTTP", "port": 8080}]}
-        }))
-        .await;
+        http_gateway(&client, &ns, "public", &class, &controller_name, 8080).await;
         routes
             .create(
                 &PostParams::default(),
@@ -173,22 +152,36 @@ async fn route_to_a_missing_service_is_reported_as_backend_not_found() {
                 }))?,
             )
             .await?;
-        let control_plane = common::start_control_plane(client.clone(), &controller_name, vec![ns.clone()]).await;
-        let (resolved, _) = until!("ResolvedRefs condition", Duration::from_secs(15), async {
-            let parents = routes.get("broken").await.ok()?.status?.parents;
-            parents
-                .into_iter()
-                .next()?
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "ResolvedRefs")
-        }.await);
-        assert_eq!((resolved.status.as_str(), resolved.reason.as_str()), ("False", "BackendNotFound"));
+        let control_plane =
+            common::start_control_plane(client.clone(), &controller_name, vec![ns.clone()]).await;
+        let (resolved, _) = until!(
+            "ResolvedRefs condition",
+            Duration::from_secs(15),
+            async {
+                let parents = routes.get("broken").await.ok()?.status?.parents;
+                parents
+                    .into_iter()
+                    .next()?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "ResolvedRefs")
+            }
+            .await
+        );
+        assert_eq!(
+            (resolved.status.as_str(), resolved.reason.as_str()),
+            ("False", "BackendNotFound")
+        );
         assert!(resolved.message.contains("nowhere"), "{}", resolved.message);
         // No proxy has taken this Gateway's configuration: it is not Programmed yet.
         let gateways: Api<Gateway> = Api::namespaced(client.clone(), &ns);
-        let (pending, _) = until!("Gateway Programmed=False Pending", Duration::from_secs(10),
-            gateway_condition(&gateways, "Programmed").await.filter(|c| c.reason == "Pending"));
+        let (pending, _) = until!(
+            "Gateway Programmed=False Pending",
+            Duration::from_secs(10),
+            gateway_condition(&gateways, "Programmed")
+                .await
+                .filter(|c| c.reason == "Pending")
+        );
         assert_eq!(pending.status, "False");
         drop(control_plane);
         Ok(())

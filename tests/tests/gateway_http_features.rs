@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use eg_e2e::backend::Echo;
-use eg_e2e::manifests::{apply, endpoint_slice, service_with_endpoint};
+use eg_e2e::manifests::{apply, endpoint_slice, gateway_class, service_with_endpoint};
 use eg_e2e::netns::EchoHost;
 use eg_e2e::pki::TestCa;
 use eg_e2e::{LOOPBACK, free_port, with_temp_namespace};
@@ -51,8 +51,7 @@ async fn http_features_behave_as_specified_through_envoy() {
                 "metadata": {"name": "secure-cert"}, "type": "kubernetes.io/tls",
                 "stringData": {"tls.crt": cert.cert_pem, "tls.key": cert.key_pem}}))?)
             .await?;
-        apply(&client, None, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-            "metadata": {"name": class}, "spec": {"controllerName": controller_name}})).await;
+        gateway_class(&client, &class, &controller_name).await;
         apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
             "metadata": {"name": "public"},
             "spec": {"gatewayClassName": class, "listeners": [

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use eg_e2e::manifests::{apply, service_with_endpoint};
+use eg_e2e::manifests::{apply, http_gateway, service_with_endpoint};
 use eg_e2e::netns::EchoHost;
 use eg_e2e::{LOOPBACK, free_port, with_temp_namespace};
 use eg_operator::xds::bootstrap::AdsFlavour;
@@ -27,11 +27,7 @@ async fn reordering_routes_and_adding_backends_drops_no_request() {
         }
         let controller_name = format!("example.com/nodrop-{ns}");
         let port = free_port(LOOPBACK)?;
-        apply(&client, None, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-            "metadata": {"name": format!("gc-{ns}")}, "spec": {"controllerName": controller_name}})).await;
-        apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-            "metadata": {"name": "public"},
-            "spec": {"gatewayClassName": format!("gc-{ns}"), "listeners": [{"name": "http", "protocol": "HTTP", "port": port}]}})).await;
+        http_gateway(&client, &ns, "public", &format!("gc-{ns}"), &controller_name, port).await;
         let rules = |order: &[usize], backends: &[usize]| -> serde_json::Value {
             let mut rules: Vec<serde_json::Value> = order.iter().map(|i| json!({
                 "matches": [{"path": {"type": "PathPrefix", "value": format!("/p{i}")}}],
