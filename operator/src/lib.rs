@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod plan;
 pub mod serve;
 pub mod short_hash;
+pub mod standalone;
 pub mod telemetry;
 pub mod translate;
 pub mod translate_cmd;

@@ -1,5 +1,6 @@
 //! The operator's HTTP endpoints: `/metrics` (OpenMetrics), `/healthz` (the process is alive)
-//! and `/readyz` (the controller has started). Plain hyper: three fixed routes need no framework.
+//! and `/readyz` (the controller has started), and [`serve_with`] for processes with more routes
+//! (standalone mode's admin API). Plain hyper: a few fixed routes need no framework.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -44,6 +45,21 @@ fn respond(request_path: &str, metrics: &Metrics, ready: &Readiness) -> Response
         ),
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found".into()),
     };
+    reply(status, content_type, body)
+}
+
+/// An HTTP response of these small endpoint servers.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// Answers a request path (the handler of [`serve_with`]).
+pub type Handler = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = HttpResponse> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A response with a status, content type and body.
+pub fn reply(status: StatusCode, content_type: &str, body: String) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
@@ -54,11 +70,24 @@ fn respond(request_path: &str, metrics: &Metrics, ready: &Readiness) -> Response
     response
 }
 
-/// Binds `addr` and serves until the task is dropped. Returns the bound address.
+/// Binds `addr` and serves `/metrics`, `/healthz` and `/readyz` until the task is dropped.
+/// Returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let handler: Handler = Arc::new(move |path: String| {
+        let response = respond(&path, &metrics, &ready);
+        Box::pin(async move { response })
+    });
+    serve_with(addr, handler).await
+}
+
+/// Binds `addr` and answers every request with `handler` (by path) until the task is dropped.
+pub async fn serve_with(
+    addr: SocketAddr,
+    handler: Handler,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -67,12 +96,12 @@ pub async fn serve(
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (metrics, ready) = (metrics.clone(), ready.clone());
+            let handler = handler.clone();
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let response = respond(req.uri().path(), &metrics, &ready);
-                        async move { Ok::<_, Infallible>(response) }
+                        let response = handler(req.uri().path().to_owned());
+                        async move { Ok::<_, Infallible>(response.await) }
                     });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::translate::{LoadError, Snapshot, Statuses, Translation, snapshot_from_yaml, translate};
+use crate::translate::{LoadError, Snapshot, Statuses, Translation, load_yaml, translate};
 use crate::xds::from_ir::{ListenerBinding, snapshot};
 
 /// Upstream Envoy Gateway's default controllerName.
@@ -23,7 +23,7 @@ pub enum TranslateCmdError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}:{}", strip_line(source))]
     Load {
         path: PathBuf,
         #[source]
@@ -31,6 +31,13 @@ pub enum TranslateCmdError {
     },
     #[error("rendering output: {0}")]
     Render(String),
+}
+
+/// `line N: rest` as `N: rest`, so the error reads `file:N: rest` like a compiler's.
+fn strip_line(e: &LoadError) -> String {
+    let text = e.to_string();
+    text.strip_prefix("line ")
+        .map_or_else(|| format!(" {text}"), str::to_owned)
 }
 
 impl TranslateCmdError {
@@ -106,31 +113,20 @@ pub fn load(paths: &[PathBuf], controller_name: &str) -> Result<Snapshot, Transl
             path: path.clone(),
             source,
         })?;
-        let s = snapshot_from_yaml(controller_name, &text).map_err(|source| {
-            TranslateCmdError::Load {
+        let (s, skipped) =
+            load_yaml(controller_name, &text).map_err(|source| TranslateCmdError::Load {
                 path: path.clone(),
                 source,
-            }
-        })?;
-        let Snapshot {
-            controller_name: _,
-            gateway_classes,
-            gateways,
-            http_routes,
-            reference_grants,
-            services,
-            endpoint_slices,
-            secrets,
-            namespaces,
-        } = s;
-        all.gateway_classes.extend(gateway_classes);
-        all.gateways.extend(gateways);
-        all.http_routes.extend(http_routes);
-        all.reference_grants.extend(reference_grants);
-        all.services.extend(services);
-        all.endpoint_slices.extend(endpoint_slices);
-        all.secrets.extend(secrets);
-        all.namespaces.extend(namespaces);
+            })?;
+        for s in skipped {
+            eprintln!(
+                "{}:{}: {}: not translated yet, ignored",
+                path.display(),
+                s.line,
+                s.object
+            );
+        }
+        all.extend(s);
     }
     Ok(all)
 }

@@ -96,7 +96,7 @@ async fn controller_process_serves_an_httproute_over_mtls_xds() {
             node_id: "proxy-0".into(),
             node_cluster: format!("{ns}/public"),
             admin: SocketAddr::new(LOOPBACK, 0),
-            xds_server: SocketAddr::new(LOOPBACK, xds_port),
+            xds_server: SocketAddr::new(LOOPBACK, xds_port).into(),
             flavour: AdsFlavour::Delta,
             tls: Some(files),
         })

@@ -204,7 +204,7 @@ async fn run_scenario(flavour: AdsFlavour, mtls: bool) {
         node_id: "proxy-0".into(),
         node_cluster: GATEWAY.into(),
         admin: SocketAddr::new(LOOPBACK, 0),
-        xds_server: xds,
+        xds_server: xds.into(),
         flavour,
         tls: client_files,
     };

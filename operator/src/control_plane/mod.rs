@@ -6,4 +6,5 @@ pub mod config;
 pub mod process;
 pub mod programmed;
 pub mod provider;
+pub mod publish;
 pub mod run;

@@ -91,6 +91,13 @@ impl ProgrammedState {
             .is_some_and(|v| v == version)
     }
 
+    /// Whether a proxy of `gateway` ACKed the version last published for it.
+    pub fn current(&self, gateway: &str) -> bool {
+        self.gateways
+            .get(gateway)
+            .is_some_and(|g| g.published.is_some() && g.acked == g.published)
+    }
+
     /// Rewrites the `Programmed` condition of `status` (the Gateway `gateway`) with what its
     /// proxies did, when the translator considered it programmable.
     pub fn refine(&self, gateway: &str, status: &mut GatewayStatus) {

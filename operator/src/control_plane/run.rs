@@ -18,9 +18,9 @@ use tokio::sync::{broadcast, watch};
 
 use super::programmed::ProgrammedState;
 use super::provider::{ClusterState, DecodeProblem, watch_all};
+use super::publish::Publisher;
 use crate::translate::{Snapshot as ApiSnapshot, Translation, translate};
-use crate::xds::from_ir::{ListenerBinding, snapshot};
-use crate::xds::protocol::{CLUSTER, ENDPOINT, Snapshot};
+use crate::xds::from_ir::ListenerBinding;
 use crate::xds::server::{ProxyEvent, SnapshotStore};
 
 /// Field manager of status writes.
@@ -62,6 +62,7 @@ pub fn api_snapshot(
         endpoint_slices: decode(state, "EndpointSlice", &mut problems),
         secrets: decode(state, "Secret", &mut problems),
         namespaces: decode(state, "Namespace", &mut problems),
+        backends: decode(state, "Backend", &mut problems),
     };
     (snapshot, problems)
 }
@@ -75,15 +76,12 @@ pub async fn run(
     events: broadcast::Receiver<ProxyEvent>,
     leading: watch::Receiver<bool>,
 ) {
-    let mut events = Some(events);
     let (state, mut changes, _watches) = watch_all(client.clone(), &settings.watch_namespaces);
     // Status goes out from its own task, so API latency never delays the next translation.
     let (statuses, latest) = watch::channel(None);
     let writer = StatusWriter::new(client, settings.controller_name.clone());
     let status_task = AbortOnDrop(tokio::spawn(write_statuses(writer, latest, leading)));
-    let mut programmed = ProgrammedState::default();
-    let mut published: BTreeMap<String, Snapshot> = BTreeMap::new();
-    let mut version: u64 = 0;
+    let mut publisher = Publisher::new(store, events);
     let mut last: Option<Arc<Translation>> = None;
     loop {
         tokio::select! {
@@ -92,7 +90,6 @@ pub async fn run(
                     break;
                 }
                 changes.borrow_and_update();
-                version += 1;
                 let started = Instant::now();
                 let translation = {
                     let state = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -102,49 +99,16 @@ pub async fn run(
                     }
                     translate(&input)
                 };
-                for gateway in &translation.gateways {
-                    let next = snapshot(gateway, settings.binding, &version.to_string());
-                    // Only a change of content is a new version: proxies answer nothing to an
-                    // identical snapshot, and Programmed waits for an answer.
-                    if published.get(&gateway.name).is_some_and(|p| p.resources == next.resources) {
-                        continue;
-                    }
-                    // Make before break: clusters a new route needs are warmed (endpoints ACKed)
-                    // before the route arrives, or Envoy answers 503 while they warm.
-                    if let Some(previous) = published.get(&gateway.name)
-                        && let Some(warm_up) = with_new_clusters(previous, &next, &format!("{version}-warm"))
-                        && programmed.connected(&gateway.name) > 0
-                    {
-                        programmed.published(&gateway.name, &warm_up.version);
-                        store.set(&gateway.name, warm_up.clone());
-                        wait_for_endpoints(&mut events, &mut programmed, &gateway.name, &warm_up.version).await;
-                    }
-                    programmed.published(&gateway.name, &next.version);
-                    store.set(&gateway.name, next.clone());
-                    published.insert(gateway.name.clone(), next);
-                }
-                tracing::debug!(version, elapsed = ?started.elapsed(), gateways = translation.gateways.len(), "translated");
+                publisher.publish(&translation, |_| settings.binding).await;
+                tracing::debug!(elapsed = ?started.elapsed(), gateways = translation.gateways.len(), "translated");
                 let translation = Arc::new(translation);
-                statuses.send_replace(Some((translation.clone(), programmed.clone())));
+                statuses.send_replace(Some((translation.clone(), publisher.programmed().clone())));
                 last = Some(translation);
             }
-            event = async {
-                match events.as_mut() {
-                    Some(e) => e.recv().await,
-                    None => std::future::pending().await,
+            changed = publisher.next_event() => {
+                if changed && let Some(t) = &last {
+                    statuses.send_replace(Some((t.clone(), publisher.programmed().clone())));
                 }
-            } => match event {
-                Ok(event) => {
-                    if programmed.on_event(&event)
-                        && let Some(t) = &last
-                    {
-                        statuses.send_replace(Some((t.clone(), programmed.clone())));
-                    }
-                }
-                // Missed events: statuses are re-derived on the next change or event.
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                // No xDS server any more: keep translating without proxy answers.
-                Err(broadcast::error::RecvError::Closed) => events = None,
             }
         }
     }
@@ -200,55 +164,6 @@ async fn write_statuses(
         let current = latest.borrow_and_update().clone();
         if let Some((translation, programmed)) = current {
             writer.write(&translation, &programmed).await;
-        }
-    }
-}
-
-/// `previous` plus the clusters and endpoints `next` adds, when it adds any: the first of two
-/// steps that bring new clusters in before the routes that use them.
-fn with_new_clusters(previous: &Snapshot, next: &Snapshot, version: &str) -> Option<Snapshot> {
-    let empty = BTreeMap::new();
-    let old = previous.resources.get(CLUSTER).unwrap_or(&empty);
-    let new = next.resources.get(CLUSTER).unwrap_or(&empty);
-    if new.keys().all(|k| old.contains_key(k)) {
-        return None;
-    }
-    let mut warm = previous.clone();
-    warm.version = version.to_owned();
-    for type_url in [CLUSTER, ENDPOINT] {
-        let target = warm.resources.entry(type_url.to_owned()).or_default();
-        for (name, r) in next.resources.get(type_url).unwrap_or(&empty) {
-            target.entry(name.clone()).or_insert_with(|| r.clone());
-        }
-    }
-    Some(warm)
-}
-
-/// Waits (at most a second) until a proxy of `gateway` ACKed the endpoints of `version`.
-async fn wait_for_endpoints(
-    events: &mut Option<broadcast::Receiver<ProxyEvent>>,
-    programmed: &mut ProgrammedState,
-    gateway: &str,
-    version: &str,
-) {
-    let Some(rx) = events.as_mut() else {
-        return;
-    };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
-    while !programmed.acked_type(gateway, ENDPOINT, version) {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok(event)) => {
-                programmed.on_event(&event);
-            }
-            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
-            Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => {
-                tracing::debug!(
-                    gateway,
-                    version,
-                    "endpoints not acknowledged in time; publishing routes"
-                );
-                return;
-            }
         }
     }
 }
@@ -368,7 +283,7 @@ impl StatusWriter {
 }
 
 /// Replaces the translator's epoch placeholders with now.
-fn stamp_transition_times(mut v: serde_json::Value) -> serde_json::Value {
+pub(crate) fn stamp_transition_times(mut v: serde_json::Value) -> serde_json::Value {
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     fn walk(v: &mut serde_json::Value, now: &str) {
         match v {

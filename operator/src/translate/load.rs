@@ -1,38 +1,40 @@
-//! Reading a [`Snapshot`] from a multi-document YAML stream (`kubectl get -o yaml` output,
-//! hand-written fixtures), for golden tests and the CLI.
+//! Reading a [`Snapshot`] from a multi-document YAML (or JSON) stream: `kubectl get -o yaml`
+//! output, hand-written fixtures, the files of standalone mode.
 //!
-//! Documents are dispatched on `apiVersion` + `kind`; a `v1` `List` is unwrapped. Anything the
-//! translator does not consume is an error naming the document, because silently skipping a
-//! document would make a fixture test something other than what its author wrote.
+//! Documents are dispatched on `apiVersion` + `kind`; a `v1` `List` is unwrapped. Every error
+//! names the line where the failing document starts (or where YAML broke), the object
+//! (`Kind namespace/name`) and, for objects that do not decode, the field path — a user fixing
+//! a file needs all three. Kinds this project knows but does not translate yet (policies,
+//! EnvoyProxy, ConfigMaps, other route kinds) are returned as [`Skipped`] so callers can say so;
+//! anything else is an error, because silently dropping a document would make a fixture test
+//! something other than what its author wrote.
 
+use eg_crds::upstream::Backend;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use super::Snapshot;
 
-/// Why a YAML stream cannot become a snapshot.
+/// Why a YAML stream cannot become a snapshot. `line` is 1-based, in the whole stream.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("document {index}: invalid YAML: {source}")]
-    Yaml {
-        index: usize,
-        #[source]
-        source: serde_yaml_ng::Error,
-    },
-    #[error("document {index}: missing {field}")]
-    MissingField { index: usize, field: &'static str },
-    #[error("document {index}: unsupported kind {kind} (apiVersion {api_version})")]
+    #[error("line {line}: invalid YAML: {message}")]
+    Yaml { line: usize, message: String },
+    #[error("line {line}: document has no {field}")]
+    MissingField { line: usize, field: &'static str },
+    #[error("line {line}: {object}: unsupported kind (apiVersion {api_version})")]
     UnknownKind {
-        index: usize,
+        line: usize,
+        object: String,
         api_version: String,
-        kind: String,
     },
-    #[error("document {index}: invalid {kind}: {source}")]
+    #[error("line {line}: {object}: field {field}: {message}")]
     Decode {
-        index: usize,
-        kind: String,
-        #[source]
-        source: serde_yaml_ng::Error,
+        line: usize,
+        object: String,
+        field: String,
+        message: String,
     },
 }
 
@@ -46,29 +48,97 @@ impl LoadError {
             Self::Decode { .. } => "decode",
         }
     }
+
+    /// The 1-based line the error points at.
+    pub fn line(&self) -> usize {
+        match self {
+            Self::Yaml { line, .. }
+            | Self::MissingField { line, .. }
+            | Self::UnknownKind { line, .. }
+            | Self::Decode { line, .. } => *line,
+        }
+    }
 }
 
-/// Parses every document of `text` into a snapshot for `controller_name`. Documents are
-/// numbered from 0 in stream order; empty documents are skipped but still counted.
+/// A document of a kind the project recognises but the translator does not consume yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub line: usize,
+    /// `Kind namespace/name`.
+    pub object: String,
+}
+
+/// Parses every document of `text` into a snapshot for `controller_name`.
 ///
 /// # Errors
 ///
-/// [`LoadError`] for invalid YAML, a document without `apiVersion`/`kind`, a kind the
-/// translator does not consume, or an object that does not decode as its kind.
+/// The first [`LoadError`] of the stream: invalid YAML, a document without
+/// `apiVersion`/`kind`, an unknown kind, or an object that does not decode as its kind.
 pub fn snapshot_from_yaml(controller_name: &str, text: &str) -> Result<Snapshot, LoadError> {
+    load_yaml(controller_name, text).map(|(snapshot, _)| snapshot)
+}
+
+/// [`snapshot_from_yaml`], also returning the documents recognised but not translated.
+///
+/// # Errors
+///
+/// As [`snapshot_from_yaml`].
+pub fn load_yaml(controller_name: &str, text: &str) -> Result<(Snapshot, Vec<Skipped>), LoadError> {
     let mut snapshot = Snapshot {
         controller_name: controller_name.to_owned(),
         ..Snapshot::default()
     };
-    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+    let mut skipped = Vec::new();
+    for (start, document) in documents(text) {
         let value =
-            Value::deserialize(document).map_err(|source| LoadError::Yaml { index, source })?;
-        add(&mut snapshot, index, value)?;
+            Value::deserialize(serde_yaml_ng::Deserializer::from_str(document)).map_err(|e| {
+                LoadError::Yaml {
+                    line: start + e.location().map_or(0, |l| l.line().saturating_sub(1)),
+                    message: strip_location(&e.to_string()),
+                }
+            })?;
+        let source = Source::Text { start, document };
+        add(&mut snapshot, &mut skipped, start, source, value)?;
     }
-    Ok(snapshot)
+    Ok((snapshot, skipped))
 }
 
-fn add(snapshot: &mut Snapshot, index: usize, value: Value) -> Result<(), LoadError> {
+/// Splits a stream at `---` lines: each document with the 1-based line it starts on. A
+/// document parsed alone reports positions relative to itself; the start line makes them
+/// positions in the file.
+fn documents(text: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut start_byte = 0;
+    let mut start_line = 1;
+    let mut offset = 0;
+    for (number, line) in text.split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_end();
+        if trimmed == "---" || trimmed.starts_with("--- ") || trimmed == "..." {
+            out.push((start_line, &text[start_byte..offset]));
+            start_byte = offset + line.len();
+            start_line = number + 2;
+        }
+        offset += line.len();
+    }
+    out.push((start_line, &text[start_byte..]));
+    out
+}
+
+/// Where a document's typed decode reads from: its own text (positions available) or, for
+/// items of a `List`, the already-parsed value.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Text { start: usize, document: &'a str },
+    Item,
+}
+
+fn add(
+    snapshot: &mut Snapshot,
+    skipped: &mut Vec<Skipped>,
+    line: usize,
+    source: Source<'_>,
+    value: Value,
+) -> Result<(), LoadError> {
     if value.is_null() {
         return Ok(());
     }
@@ -77,36 +147,48 @@ fn add(snapshot: &mut Snapshot, index: usize, value: Value) -> Result<(), LoadEr
             .get(name)
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .ok_or(LoadError::MissingField { index, field: name })
+            .ok_or(LoadError::MissingField { line, field: name })
     };
     let api_version = field("apiVersion")?;
     let kind = field("kind")?;
+    let meta = |f: &str| {
+        value
+            .get("metadata")
+            .and_then(|m| m.get(f))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let object = match (meta("namespace"), meta("name")) {
+        (ns, name) if ns.is_empty() => format!("{kind} {name}"),
+        (ns, name) => format!("{kind} {ns}/{name}"),
+    };
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let ctx = Ctx {
+        line,
+        source,
+        object: &object,
+    };
     match (group, kind.as_str()) {
         // v1 and v1beta1 Gateway API objects share these shapes.
         ("gateway.networking.k8s.io", "GatewayClass") => {
-            snapshot.gateway_classes.push(decode(index, &kind, value)?);
+            snapshot.gateway_classes.push(ctx.decode(value)?);
         }
-        ("gateway.networking.k8s.io", "Gateway") => {
-            snapshot.gateways.push(decode(index, &kind, value)?);
-        }
+        ("gateway.networking.k8s.io", "Gateway") => snapshot.gateways.push(ctx.decode(value)?),
         ("gateway.networking.k8s.io", "HTTPRoute") => {
-            snapshot.http_routes.push(decode(index, &kind, value)?);
+            snapshot.http_routes.push(ctx.decode(value)?);
         }
         ("gateway.networking.k8s.io", "ReferenceGrant") => {
-            snapshot.reference_grants.push(decode(index, &kind, value)?);
+            snapshot.reference_grants.push(ctx.decode(value)?);
         }
-        ("", "Service") if api_version == "v1" => {
-            snapshot.services.push(decode(index, &kind, value)?);
+        ("gateway.envoyproxy.io", "Backend") => {
+            snapshot.backends.push(ctx.decode::<Backend>(value)?);
         }
-        ("", "Secret") if api_version == "v1" => {
-            snapshot.secrets.push(decode(index, &kind, value)?);
-        }
-        ("", "Namespace") if api_version == "v1" => {
-            snapshot.namespaces.push(decode(index, &kind, value)?);
-        }
+        ("", "Service") if api_version == "v1" => snapshot.services.push(ctx.decode(value)?),
+        ("", "Secret") if api_version == "v1" => snapshot.secrets.push(ctx.decode(value)?),
+        ("", "Namespace") if api_version == "v1" => snapshot.namespaces.push(ctx.decode(value)?),
         ("discovery.k8s.io", "EndpointSlice") if api_version == "discovery.k8s.io/v1" => {
-            snapshot.endpoint_slices.push(decode(index, &kind, value)?);
+            snapshot.endpoint_slices.push(ctx.decode(value)?);
         }
         ("", "List") if api_version == "v1" => {
             let items = value
@@ -115,30 +197,77 @@ fn add(snapshot: &mut Snapshot, index: usize, value: Value) -> Result<(), LoadEr
                 .cloned()
                 .unwrap_or_default();
             for item in items {
-                add(snapshot, index, item)?;
+                add(snapshot, skipped, line, Source::Item, item)?;
             }
         }
+        (
+            "gateway.networking.k8s.io",
+            "GRPCRoute" | "TLSRoute" | "TCPRoute" | "UDPRoute" | "BackendTLSPolicy",
+        )
+        | ("gateway.envoyproxy.io", _)
+        | ("", "ConfigMap") => skipped.push(Skipped { line, object }),
         _ => {
             return Err(LoadError::UnknownKind {
-                index,
+                line,
+                object,
                 api_version,
-                kind,
             });
         }
     }
     Ok(())
 }
 
-fn decode<T: serde::de::DeserializeOwned>(
-    index: usize,
-    kind: &str,
-    value: Value,
-) -> Result<T, LoadError> {
-    serde_yaml_ng::from_value(value).map_err(|source| LoadError::Decode {
-        index,
-        kind: kind.to_owned(),
-        source,
-    })
+struct Ctx<'a> {
+    line: usize,
+    source: Source<'a>,
+    object: &'a str,
+}
+
+impl Ctx<'_> {
+    /// Decodes the document as `T`, keeping the path of the field that failed and, when the
+    /// document's text is at hand, the line of that field.
+    fn decode<T: DeserializeOwned>(&self, value: Value) -> Result<T, LoadError> {
+        let error = |field: String, line: usize, e: &serde_yaml_ng::Error| {
+            let message = strip_location(&e.to_string());
+            // serde_yaml_ng prefixes its own path; the field is reported on its own.
+            let message = message
+                .strip_prefix(&format!("{field}: "))
+                .map_or(message.clone(), str::to_owned);
+            LoadError::Decode {
+                line,
+                object: self.object.to_owned(),
+                field: if field == "." || field.is_empty() {
+                    "(document)".to_owned()
+                } else {
+                    field
+                },
+                message,
+            }
+        };
+        match self.source {
+            Source::Text { start, document } => {
+                serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(document))
+                    .map_err(|e| {
+                        let line = start
+                            + e.inner()
+                                .location()
+                                .map_or(0, |l| l.line().saturating_sub(1));
+                        error(e.path().to_string(), line, e.inner())
+                    })
+            }
+            Source::Item => serde_path_to_error::deserialize(value)
+                .map_err(|e| error(e.path().to_string(), self.line, e.inner())),
+        }
+    }
+}
+
+/// serde_yaml_ng appends "at line L column C" relative to the document; the error carries the
+/// absolute line instead.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -168,22 +297,78 @@ items:
     }
 
     #[test]
-    fn unknown_kinds_name_the_document() {
-        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n";
-        let err = snapshot_from_yaml("c", text).expect_err("ConfigMap is not consumed");
+    fn unknown_kinds_name_the_line_and_object() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: b, namespace: n}\n";
+        let err = snapshot_from_yaml("c", text).expect_err("Deployment is not consumed");
         assert_eq!(err.category(), "unknown_kind");
         assert_eq!(
             err.to_string(),
-            "document 1: unsupported kind ConfigMap (apiVersion v1)"
+            "line 5: Deployment n/b: unsupported kind (apiVersion apps/v1)"
         );
     }
 
     #[test]
-    fn malformed_objects_are_decode_errors() {
-        let text = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {listeners: 3}\n";
-        let err = snapshot_from_yaml("c", text).expect_err("bad spec");
+    fn recognised_but_untranslated_kinds_are_reported_as_skipped() {
+        let text = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: SecurityPolicy\nmetadata: {name: p, namespace: n}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n";
+        let (_, skipped) = load_yaml("c", text).expect("loads");
+        assert_eq!(
+            skipped,
+            vec![
+                Skipped {
+                    line: 1,
+                    object: "SecurityPolicy n/p".into()
+                },
+                Skipped {
+                    line: 5,
+                    object: "ConfigMap c".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn decode_errors_carry_line_object_and_field_path() {
+        let text = "\
+apiVersion: v1
+kind: Namespace
+metadata: {name: apps}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: r
+  namespace: apps
+spec:
+  rules:
+  - matches:
+    - path:
+        type: Prefixx
+        value: /
+";
+        let err = snapshot_from_yaml("c", text).expect_err("bad path type");
         assert_eq!(err.category(), "decode");
+        assert_eq!(err.line(), 14, "{err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with("line 14: HTTPRoute apps/r: field spec.rules[0].matches[0].path.type: unknown variant `Prefixx`"),
+            "{message}"
+        );
         let err = snapshot_from_yaml("c", "kind: Gateway\n").expect_err("no apiVersion");
         assert_eq!(err.category(), "missing_field");
+    }
+
+    #[test]
+    fn yaml_syntax_errors_point_at_the_line_in_the_file() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: [b\n";
+        let err = snapshot_from_yaml("c", text).expect_err("broken flow sequence");
+        assert_eq!(err.category(), "yaml");
+        assert!(err.line() >= 7, "{err}");
+    }
+
+    #[test]
+    fn backends_are_loaded() {
+        let text = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {name: b, namespace: n}\nspec:\n  endpoints: [{ip: {address: 127.0.0.1, port: 9000}}]\n";
+        let s = snapshot_from_yaml("c", text).expect("loads");
+        assert_eq!(s.backends.len(), 1);
     }
 }

@@ -44,7 +44,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Serialize;
 
 pub use ir::GatewayIr;
-pub use load::{LoadError, snapshot_from_yaml};
+pub use load::{LoadError, Skipped, load_yaml, snapshot_from_yaml};
 
 /// Everything the translator reads: the objects the shell's informers hold, plus the
 /// `controllerName` that identifies our GatewayClasses.
@@ -59,6 +59,35 @@ pub struct Snapshot {
     pub endpoint_slices: Vec<EndpointSlice>,
     pub secrets: Vec<Secret>,
     pub namespaces: Vec<Namespace>,
+    /// Upstream Envoy Gateway `Backend`s (`gateway.envoyproxy.io`).
+    pub backends: Vec<eg_crds::upstream::Backend>,
+}
+
+impl Snapshot {
+    /// Adds every object of `other` (its `controller_name` is ignored).
+    pub fn extend(&mut self, other: Snapshot) {
+        let Snapshot {
+            controller_name: _,
+            gateway_classes,
+            gateways,
+            http_routes,
+            reference_grants,
+            services,
+            endpoint_slices,
+            secrets,
+            namespaces,
+            backends,
+        } = other;
+        self.gateway_classes.extend(gateway_classes);
+        self.gateways.extend(gateways);
+        self.http_routes.extend(http_routes);
+        self.reference_grants.extend(reference_grants);
+        self.services.extend(services);
+        self.endpoint_slices.extend(endpoint_slices);
+        self.secrets.extend(secrets);
+        self.namespaces.extend(namespaces);
+        self.backends.extend(backends);
+    }
 }
 
 /// The translator's output.

@@ -4,6 +4,7 @@
 //! given. Everything else arrives over xDS.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
@@ -24,6 +25,21 @@ pub struct XdsTlsFiles {
     pub server_name: String,
 }
 
+/// Where the xDS server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XdsAddress {
+    Tcp(SocketAddr),
+    /// A Unix domain socket (standalone mode: reachable only by local processes that may open
+    /// the file, so it needs no TLS).
+    Unix(PathBuf),
+}
+
+impl From<SocketAddr> for XdsAddress {
+    fn from(addr: SocketAddr) -> Self {
+        Self::Tcp(addr)
+    }
+}
+
 /// What a bootstrap needs.
 #[derive(Debug, Clone)]
 pub struct BootstrapSpec {
@@ -32,7 +48,7 @@ pub struct BootstrapSpec {
     /// `namespace/gateway`: the Gateway this proxy serves.
     pub node_cluster: String,
     pub admin: SocketAddr,
-    pub xds_server: SocketAddr,
+    pub xds_server: XdsAddress,
     pub flavour: AdsFlavour,
     pub tls: Option<XdsTlsFiles>,
 }
@@ -46,6 +62,13 @@ pub fn bootstrap(spec: &BootstrapSpec) -> Value {
     let api_type = match spec.flavour {
         AdsFlavour::StateOfTheWorld => "GRPC",
         AdsFlavour::Delta => "DELTA_GRPC",
+    };
+    let xds_address = match &spec.xds_server {
+        XdsAddress::Tcp(addr) => json!({"socket_address": {
+            "address": addr.ip().to_string(),
+            "port_value": addr.port()
+        }}),
+        XdsAddress::Unix(path) => json!({"pipe": {"path": path.display().to_string()}}),
     };
     let mut xds_cluster = json!({
         "name": XDS_CLUSTER,
@@ -62,10 +85,7 @@ pub fn bootstrap(spec: &BootstrapSpec) -> Value {
         },
         "load_assignment": {
             "cluster_name": XDS_CLUSTER,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                "address": spec.xds_server.ip().to_string(),
-                "port_value": spec.xds_server.port()
-            }}}}]}]
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": xds_address}}]}]
         }
     });
     if let Some(tls) = &spec.tls {
@@ -125,7 +145,7 @@ mod tests {
             node_id: "proxy-0".into(),
             node_cluster: "shop/public".into(),
             admin: "127.0.0.1:0".parse().expect("addr"),
-            xds_server: "127.0.0.9:18000".parse().expect("addr"),
+            xds_server: XdsAddress::Tcp("127.0.0.9:18000".parse().expect("addr")),
             flavour,
             tls: tls.then(|| XdsTlsFiles {
                 ca_cert: "/certs/ca.crt".into(),
@@ -155,6 +175,16 @@ mod tests {
                 .get("transport_socket")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_unix_socket_becomes_a_pipe_address() {
+        let mut s = spec(AdsFlavour::Delta, false);
+        s.xds_server = XdsAddress::Unix("/run/eg/xds.sock".into());
+        let b = bootstrap(&s);
+        let address = &b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            [0]["endpoint"]["address"];
+        assert_eq!(address["pipe"]["path"], "/run/eg/xds.sock");
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub async fn envoy_for(
         node_id: format!("{gateway}-proxy-0"),
         node_cluster: format!("{namespace}/{gateway}"),
         admin: SocketAddr::new(LOOPBACK, 0),
-        xds_server: xds,
+        xds_server: xds.into(),
         flavour,
         tls: None,
     };
