@@ -2,7 +2,12 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test deps fmt-check clippy unit crds crds-check cluster cluster-stop bench
+.PHONY: run test deps fmt-check clippy unit crds crds-check cluster cluster-stop bench
+
+## The main job on one machine: Envoy Gateway standalone on examples/quickstart/ with its
+## backends, no cluster. Prints the curl lines to try; Ctrl-C stops everything.
+run:
+	hack/run-quickstart.sh
 
 ## Install what is missing (cached outside the checkout), then fmt check, clippy and every test.
 test: deps fmt-check clippy

@@ -60,7 +60,7 @@ fn golden_input_translates_to_envoy_resources_and_statuses() {
 }
 
 #[test]
-fn unsupported_document_names_file_and_document() {
+fn unsupported_document_names_file_and_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("routes.yaml");
     std::fs::write(
@@ -71,7 +71,7 @@ fn unsupported_document_names_file_and_document() {
     let (code, _, stderr) = translate(&["-f", dir.path().to_str().expect("utf-8")]);
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("routes.yaml") && stderr.contains("document 1"),
+        stderr.contains("routes.yaml:5: Widget w: unsupported kind"),
         "{stderr}"
     );
     assert!(stderr.contains("Widget"), "{stderr}");

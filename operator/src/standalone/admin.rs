@@ -1,5 +1,5 @@
-//! Standalone mode's admin API: `/healthz`; `/readyz` (every Gateway's Envoy runs its current
-//! configuration); `/status` (the Gateway API status of every resource, as the controller would
+//! Standalone mode's admin API: `/healthz`; `/readyz` (every Gateway's Envoy accepted its current
+//! configuration and reports itself ready); `/status` (the Gateway API status of every resource, as the controller would
 //! write it, plus the files that failed to load); `/metrics`; `/config_dump` (each proxy's own
 //! Envoy config dump, by Gateway).
 
@@ -156,8 +156,24 @@ async fn respond(
     match path {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
-            let s = lock();
-            if s.loaded && s.ready {
+            let (accepted, admins) = {
+                let s = lock();
+                (s.loaded && s.ready, s.envoy_admin.clone())
+            };
+            // An ACK says Envoy accepted the configuration; `/ready` that its listeners have
+            // finished warming and serve it.
+            let mut serving = true;
+            for path in admins.values() {
+                let live = match admin_address(path) {
+                    Some(addr) => matches!(
+                        admin_client::request(addr, "GET", "/ready").await,
+                        Ok((200, _))
+                    ),
+                    None => false,
+                };
+                serving &= live;
+            }
+            if accepted && serving {
                 reply(StatusCode::OK, "text/plain", "ok\n".into())
             } else {
                 reply(

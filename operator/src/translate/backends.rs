@@ -1,6 +1,6 @@
 //! Backend references: from a route's `backendRef` (or mirror target) to an upstream cluster,
 //! enforcing kind, ReferenceGrant, port and existence rules, and reading ready endpoints from
-//! EndpointSlices.
+//! EndpointSlices — or, for Envoy Gateway's `Backend` kind, from the Backend's own spec.
 //!
 //! The cluster name is derived from the backend's identity alone
 //! (`service/{namespace}/{name}/{port}`) — never from the route or rule that references it — so
@@ -21,9 +21,9 @@ const ENVOY_GATEWAY_GROUP: &str = "gateway.envoyproxy.io";
 /// Why a backendRef is invalid. Each maps to a `ResolvedRefs=False` reason on the route.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum BackendError {
-    #[error("backendRef kind {group}/{kind} is not supported yet, only core Service is")]
-    BackendKindNotSupported { group: String, kind: String },
-    #[error("backendRef kind {group}/{kind} is invalid, only core Service is supported")]
+    #[error(
+        "backendRef kind {group}/{kind} is invalid: core Service and gateway.envoyproxy.io Backend are supported"
+    )]
     UnsupportedKind { group: String, kind: String },
     #[error("backend ref to Service {namespace}/{name} not permitted by any ReferenceGrant")]
     NotPermitted { namespace: String, name: String },
@@ -31,6 +31,18 @@ pub(super) enum BackendError {
     PortNotSpecified { namespace: String, name: String },
     #[error("Service {namespace}/{name} not found")]
     ServiceNotFound { namespace: String, name: String },
+    #[error(
+        "backendRef to Backend {namespace}/{name}: the Backend API is not enabled for this environment"
+    )]
+    BackendApiDisabled { namespace: String, name: String },
+    #[error("Backend {namespace}/{name} not found")]
+    BackendNotFound { namespace: String, name: String },
+    #[error("Backend {namespace}/{name}: {problem}")]
+    InvalidBackend {
+        namespace: String,
+        name: String,
+        problem: String,
+    },
     #[error("TCP port {port} not found on Service {namespace}/{name}")]
     PortNotFound {
         namespace: String,
@@ -43,10 +55,11 @@ impl BackendError {
     /// Stable, low-cardinality label for logs and metrics.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::BackendKindNotSupported { .. } | Self::UnsupportedKind { .. } => "invalid_kind",
+            Self::UnsupportedKind { .. } | Self::BackendApiDisabled { .. } => "invalid_kind",
             Self::NotPermitted { .. } => "not_permitted",
             Self::PortNotSpecified { .. } | Self::PortNotFound { .. } => "invalid_port",
-            Self::ServiceNotFound { .. } => "not_found",
+            Self::ServiceNotFound { .. } | Self::BackendNotFound { .. } => "not_found",
+            Self::InvalidBackend { .. } => "invalid_backend",
         }
     }
 
@@ -54,12 +67,14 @@ impl BackendError {
     /// (`PortNotSpecified`, `PortNotFound`) otherwise.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::BackendKindNotSupported { .. } | Self::UnsupportedKind { .. } => {
-                reason::INVALID_KIND
-            }
+            Self::UnsupportedKind { .. } | Self::BackendApiDisabled { .. } => reason::INVALID_KIND,
             Self::NotPermitted { .. } => reason::REF_NOT_PERMITTED,
             Self::PortNotSpecified { .. } => reason::PORT_NOT_SPECIFIED,
-            Self::ServiceNotFound { .. } => reason::BACKEND_NOT_FOUND,
+            Self::ServiceNotFound { .. } | Self::BackendNotFound { .. } => {
+                reason::BACKEND_NOT_FOUND
+            }
+            // Upstream reports unusable Backends as not found: there is nothing to send to.
+            Self::InvalidBackend { .. } => reason::BACKEND_NOT_FOUND,
             Self::PortNotFound { .. } => reason::PORT_NOT_FOUND,
         }
     }
@@ -85,13 +100,8 @@ pub(super) fn resolve(
     let kind = target.kind.unwrap_or("Service");
     match (group, kind) {
         ("", "Service") => {}
-        // Room for Envoy Gateway's Backend kind: resolve it here into another
-        // ClusterSourceIr variant once it is supported.
         (ENVOY_GATEWAY_GROUP, "Backend") => {
-            return Err(BackendError::BackendKindNotSupported {
-                group: group.to_owned(),
-                kind: kind.to_owned(),
-            });
+            return resolve_backend(index, route_namespace, target);
         }
         _ => {
             return Err(BackendError::UnsupportedKind {
@@ -158,6 +168,121 @@ pub(super) fn resolve(
     })
 }
 
+/// Resolves a backendRef to an Envoy Gateway `Backend`. The ref's port is not used: every
+/// endpoint of a Backend carries its own.
+fn resolve_backend(
+    index: &Index<'_>,
+    route_namespace: &str,
+    target: BackendTarget<'_>,
+) -> Result<ClusterIr, BackendError> {
+    let namespace = target
+        .namespace
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or(route_namespace);
+    let ids = || (namespace.to_owned(), target.name.to_owned());
+    if !index.backend_api {
+        let (namespace, name) = ids();
+        return Err(BackendError::BackendApiDisabled { namespace, name });
+    }
+    let allowed = reference_allowed(
+        &index.grants,
+        Referrer {
+            group: GATEWAY_GROUP,
+            kind: "HTTPRoute",
+            namespace: route_namespace,
+        },
+        Referent {
+            group: ENVOY_GATEWAY_GROUP,
+            kind: "Backend",
+            namespace,
+            name: target.name,
+        },
+    );
+    if !allowed {
+        let (namespace, name) = ids();
+        return Err(BackendError::NotPermitted { namespace, name });
+    }
+    let Some(backend) = index.backend(namespace, target.name) else {
+        let (namespace, name) = ids();
+        return Err(BackendError::BackendNotFound { namespace, name });
+    };
+    let invalid = |problem: String| {
+        let (namespace, name) = ids();
+        BackendError::InvalidBackend {
+            namespace,
+            name,
+            problem,
+        }
+    };
+    if backend.spec.endpoints.is_empty() {
+        return Err(invalid("spec.endpoints is empty".into()));
+    }
+    let mut endpoints = Vec::with_capacity(backend.spec.endpoints.len());
+    for (i, e) in backend.spec.endpoints.iter().enumerate() {
+        let port = |p: i32| {
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| invalid(format!("spec.endpoints[{i}]: port {p} is out of range")))
+        };
+        let endpoint = match (&e.ip, &e.fqdn, &e.unix) {
+            (Some(ip), None, None) => {
+                if ip.address.parse::<std::net::IpAddr>().is_err() {
+                    return Err(invalid(format!(
+                        "spec.endpoints[{i}].ip.address {:?} is not an IP address",
+                        ip.address
+                    )));
+                }
+                EndpointIr::Ip {
+                    ip: ip.address.clone(),
+                    port: port(ip.port)?,
+                }
+            }
+            (None, Some(fqdn), None) => EndpointIr::Hostname {
+                hostname: fqdn.hostname.clone(),
+                port: port(fqdn.port)?,
+            },
+            (None, None, Some(unix)) => EndpointIr::Unix {
+                path: unix.path.clone(),
+            },
+            _ => {
+                return Err(invalid(format!(
+                    "spec.endpoints[{i}] must set exactly one of ip, fqdn, unix"
+                )));
+            }
+        };
+        endpoints.push(endpoint);
+    }
+    endpoints.sort();
+    endpoints.dedup();
+    let protocol = if backend
+        .spec
+        .app_protocols
+        .iter()
+        .any(|p| p == "gateway.envoyproxy.io/h2c")
+    {
+        UpstreamProtocol::H2c
+    } else if backend
+        .spec
+        .app_protocols
+        .iter()
+        .any(|p| p == "gateway.envoyproxy.io/ws" || p == "gateway.envoyproxy.io/wss")
+    {
+        UpstreamProtocol::WebSocket
+    } else {
+        UpstreamProtocol::Http1
+    };
+    Ok(ClusterIr {
+        name: format!("backend/{namespace}/{}", target.name),
+        source: ClusterSourceIr::Backend {
+            namespace: namespace.to_owned(),
+            name: target.name.to_owned(),
+        },
+        protocol,
+        endpoints,
+    })
+}
+
 /// The cluster name of a Service port.
 pub(super) fn cluster_name(namespace: &str, name: &str, port: u16) -> String {
     format!("service/{namespace}/{name}/{port}")
@@ -216,7 +341,7 @@ fn endpoints(
                 .unwrap_or(true);
             // Addresses of one endpoint are fungible; Kubernetes consumers use the first.
             if let (true, Some(ip)) = (ready, endpoint.addresses.first()) {
-                out.push(EndpointIr {
+                out.push(EndpointIr::Ip {
                     ip: ip.clone(),
                     port,
                 });
@@ -226,4 +351,120 @@ fn endpoints(
     out.sort();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ir::{ClusterSourceIr, EndpointIr, UpstreamProtocol};
+    use super::super::{snapshot_from_yaml, translate};
+
+    const BASE: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: eg}
+spec: {controllerName: c}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: g, namespace: apps, generation: 1}
+spec:
+  gatewayClassName: eg
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: apps}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: apps, generation: 1}
+spec:
+  parentRefs: [{name: g}]
+  rules:
+  - backendRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: b}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: b, namespace: apps}
+spec:
+";
+
+    fn resolved_refs(yaml: &str, backend_api: bool) -> (String, String, Vec<super::ClusterIr>) {
+        let mut snapshot = snapshot_from_yaml("c", yaml).expect("loads");
+        snapshot.backend_api = backend_api;
+        let t = translate(&snapshot);
+        let parent = &t.status.http_routes["apps/r"].parents[0];
+        let c = parent
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ResolvedRefs")
+            .expect("ResolvedRefs");
+        let clusters = t.gateways[0].clusters.values().cloned().collect();
+        (c.status.clone(), c.reason.clone(), clusters)
+    }
+
+    #[test]
+    fn backend_endpoints_of_every_kind_become_one_cluster() {
+        let yaml = format!(
+            "{BASE}  appProtocols: [gateway.envoyproxy.io/h2c]\n  endpoints:\n  - ip: {{address: 127.0.0.1, port: 3000}}\n  - fqdn: {{hostname: api.example.com, port: 443}}\n  - unix: {{path: /run/app.sock}}\n"
+        );
+        let (status, _, clusters) = resolved_refs(&yaml, true);
+        assert_eq!(status, "True");
+        assert_eq!(clusters.len(), 1);
+        let c = &clusters[0];
+        assert_eq!(c.name, "backend/apps/b");
+        assert_eq!(
+            c.source,
+            ClusterSourceIr::Backend {
+                namespace: "apps".into(),
+                name: "b".into()
+            }
+        );
+        assert_eq!(c.protocol, UpstreamProtocol::H2c);
+        assert!(c.endpoints.contains(&EndpointIr::Ip {
+            ip: "127.0.0.1".into(),
+            port: 3000
+        }));
+        assert!(c.endpoints.contains(&EndpointIr::Hostname {
+            hostname: "api.example.com".into(),
+            port: 443
+        }));
+        assert!(c.endpoints.contains(&EndpointIr::Unix {
+            path: "/run/app.sock".into()
+        }));
+    }
+
+    #[test]
+    fn backends_need_the_api_enabled() {
+        let yaml = format!("{BASE}  endpoints: [{{ip: {{address: 127.0.0.1, port: 3000}}}}]\n");
+        let (status, reason, clusters) = resolved_refs(&yaml, false);
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidKind"));
+        assert!(clusters.is_empty());
+    }
+
+    #[test]
+    fn invalid_and_missing_backends_are_unresolved() {
+        for spec in [
+            "  endpoints: []\n",
+            "  endpoints: [{ip: {address: not-an-ip, port: 3000}}]\n",
+            "  endpoints: [{ip: {address: 127.0.0.1, port: 70000}}]\n",
+            "  endpoints: [{ip: {address: 127.0.0.1, port: 1}, unix: {path: /x}}]\n",
+        ] {
+            let (status, reason, _) = resolved_refs(&format!("{BASE}{spec}"), true);
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("False", "BackendNotFound"),
+                "{spec}"
+            );
+        }
+        let missing = BASE.replace(
+            "metadata: {name: b, namespace: apps}",
+            "metadata: {name: other, namespace: apps}",
+        );
+        let (status, reason, _) = resolved_refs(&format!("{missing}  endpoints: []\n"), true);
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "BackendNotFound")
+        );
+    }
 }

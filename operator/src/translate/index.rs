@@ -1,5 +1,5 @@
-//! Lookup tables over a [`Snapshot`](super::Snapshot): Services, EndpointSlices, Secrets and
-//! Namespaces by name, and the ReferenceGrants.
+//! Lookup tables over a [`Snapshot`](super::Snapshot): Services, EndpointSlices, Secrets,
+//! Backends and Namespaces by name, and the ReferenceGrants.
 //!
 //! Built once per translation so every resolution is a map lookup and no answer depends on the
 //! order objects arrived in. Two objects with one name cannot come from an API server; should a
@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use eg_crds::upstream::Backend;
 
 use super::Snapshot;
 
@@ -23,7 +25,10 @@ pub(super) struct Index<'a> {
     services: BTreeMap<(String, String), &'a Service>,
     endpoint_slices: BTreeMap<(String, String), Vec<&'a EndpointSlice>>,
     secrets: BTreeMap<(String, String), &'a Secret>,
+    backends: BTreeMap<(String, String), &'a Backend>,
     pub grants: Vec<&'a ReferenceGrant>,
+    /// Whether backendRefs may name Envoy Gateway `Backend`s.
+    pub backend_api: bool,
 }
 
 impl<'a> Index<'a> {
@@ -63,6 +68,14 @@ impl<'a> Index<'a> {
                 secrets.entry((ns.clone(), name.clone())).or_insert(secret);
             }
         }
+        let mut backends = BTreeMap::new();
+        for backend in &snapshot.backends {
+            if let (Some(ns), Some(name)) = (&backend.metadata.namespace, &backend.metadata.name) {
+                backends
+                    .entry((ns.clone(), name.clone()))
+                    .or_insert(backend);
+            }
+        }
         let mut grants: Vec<&ReferenceGrant> = snapshot.reference_grants.iter().collect();
         grants.sort_by(|a, b| {
             (&a.metadata.namespace, &a.metadata.name)
@@ -73,7 +86,9 @@ impl<'a> Index<'a> {
             services,
             endpoint_slices,
             secrets,
+            backends,
             grants,
+            backend_api: snapshot.backend_api,
         }
     }
 
@@ -92,6 +107,12 @@ impl<'a> Index<'a> {
         self.endpoint_slices
             .get(&(namespace.to_owned(), service.to_owned()))
             .map_or(&[], Vec::as_slice)
+    }
+
+    pub fn backend(&self, namespace: &str, name: &str) -> Option<&'a Backend> {
+        self.backends
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .copied()
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&'a Secret> {

@@ -362,8 +362,7 @@ pub struct ClusterIr {
     pub endpoints: Vec<EndpointIr>,
 }
 
-/// Where a cluster's endpoints come from. A variant for Envoy Gateway's `Backend` kind
-/// (`gateway.envoyproxy.io`) belongs here when that kind is supported.
+/// Where a cluster's endpoints come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClusterSourceIr {
@@ -373,6 +372,8 @@ pub enum ClusterSourceIr {
         /// The Service port (not the target port).
         port: u16,
     },
+    /// Envoy Gateway's `Backend` kind (`gateway.envoyproxy.io`): its endpoints are in the spec.
+    Backend { namespace: String, name: String },
 }
 
 /// Protocol Envoy speaks to the endpoints, from the Service port's `appProtocol`.
@@ -388,11 +389,23 @@ pub enum UpstreamProtocol {
     WebSocket,
 }
 
-/// One ready endpoint address.
+/// One ready endpoint. IP endpoints serialise as `{ip, port}`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct EndpointIr {
-    pub ip: String,
-    pub port: u16,
+#[serde(untagged)]
+pub enum EndpointIr {
+    Ip {
+        ip: String,
+        port: u16,
+    },
+    /// Resolved by Envoy through DNS (a `Backend`'s `fqdn` endpoint).
+    Hostname {
+        hostname: String,
+        port: u16,
+    },
+    /// A Unix domain socket (a `Backend`'s `unix` endpoint).
+    Unix {
+        path: String,
+    },
 }
 
 fn is_zero(value: &u32) -> bool {

@@ -61,6 +61,11 @@ pub struct Snapshot {
     pub namespaces: Vec<Namespace>,
     /// Upstream Envoy Gateway `Backend`s (`gateway.envoyproxy.io`).
     pub backends: Vec<eg_crds::upstream::Backend>,
+    /// Whether routes may send to `Backend`s. Off by default, as upstream: a Backend can point
+    /// anywhere (the proxy's own loopback, Pods no Service exposes), so a cluster enables it
+    /// deliberately; standalone mode, where the files' author is the machine's operator,
+    /// enables it.
+    pub backend_api: bool,
 }
 
 impl Snapshot {
@@ -77,7 +82,9 @@ impl Snapshot {
             secrets,
             namespaces,
             backends,
+            backend_api,
         } = other;
+        self.backend_api |= backend_api;
         self.gateway_classes.extend(gateway_classes);
         self.gateways.extend(gateways);
         self.http_routes.extend(http_routes);

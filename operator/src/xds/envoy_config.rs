@@ -169,14 +169,22 @@ pub fn eds_cluster(name: &str) -> Cluster {
 }
 
 pub fn load_assignment(cluster_name: &str, endpoints: &[SocketAddr]) -> ClusterLoadAssignment {
+    load_assignment_of(
+        cluster_name,
+        endpoints.iter().map(|a| socket_address(*a)).collect(),
+    )
+}
+
+/// A load assignment over any kind of address (IP, hostname, pipe).
+pub fn load_assignment_of(cluster_name: &str, addresses: Vec<Address>) -> ClusterLoadAssignment {
     ClusterLoadAssignment {
         cluster_name: cluster_name.to_owned(),
         endpoints: vec![LocalityLbEndpoints {
-            lb_endpoints: endpoints
-                .iter()
-                .map(|addr| LbEndpoint {
+            lb_endpoints: addresses
+                .into_iter()
+                .map(|address| LbEndpoint {
                     host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: Some(socket_address(*addr)),
+                        address: Some(address),
                         ..Endpoint::default()
                     })),
                     ..LbEndpoint::default()
@@ -185,6 +193,29 @@ pub fn load_assignment(cluster_name: &str, endpoints: &[SocketAddr]) -> ClusterL
             ..LocalityLbEndpoints::default()
         }],
         ..ClusterLoadAssignment::default()
+    }
+}
+
+/// A hostname and port (resolved by a DNS cluster).
+pub fn hostname_address(hostname: &str, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: hostname.to_owned(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+            ..SocketAddress::default()
+        })),
+    }
+}
+
+/// A Unix domain socket.
+pub fn pipe_address(path: &str) -> Address {
+    Address {
+        address: Some(address::Address::Pipe(
+            envoy_types::pb::envoy::config::core::v3::Pipe {
+                path: path.to_owned(),
+                mode: 0,
+            },
+        )),
     }
 }
 

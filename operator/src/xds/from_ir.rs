@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use envoy_types::pb::envoy::config::core::v3::Address;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, Http2ProtocolOptions, RuntimeFractionalPercent,
@@ -44,13 +46,14 @@ use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 
 use super::envoy_config::{
-    ads_source, any, eds_cluster, load_assignment, resource, socket_address,
+    ads_source, any, eds_cluster, hostname_address, load_assignment_of, pipe_address, resource,
+    socket_address,
 };
 use super::protocol::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Snapshot};
 use crate::translate::ir::{
-    ClusterIr, ForwardIr, GatewayIr, HeaderModifierIr, ListenerIr, ListenerProtocol, PathMatchIr,
-    PathModifierIr, RedirectIr, RouteActionIr, RouteIr, StringMatchIr, UpstreamProtocol,
-    VirtualHostIr,
+    ClusterIr, EndpointIr, ForwardIr, GatewayIr, HeaderModifierIr, ListenerIr, ListenerProtocol,
+    PathMatchIr, PathModifierIr, RedirectIr, RouteActionIr, RouteIr, StringMatchIr,
+    UpstreamProtocol, VirtualHostIr,
 };
 
 /// Where the proxies bind their listeners.
@@ -115,19 +118,39 @@ pub fn snapshot(gateway: &GatewayIr, binding: ListenerBinding, version: &str) ->
         }
     }
     for (name, cluster) in &gateway.clusters {
-        snap.insert(CLUSTER, resource(name, &envoy_cluster(cluster)));
-        let endpoints: Vec<SocketAddr> = cluster
+        let addresses: Vec<Address> = cluster.endpoints.iter().filter_map(address_of).collect();
+        let mut envoy = envoy_cluster(cluster);
+        if cluster
             .endpoints
             .iter()
-            .filter_map(|e| {
-                e.ip.parse::<IpAddr>()
-                    .ok()
-                    .map(|ip| SocketAddr::new(ip, e.port))
-            })
-            .collect();
-        snap.insert(ENDPOINT, resource(name, &load_assignment(name, &endpoints)));
+            .any(|e| matches!(e, EndpointIr::Hostname { .. }))
+        {
+            // Hostnames are resolved by Envoy: a DNS cluster carries its endpoints inline.
+            envoy.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
+            envoy.eds_cluster_config = None;
+            envoy.load_assignment = Some(load_assignment_of(name, addresses));
+            snap.insert(CLUSTER, resource(name, &envoy));
+        } else {
+            snap.insert(CLUSTER, resource(name, &envoy));
+            snap.insert(
+                ENDPOINT,
+                resource(name, &load_assignment_of(name, addresses)),
+            );
+        }
     }
     snap
+}
+
+fn address_of(e: &EndpointIr) -> Option<Address> {
+    match e {
+        EndpointIr::Ip { ip, port } => ip
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| socket_address(SocketAddr::new(ip, *port))),
+        EndpointIr::Hostname { hostname, port } => Some(hostname_address(hostname, *port)),
+        EndpointIr::Unix { path } => Some(pipe_address(path)),
+    }
 }
 
 fn listener(name: &str, bind: SocketAddr, filter_chains: Vec<FilterChain>, tls: bool) -> Listener {

@@ -1,0 +1,364 @@
+//! `eg-operator standalone` as a user runs it: the binary on a copy of `examples/quickstart/`,
+//! real Envoy child processes, echo backends on loopback, requests through the Gateway's port,
+//! live file edits, a broken file, a killed Envoy and SIGTERM.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use eg_e2e::backend::{Echo, EchoBackend};
+use eg_e2e::process::{Lifetime, ManagedProcess, is_alive, terminate};
+use eg_e2e::tools::{envoy_bin, repo_root};
+use eg_e2e::{LOOPBACK, free_port};
+use serde_json::Value;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Polls `probe` every 20 ms until it yields a value; fails after `limit`.
+async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> (T, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return (v, start.elapsed());
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A standalone process on a private copy of the quickstart, with its three backends.
+struct Standalone {
+    process: ManagedProcess,
+    config: PathBuf,
+    gateway: SocketAddr,
+    admin: SocketAddr,
+    http: reqwest::Client,
+    _backends: Vec<EchoBackend>,
+    _dir: tempfile::TempDir,
+}
+
+impl Standalone {
+    async fn start() -> Result<Self, Error> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("config");
+        std::fs::create_dir_all(&config)?;
+        let mut backends = Vec::new();
+        let mut ports = Vec::new();
+        for (name, port) in [("stable", 9001), ("canary", 9002), ("docs", 9003)] {
+            let backend = EchoBackend::http(name, LOOPBACK).await?;
+            ports.push((port, backend.addr().port()));
+            backends.push(backend);
+        }
+        let gateway = SocketAddr::new(LOOPBACK, free_port(LOOPBACK)?);
+        let admin = SocketAddr::new(LOOPBACK, free_port(LOOPBACK)?);
+        let quickstart = repo_root().join("examples/quickstart");
+        for entry in std::fs::read_dir(&quickstart)? {
+            let path = entry?.path();
+            let mut text = std::fs::read_to_string(&path)?;
+            text = text.replace("port: 8888", &format!("port: {}", gateway.port()));
+            for (from, to) in &ports {
+                text = text.replace(&format!("port: {from}"), &format!("port: {to}"));
+            }
+            std::fs::write(config.join(path.file_name().ok_or("file name")?), text)?;
+        }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_eg-operator"));
+        cmd.arg("standalone")
+            .arg("--config-dir")
+            .arg(&config)
+            .arg("--envoy-path")
+            .arg(envoy_bin()?)
+            .arg("--admin-address")
+            .arg(admin.to_string())
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .env("RUST_LOG", "info");
+        let process = ManagedProcess::spawn(
+            "eg-operator standalone",
+            cmd,
+            &dir.path().join("standalone.log"),
+            Lifetime::Owned,
+        )?;
+        let s = Self {
+            process,
+            config,
+            gateway,
+            admin,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()?,
+            _backends: backends,
+            _dir: dir,
+        };
+        s.wait_ready().await;
+        Ok(s)
+    }
+
+    async fn wait_ready(&self) {
+        eventually("standalone /readyz", Duration::from_secs(30), || async {
+            let r = self
+                .http
+                .get(format!("http://{}/readyz", self.admin))
+                .send()
+                .await
+                .ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+    }
+
+    /// The backend that answered `path` (with `headers`), or `None` when no backend did.
+    async fn backend(&self, path: &str, headers: &[(&str, &str)]) -> Option<String> {
+        let mut request = self.http.get(format!("http://{}{path}", self.gateway));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json::<Echo>().await.ok().map(|e| e.backend)
+    }
+
+    async fn admin_json(&self, path: &str) -> Value {
+        self.http
+            .get(format!("http://{}{path}", self.admin))
+            .send()
+            .await
+            .expect("admin answers")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        // Write-then-rename, as editors do, so a reload never sees half a file.
+        let tmp = self.config.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, self.config.join(file)).expect("rename");
+    }
+
+    /// PIDs of the processes whose parent is the standalone process (its Envoys).
+    fn children(&self) -> Vec<u32> {
+        children_of(self.process.pid())
+    }
+}
+
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // `pid (comm) state ppid ...`; comm may contain spaces.
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+fn condition<'a>(conditions: &'a Value, type_: &str) -> Option<&'a Value> {
+    conditions.as_array()?.iter().find(|c| c["type"] == type_)
+}
+
+#[tokio::test]
+async fn quickstart_routes_by_path_header_and_weight() -> Result<(), Error> {
+    let s = Standalone::start().await?;
+    assert_eq!(s.backend("/docs/intro", &[]).await.as_deref(), Some("docs"));
+    assert_eq!(
+        s.backend("/", &[("x-canary", "always")]).await.as_deref(),
+        Some("canary")
+    );
+
+    let total = 500;
+    let mut canary = 0;
+    for _ in 0..total {
+        match s.backend("/", &[]).await.as_deref() {
+            Some("canary") => canary += 1,
+            Some("stable") => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    let share = f64::from(canary) / f64::from(total);
+    // 90/10 over 500 requests: the canary share is 0.10 ± 0.013 (one standard deviation).
+    assert!((0.05..=0.16).contains(&share), "canary share {share}");
+
+    let status = s.admin_json("/status").await;
+    let gateway = &status["gateways"]["default/eg"]["conditions"];
+    assert_eq!(
+        condition(gateway, "Accepted").map(|c| &c["status"]),
+        Some(&"True".into())
+    );
+    assert_eq!(
+        condition(gateway, "Programmed").map(|c| &c["status"]),
+        Some(&"True".into()),
+        "{status}"
+    );
+    let route = &status["httpRoutes"]["default/app"]["parents"][0]["conditions"];
+    assert_eq!(
+        condition(route, "Accepted").map(|c| &c["status"]),
+        Some(&"True".into())
+    );
+    assert_eq!(
+        condition(route, "ResolvedRefs").map(|c| &c["status"]),
+        Some(&"True".into())
+    );
+
+    let metrics = s
+        .http
+        .get(format!("http://{}/metrics", s.admin))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("eg_operator_standalone_gateways 1"),
+        "{metrics}"
+    );
+    let dump = s.admin_json("/config_dump").await;
+    assert!(dump["default/eg"]["configs"].is_array(), "{dump}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn edits_apply_live_and_a_broken_file_keeps_the_last_good_config() -> Result<(), Error> {
+    let s = Standalone::start().await?;
+    assert_eq!(s.backend("/docs/a", &[]).await.as_deref(), Some("docs"));
+
+    // A new file with a new route serves within a second.
+    s.write(
+        "extra.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: extra}\nspec:\n  parentRefs: [{name: eg}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /extra}}]\n    backendRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: docs}]\n",
+    );
+    let (_, took) = eventually("the new route serves", Duration::from_secs(5), || async {
+        (s.backend("/extra", &[]).await.as_deref() == Some("docs")).then_some(())
+    })
+    .await;
+    assert!(took < Duration::from_secs(1), "new route took {took:?}");
+
+    // Break routes.yaml: the error names file and line; every route keeps serving.
+    let good = std::fs::read_to_string(s.config.join("routes.yaml"))?;
+    let broken = good.replacen("type: PathPrefix", "type: Prefix", 1);
+    let broken_line = broken
+        .lines()
+        .position(|l| l.contains("type: Prefix"))
+        .ok_or("line")?
+        + 1;
+    s.write("routes.yaml", &broken);
+    let (errors, _) = eventually(
+        "the broken file is reported",
+        Duration::from_secs(5),
+        || async {
+            let status = s.admin_json("/status").await;
+            let errors = status["files"]["errors"].as_array()?.clone();
+            (!errors.is_empty()).then_some(errors)
+        },
+    )
+    .await;
+    assert_eq!(errors[0]["file"], "routes.yaml");
+    assert_eq!(errors[0]["line"], broken_line);
+    let message = errors[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("HTTPRoute default/docs")
+            && message.contains("spec.rules[0].matches[0].path.type"),
+        "{message}"
+    );
+    assert_eq!(s.backend("/docs/a", &[]).await.as_deref(), Some("docs"));
+    assert_eq!(
+        s.backend("/", &[("x-canary", "always")]).await.as_deref(),
+        Some("canary")
+    );
+
+    // A route to a Backend that does not exist: ResolvedRefs=False in /status.
+    s.write(
+        "missing.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: missing}\nspec:\n  parentRefs: [{name: eg}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /missing}}]\n    backendRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: nowhere}]\n",
+    );
+    let (resolved, _) = eventually(
+        "missing Backend reported",
+        Duration::from_secs(5),
+        || async {
+            let status = s.admin_json("/status").await;
+            condition(
+                &status["httpRoutes"]["default/missing"]["parents"][0]["conditions"],
+                "ResolvedRefs",
+            )
+            .cloned()
+        },
+    )
+    .await;
+    assert_eq!(resolved["status"], "False");
+    assert_eq!(resolved["reason"], "BackendNotFound");
+
+    // Fixing the file recovers without a restart.
+    s.write(
+        "routes.yaml",
+        &good.replace("value: /docs", "value: /manual"),
+    );
+    eventually("the fixed file applies", Duration::from_secs(5), || async {
+        let status = s.admin_json("/status").await;
+        let clean = status["files"]["errors"]
+            .as_array()
+            .is_some_and(Vec::is_empty);
+        (clean && s.backend("/manual/x", &[]).await.as_deref() == Some("docs")).then_some(())
+    })
+    .await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_envoy_restarts_and_sigterm_leaves_no_child() -> Result<(), Error> {
+    let mut s = Standalone::start().await?;
+    let envoys = s.children();
+    assert_eq!(envoys.len(), 1, "one Envoy per Gateway: {envoys:?}");
+    let _ = Command::new("kill")
+        .args(["-KILL", &envoys[0].to_string()])
+        .status();
+    eventually("a new Envoy serves", Duration::from_secs(15), || async {
+        let restarted = s.children().iter().any(|p| !envoys.contains(p));
+        (restarted && s.backend("/docs", &[]).await.as_deref() == Some("docs")).then_some(())
+    })
+    .await;
+    let metrics = s
+        .http
+        .get(format!("http://{}/metrics", s.admin))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("eg_operator_standalone_envoy_restarts_total{gateway=\"default/eg\"} 1"),
+        "{metrics}"
+    );
+
+    let envoys = s.children();
+    terminate(s.process.pid());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.process.exited().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "standalone did not exit on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for pid in envoys {
+        assert!(
+            !is_alive(pid),
+            "Envoy {pid} outlived the standalone process"
+        );
+    }
+    assert!(!Path::new(&s.config).join("../state/xds.sock").exists());
+    Ok(())
+}
