@@ -44,10 +44,8 @@ struct Standalone {
 }
 
 impl Standalone {
+    /// The quickstart, with its Gateway and Backend ports moved to free ones.
     async fn start() -> Result<Self, Error> {
-        let dir = tempfile::tempdir()?;
-        let config = dir.path().join("config");
-        std::fs::create_dir_all(&config)?;
         let mut backends = Vec::new();
         let mut ports = Vec::new();
         for (name, port) in [("stable", 9001), ("canary", 9002), ("docs", 9003)] {
@@ -56,8 +54,8 @@ impl Standalone {
             backends.push(backend);
         }
         let gateway = SocketAddr::new(LOOPBACK, free_port(LOOPBACK)?);
-        let admin = SocketAddr::new(LOOPBACK, free_port(LOOPBACK)?);
         let quickstart = repo_root().join("examples/quickstart");
+        let mut files = Vec::new();
         for entry in std::fs::read_dir(&quickstart)? {
             let path = entry?.path();
             let mut text = std::fs::read_to_string(&path)?;
@@ -65,8 +63,29 @@ impl Standalone {
             for (from, to) in &ports {
                 text = text.replace(&format!("port: {from}"), &format!("port: {to}"));
             }
-            std::fs::write(config.join(path.file_name().ok_or("file name")?), text)?;
+            let name = path
+                .file_name()
+                .ok_or("file name")?
+                .to_string_lossy()
+                .into_owned();
+            files.push((name, text));
         }
+        Self::launch(files, gateway, backends).await
+    }
+
+    /// Starts the binary on a directory holding `files`.
+    async fn launch(
+        files: Vec<(String, String)>,
+        gateway: SocketAddr,
+        backends: Vec<EchoBackend>,
+    ) -> Result<Self, Error> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("config");
+        std::fs::create_dir_all(&config)?;
+        for (name, text) in files {
+            std::fs::write(config.join(name), text)?;
+        }
+        let admin = SocketAddr::new(LOOPBACK, free_port(LOOPBACK)?);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_eg-operator"));
         cmd.arg("standalone")
             .arg("--config-dir")
@@ -360,5 +379,101 @@ async fn a_killed_envoy_restarts_and_sigterm_leaves_no_child() -> Result<(), Err
         );
     }
     assert!(!Path::new(&s.config).join("../state/xds.sock").exists());
+    Ok(())
+}
+
+/// The reference architecture's manifests, as written there, with the Secret and the Services
+/// behind the canary supplied as files (only the listener port moves off 443).
+#[tokio::test]
+async fn reference_architecture_manifests_serve_in_standalone() -> Result<(), Error> {
+    let ca = eg_e2e::pki::TestCa::new("reference test CA")?;
+    let cert = ca.server_cert("*.example.com", &["*.example.com"])?;
+    let v1 = EchoBackend::http("api-v1", LOOPBACK).await?;
+    let v2 = EchoBackend::http("api-v2", LOOPBACK).await?;
+    let gateway = SocketAddr::new(LOOPBACK, free_port(LOOPBACK)?);
+    let indent = |pem: &str| pem.trim_end().replace('\n', "\n    ");
+    let service = |name: &str, backend: &EchoBackend| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  ports: [{{port: 80, targetPort: {port}}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{port: {port}}}]\n",
+            port = backend.addr().port()
+        )
+    };
+    let files = vec![
+        (
+            "class.yaml".to_owned(),
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: envoy-gateway}\nspec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}\n".to_owned(),
+        ),
+        (
+            "gateway.yaml".to_owned(),
+            format!(
+                "# Example: HA Envoy Gateway deployment\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: production-gateway\nspec:\n  gatewayClassName: envoy-gateway\n  listeners:\n  - name: https\n    port: {}\n    protocol: HTTPS\n    hostname: \"*.example.com\"\n    tls:\n      mode: Terminate\n      certificateRefs:\n      - name: example-com-tls\n",
+                gateway.port()
+            ),
+        ),
+        (
+            "route.yaml".to_owned(),
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: app-route\nspec:\n  parentRefs:\n  - name: production-gateway\n  hostnames:\n  - api.example.com\n  rules:\n  - matches:\n    - path:\n        type: PathPrefix\n        value: /v1/\n    backendRefs:\n    - name: api-service-v1\n      port: 80\n      weight: 90\n    - name: api-service-v2\n      port: 80\n      weight: 10  # Canary deployment\n".to_owned(),
+        ),
+        (
+            "security.yaml".to_owned(),
+            "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: SecurityPolicy\nmetadata:\n  name: api-security\nspec:\n  targetRef:\n    group: gateway.networking.k8s.io\n    kind: HTTPRoute\n    name: api-route\n  jwt:\n    providers:\n    - name: auth0\n      issuer: \"https://example.auth0.com/\"\n      audiences:\n      - \"api.example.com\"\n".to_owned(),
+        ),
+        (
+            "secret.yaml".to_owned(),
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: example-com-tls}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n    {}\n  tls.key: |\n    {}\n",
+                indent(&cert.cert_pem),
+                indent(&cert.key_pem)
+            ),
+        ),
+        (
+            "services.yaml".to_owned(),
+            format!("{}---\n{}", service("api-service-v1", &v1), service("api-service-v2", &v2)),
+        ),
+    ];
+    let s = Standalone::launch(files, gateway, vec![v1, v2]).await?;
+
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem.as_bytes())?)
+        .resolve("api.example.com", gateway)
+        .build()?;
+    let url = format!("https://api.example.com:{}/v1/orders", gateway.port());
+    let total = 300;
+    let mut v2_count = 0;
+    for _ in 0..total {
+        let echo: Echo = https
+            .get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        assert_eq!(
+            echo.sni.as_deref(),
+            None,
+            "plain HTTP behind the TLS listener"
+        );
+        match echo.backend.as_str() {
+            "api-v2" => v2_count += 1,
+            "api-v1" => {}
+            other => panic!("unexpected backend {other}"),
+        }
+    }
+    let share = f64::from(v2_count) / f64::from(total);
+    assert!((0.04..=0.17).contains(&share), "canary share {share}");
+
+    let status = s.admin_json("/status").await;
+    let route = &status["httpRoutes"]["default/app-route"]["parents"][0]["conditions"];
+    assert_eq!(
+        condition(route, "Accepted").map(|c| &c["status"]),
+        Some(&"True".into()),
+        "{status}"
+    );
+    // Policies are not translated yet (their own issue): the file is loaded and reported as such.
+    let skipped = status["files"]["skipped"].to_string();
+    assert!(
+        skipped.contains("security.yaml:1: SecurityPolicy api-security"),
+        "{skipped}"
+    );
     Ok(())
 }
