@@ -54,11 +54,13 @@ impl AdminState {
                 serde_json::to_value(status).unwrap_or_default(),
             );
         }
-        self.status = stamp_transition_times(json!({
+        let mut next = stamp_transition_times(json!({
             "gatewayClasses": t.status.gateway_classes,
             "gateways": gateways,
             "httpRoutes": t.status.http_routes,
         }));
+        keep_transition_times(&self.status, &mut next);
+        self.status = next;
         self.ready = t.gateways.iter().all(|g| programmed.current(&g.name));
     }
 
@@ -69,6 +71,40 @@ impl AdminState {
         }
         body["files"] = json!({"errors": self.files.errors, "skipped": self.files.skipped});
         body
+    }
+}
+
+/// A condition's `lastTransitionTime` moves only when its status does: where `previous` has
+/// the same condition (same place, same type) with the same status, its time is kept.
+fn keep_transition_times(previous: &Value, next: &mut Value) {
+    match (previous, next) {
+        (Value::Object(old), Value::Object(new)) => {
+            for (key, child) in new.iter_mut() {
+                if key == "conditions"
+                    && let (Some(old), Some(new)) = (
+                        old.get("conditions").and_then(Value::as_array),
+                        child.as_array_mut(),
+                    )
+                {
+                    for condition in new.iter_mut() {
+                        let same = old.iter().find(|o| {
+                            o["type"] == condition["type"] && o["status"] == condition["status"]
+                        });
+                        if let Some(same) = same {
+                            condition["lastTransitionTime"] = same["lastTransitionTime"].clone();
+                        }
+                    }
+                } else if let Some(old_child) = old.get(key) {
+                    keep_transition_times(old_child, child);
+                }
+            }
+        }
+        (Value::Array(old), Value::Array(new)) => {
+            for (old_child, child) in old.iter().zip(new.iter_mut()) {
+                keep_transition_times(old_child, child);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -221,4 +257,25 @@ pub async fn serve(
         Box::pin(async move { respond(&path, &state, &metrics).await })
     });
     serve_with(addr, handler).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_times_move_only_with_status() {
+        let previous = json!({"gateways": {"a/g": {"conditions": [
+            {"type": "Accepted", "status": "True", "lastTransitionTime": "t0"},
+            {"type": "Programmed", "status": "False", "lastTransitionTime": "t0"}
+        ]}}});
+        let mut next = json!({"gateways": {"a/g": {"conditions": [
+            {"type": "Accepted", "status": "True", "lastTransitionTime": "t1"},
+            {"type": "Programmed", "status": "True", "lastTransitionTime": "t1"}
+        ]}}});
+        keep_transition_times(&previous, &mut next);
+        let c = &next["gateways"]["a/g"]["conditions"];
+        assert_eq!(c[0]["lastTransitionTime"], "t0");
+        assert_eq!(c[1]["lastTransitionTime"], "t1");
+    }
 }
