@@ -168,6 +168,13 @@ impl Standalone {
     }
 }
 
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        // SIGTERM first, so a failing test still lets the process stop its Envoys.
+        self.process.stop(Duration::from_secs(10));
+    }
+}
+
 fn children_of(parent: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -475,5 +482,77 @@ async fn reference_architecture_manifests_serve_in_standalone() -> Result<(), Er
         skipped.contains("security.yaml:1: SecurityPolicy api-security"),
         "{skipped}"
     );
+    Ok(())
+}
+
+/// A configuration Envoy rejects (a regular expression RE2 refuses, which the translator's
+/// own regex engine accepts) shows as Programmed=False with Envoy's message, while the previous
+/// configuration keeps serving.
+#[tokio::test]
+async fn a_rejected_configuration_is_reported_and_the_last_good_one_serves() -> Result<(), Error> {
+    let s = Standalone::start().await?;
+    s.write(
+        "nack.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: nack}\nspec:\n  parentRefs: [{name: eg}]\n  rules:\n  - matches: [{path: {type: RegularExpression, value: \"/x{1001}\"}}]\n    backendRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: docs}]\n",
+    );
+    let (programmed, _) = eventually(
+        "the rejection is reported",
+        Duration::from_secs(10),
+        || async {
+            let status = s.admin_json("/status").await;
+            condition(
+                &status["gateways"]["default/eg"]["conditions"],
+                "Programmed",
+            )
+            .filter(|c| c["status"] == "False")
+            .cloned()
+        },
+    )
+    .await;
+    assert_eq!(programmed["reason"], "Invalid");
+    let message = programmed["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Envoy rejected"), "{message}");
+    assert_eq!(s.backend("/docs/a", &[]).await.as_deref(), Some("docs"));
+    assert_eq!(
+        s.backend("/", &[("x-canary", "always")]).await.as_deref(),
+        Some("canary")
+    );
+
+    std::fs::remove_file(s.config.join("nack.yaml"))?;
+    eventually(
+        "Programmed again once the route is gone",
+        Duration::from_secs(10),
+        || async {
+            let status = s.admin_json("/status").await;
+            condition(
+                &status["gateways"]["default/eg"]["conditions"],
+                "Programmed",
+            )
+            .filter(|c| c["status"] == "True")
+            .map(|_| ())
+        },
+    )
+    .await;
+    Ok(())
+}
+
+/// Even a standalone process killed outright (OOM killer, SIGKILL) leaves no Envoy behind.
+#[tokio::test]
+async fn envoy_dies_with_a_killed_standalone_process() -> Result<(), Error> {
+    let mut s = Standalone::start().await?;
+    let envoys = s.children();
+    assert_eq!(envoys.len(), 1, "{envoys:?}");
+    let _ = Command::new("kill")
+        .args(["-KILL", &s.process.pid().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while envoys.iter().any(|pid| is_alive(*pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "Envoy {envoys:?} outlived its killed parent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = s.process.exited();
     Ok(())
 }

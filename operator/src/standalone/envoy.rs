@@ -1,7 +1,8 @@
 //! Envoy child processes of standalone mode, one per Gateway: finding the binary, writing each
 //! proxy's bootstrap, restarting a proxy that dies (exponential backoff, reset after a healthy
 //! minute), and stopping them all gracefully — listeners drained through Envoy's admin API,
-//! then SIGTERM, then SIGKILL — so no child outlives the process.
+//! then SIGTERM, then SIGKILL — so no child outlives the process; a parent-death signal covers
+//! the case where this process is killed before it can stop them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -300,6 +301,9 @@ async fn wait_or_stop(stopped: &mut watch::Receiver<bool>, delay: Option<Duratio
     }
 }
 
+/// Where util-linux installs setpriv.
+const SETPRIV: [&str; 2] = ["/usr/bin/setpriv", "/bin/setpriv"];
+
 async fn spawn(settings: &SupervisorSettings, gateway: &str, dir: &Path) -> std::io::Result<Child> {
     tokio::fs::create_dir_all(dir).await?;
     let admin_path = dir.join("admin-address");
@@ -318,7 +322,16 @@ async fn spawn(settings: &SupervisorSettings, gateway: &str, dir: &Path) -> std:
         .create(true)
         .append(true)
         .open(dir.join("envoy.log"))?;
-    let mut cmd = Command::new(&settings.envoy);
+    // Envoy must not outlive us even when we are killed outright (OOM, SIGKILL): setpriv
+    // (util-linux) sets the parent-death signal and then becomes Envoy, same PID.
+    let mut cmd = match SETPRIV.iter().map(Path::new).find(|p| p.is_file()) {
+        Some(setpriv) => {
+            let mut cmd = Command::new(setpriv);
+            cmd.args(["--pdeathsig", "TERM", "--"]).arg(&settings.envoy);
+            cmd
+        }
+        None => Command::new(&settings.envoy),
+    };
     cmd.arg("--config-path")
         .arg(&bootstrap_path)
         .arg("--admin-address-path")

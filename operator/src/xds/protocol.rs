@@ -709,6 +709,20 @@ impl DeltaTypeState {
         }
     }
 
+    /// After a snapshot that needs no response: if the proxy is rejecting this type but the
+    /// desired content is now exactly what it holds (the rejected change was reverted), it runs
+    /// the complete desired state again — an ACK in all but name, which Envoy will never send
+    /// because nothing is sent to it.
+    fn settle(&mut self, type_url: &str, version: &str, events: &mut Vec<ProtocolEvent>) {
+        if self.verdicts.last_nack.is_some()
+            && self.responded
+            && self.in_flight.is_empty()
+            && self.hold.is_none()
+        {
+            self.verdicts.ack(type_url, version.to_owned(), events);
+        }
+    }
+
     fn evaluate(
         &mut self,
         type_url: &str,
@@ -868,11 +882,11 @@ impl DeltaConnection {
             } else {
                 Removals::Send
             };
-            if let Some(state) = self.types.get_mut(&type_url)
-                && let Some(response) =
-                    state.evaluate(&type_url, &snapshot, removals, &mut self.nonce_counter)
-            {
-                responses.push(response);
+            if let Some(state) = self.types.get_mut(&type_url) {
+                match state.evaluate(&type_url, &snapshot, removals, &mut self.nonce_counter) {
+                    Some(response) => responses.push(response),
+                    None => state.settle(&type_url, &snapshot.version, &mut self.events),
+                }
             }
         }
         for type_url in DEFERRED_REMOVAL_ORDER {
@@ -1677,6 +1691,43 @@ mod tests {
             .expect("valid");
         assert_eq!(conn.last_nack(CLUSTER), None);
         assert_eq!(conn.acked_version(CLUSTER), Some("s4"));
+    }
+
+    #[test]
+    fn delta_reverting_a_rejected_change_counts_as_accepted() {
+        let mut conn = DeltaConnection::new();
+        conn.on_snapshot(snap("s1", &[(CLUSTER, &[("a", "1")])]));
+        let first = conn
+            .on_request(delta(CLUSTER, &[], &[], ""))
+            .expect("valid")
+            .expect("sent");
+        conn.on_request(delta_ack(CLUSTER, &first.nonce))
+            .expect("valid");
+        let bad = conn.on_snapshot(snap("s2", &[(CLUSTER, &[("a", "2")])]));
+        conn.on_request(delta_nack(CLUSTER, &bad[0].nonce, "invalid a"))
+            .expect("valid");
+        conn.drain_events();
+
+        // Back to what the proxy runs: nothing to send, and the proxy runs s3 in full.
+        assert!(
+            conn.on_snapshot(snap("s3", &[(CLUSTER, &[("a", "1")])]))
+                .is_empty()
+        );
+        assert_eq!(
+            conn.drain_events(),
+            [ProtocolEvent::Ack {
+                type_url: CLUSTER.to_owned(),
+                version: "s3".to_owned()
+            }]
+        );
+        assert_eq!(conn.last_nack(CLUSTER), None);
+        assert_eq!(conn.acked_version(CLUSTER), Some("s3"));
+        // Without an outstanding rejection, a quiet snapshot is not an answer.
+        assert!(
+            conn.on_snapshot(snap("s4", &[(CLUSTER, &[("a", "1")])]))
+                .is_empty()
+        );
+        assert!(conn.drain_events().is_empty());
     }
 
     #[test]
