@@ -164,3 +164,121 @@ async fn http_features_behave_as_specified_through_envoy() {
     })
     .await;
 }
+
+/// The Programmed condition of Gateway `ns/name`, as `(status, reason, message)`.
+async fn programmed(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Option<(String, String, String)> {
+    let gateways: Api<gateway_api::apis::standard::gateways::Gateway> =
+        Api::namespaced(client.clone(), ns);
+    let gateway = gateways.get(name).await.ok()?;
+    let c = gateway
+        .status?
+        .conditions?
+        .into_iter()
+        .find(|c| c.type_ == "Programmed")?;
+    Some((c.status, c.reason, c.message))
+}
+
+/// A route Envoy rejects (a regular expression RE2 refuses, which the translator's regex
+/// engine accepts) makes the Gateway `Programmed=False` with Envoy's message while the previous
+/// configuration keeps serving; removing the route makes it Programmed again.
+#[tokio::test]
+async fn a_rejected_configuration_shows_on_the_gateway_and_the_last_good_one_serves() {
+    with_temp_namespace(|client, ns| async move {
+        let echo_bin = Path::new(env!("CARGO_BIN_EXE_eg-echo"));
+        let a = EchoHost::start("a", echo_bin).await?;
+        service_with_endpoint(&client, &ns, "echo-a", a.address()).await;
+        let controller_name = format!("example.com/nack-{ns}");
+        let port = free_port(LOOPBACK)?;
+        eg_e2e::manifests::http_gateway(
+            &client,
+            &ns,
+            "public",
+            &format!("gc-{ns}"),
+            &controller_name,
+            port,
+        )
+        .await;
+        apply(
+            &client,
+            Some(&ns),
+            route(
+                "good",
+                "good.test",
+                json!([{"backendRefs": [{"name": "echo-a", "port": 80}]}]),
+            ),
+        )
+        .await;
+
+        let control_plane =
+            common::start_control_plane(client.clone(), &controller_name, vec![ns.clone()]).await;
+        let _envoy = common::envoy_for(control_plane.xds, &ns, "public", AdsFlavour::Delta).await;
+        let http = reqwest::Client::new();
+        let get = |host: &'static str| {
+            let http = http.clone();
+            async move {
+                http.get(format!("http://127.0.0.1:{port}/"))
+                    .header("host", host)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+            }
+        };
+        until!(
+            "good route served",
+            Duration::from_secs(20),
+            get("good.test").await
+        );
+        until!(
+            "Programmed",
+            Duration::from_secs(10),
+            programmed(&client, &ns, "public")
+                .await
+                .filter(|(s, _, _)| s == "True")
+        );
+
+        apply(
+            &client,
+            Some(&ns),
+            route(
+                "bad",
+                "bad.test",
+                json!([{
+            "matches": [{"path": {"type": "RegularExpression", "value": "/x{1001}"}}],
+            "backendRefs": [{"name": "echo-a", "port": 80}]}]),
+            ),
+        )
+        .await;
+        let ((status, reason, message), _) = until!(
+            "the rejection on the Gateway",
+            Duration::from_secs(15),
+            programmed(&client, &ns, "public")
+                .await
+                .filter(|(_, r, _)| r == "Invalid")
+        );
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "Invalid"));
+        assert!(message.contains("Envoy rejected"), "{message}");
+        assert!(
+            get("good.test").await.is_some(),
+            "the last good configuration keeps serving"
+        );
+
+        let routes: Api<gateway_api::apis::standard::httproutes::HttpRoute> =
+            Api::namespaced(client.clone(), &ns);
+        routes.delete("bad", &DeleteParams::default()).await?;
+        until!(
+            "Programmed again",
+            Duration::from_secs(15),
+            programmed(&client, &ns, "public")
+                .await
+                .filter(|(s, _, _)| s == "True")
+        );
+        assert!(get("good.test").await.is_some());
+        Ok(())
+    })
+    .await;
+}
