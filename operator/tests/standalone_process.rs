@@ -556,3 +556,121 @@ async fn envoy_dies_with_a_killed_standalone_process() -> Result<(), Error> {
     let _ = s.process.exited();
     Ok(())
 }
+
+/// A raw TCP server that accepts one HTTP/1.1 Upgrade per connection (answering 101) and then
+/// echoes bytes: enough of WebSocket to prove the upgrade passes through Envoy.
+async fn upgrade_echo() -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if !text.contains("upgrade: websocket") {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n")
+                    .await;
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+/// Upstream protocols chosen by appProtocol: h2c for a Service port (`kubernetes.io/h2c`) and a
+/// Backend (`gateway.envoyproxy.io/h2c`); WebSocket upgrades for `kubernetes.io/ws`.
+#[tokio::test]
+async fn app_protocols_select_h2c_and_websocket_upstreams() -> Result<(), Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h2c_service = EchoBackend::http("h2c-service", LOOPBACK).await?;
+    let h2c_backend = EchoBackend::http("h2c-backend", LOOPBACK).await?;
+    let (ws_addr, _ws) = upgrade_echo().await?;
+    let gateway = SocketAddr::new(LOOPBACK, free_port(LOOPBACK)?);
+    let service = |name: &str, app_protocol: &str, port: u16| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  ports: [{{name: p, port: 80, targetPort: {port}, appProtocol: {app_protocol}}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: p, port: {port}}}]\n---\n"
+        )
+    };
+    let route = |name: &str, prefix: &str, backend_ref: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}}}\nspec:\n  parentRefs: [{{name: eg}}]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    backendRefs: [{backend_ref}]\n---\n"
+        )
+    };
+    let manifests = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: eg}}\nspec: {{controllerName: gateway.envoyproxy.io/gatewayclass-controller}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: eg}}\nspec:\n  gatewayClassName: eg\n  listeners: [{{name: http, protocol: HTTP, port: {}}}]\n---\n\
+         apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: h2c}}\nspec:\n  appProtocols: [gateway.envoyproxy.io/h2c]\n  endpoints: [{{ip: {{address: 127.0.0.1, port: {}}}}}]\n---\n{}{}{}{}{}",
+        gateway.port(),
+        h2c_backend.addr().port(),
+        service("grpcish", "kubernetes.io/h2c", h2c_service.addr().port()),
+        service("ws", "kubernetes.io/ws", ws_addr.port()),
+        route("svc", "/svc", "{name: grpcish, port: 80}"),
+        route(
+            "backend",
+            "/backend",
+            "{group: gateway.envoyproxy.io, kind: Backend, name: h2c}"
+        ),
+        route("ws", "/ws", "{name: ws, port: 80}"),
+    );
+    let s = Standalone::launch(
+        vec![("all.yaml".to_owned(), manifests)],
+        gateway,
+        vec![h2c_service, h2c_backend],
+    )
+    .await?;
+
+    for (path, backend) in [("/svc", "h2c-service"), ("/backend", "h2c-backend")] {
+        let echo: Echo = s
+            .http
+            .get(format!("http://{gateway}{path}"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        assert_eq!(
+            (echo.backend.as_str(), echo.protocol.as_str()),
+            (backend, "HTTP/2.0"),
+            "{path}"
+        );
+    }
+
+    let mut stream = tokio::net::TcpStream::connect(gateway).await?;
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nhost: ws.test\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await?;
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream
+        .write_all(b"ping over the upgraded connection")
+        .await?;
+    let mut echoed = vec![0u8; 33];
+    stream.read_exact(&mut echoed).await?;
+    assert_eq!(&echoed[..], b"ping over the upgraded connection");
+    Ok(())
+}
