@@ -8,3 +8,4 @@ pub mod programmed;
 pub mod provider;
 pub mod publish;
 pub mod run;
+pub mod xds_tls;

@@ -13,6 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use super::config::{ConfigError, ControllerConfig};
 use super::run::{ControlPlaneSettings, run};
+use super::xds_tls::{ReloadingTls, XdsTlsError};
 use crate::leader::lease::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::serve::{Readiness, serve};
@@ -24,14 +25,8 @@ use crate::xds::server::{AdsServer, SnapshotStore};
 pub enum ControlPlaneError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("xDS certificate {path}: {source}")]
-    Certificate {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("xDS server TLS: {0}")]
-    Tls(String),
+    Tls(#[from] XdsTlsError),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -45,8 +40,7 @@ impl ControlPlaneError {
     pub fn category(&self) -> &'static str {
         match self {
             ControlPlaneError::Config(e) => e.category(),
-            ControlPlaneError::Certificate { .. } => "certificate",
-            ControlPlaneError::Tls(_) => "tls",
+            ControlPlaneError::Tls(e) => e.category(),
             ControlPlaneError::Bind { .. } => "bind",
         }
     }
@@ -67,12 +61,17 @@ pub struct ControllerOptions {
     pub binding: ListenerBinding,
 }
 
-fn read(dir: &std::path::Path, file: &str) -> Result<String, ControlPlaneError> {
-    let path = dir.join(file);
-    std::fs::read_to_string(&path).map_err(|source| ControlPlaneError::Certificate {
-        path: path.display().to_string(),
-        source,
-    })
+/// How often the xDS certificate files are re-read: well inside the operator's renewal margin,
+/// and cheap (three small files, compared before anything is rebuilt).
+const CERTIFICATE_RELOAD_PERIOD: Duration = Duration::from_secs(30);
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Runs the control plane until the process is stopped.
@@ -108,24 +107,19 @@ pub async fn run_controller(
             addr: xds_addr,
             source,
         })?;
-    let mut builder = tonic::transport::Server::builder();
-    if !options.insecure_xds {
-        let dir = &config.xds.cert_dir;
-        let tls = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(
-                read(dir, "tls.crt")?,
-                read(dir, "tls.key")?,
-            ))
-            .client_ca_root(tonic::transport::Certificate::from_pem(read(
-                dir, "ca.crt",
-            )?));
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| ControlPlaneError::Tls(e.to_string()))?;
-    }
-    let server = builder
-        .add_service(AggregatedDiscoveryServiceServer::new(ads))
-        .serve_with_incoming(TcpListenerStream::new(listener));
+    let builder =
+        tonic::transport::Server::builder().add_service(AggregatedDiscoveryServiceServer::new(ads));
+    let (server, _reload_task) = if options.insecure_xds {
+        let server: futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>> =
+            Box::pin(builder.serve_with_incoming(TcpListenerStream::new(listener)));
+        (server, None)
+    } else {
+        let tls = ReloadingTls::load(&config.xds.cert_dir)?;
+        let reload = AbortOnDrop(tls.watch(CERTIFICATE_RELOAD_PERIOD));
+        let server: futures::future::BoxFuture<'static, Result<(), tonic::transport::Error>> =
+            Box::pin(builder.serve_with_incoming(tls.incoming(listener)));
+        (server, Some(reload))
+    };
     tokio::spawn(async move {
         if let Err(e) = server.await {
             tracing::error!(error = %e, "xDS server stopped");
