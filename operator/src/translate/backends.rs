@@ -154,8 +154,30 @@ pub(super) fn resolve(
             port: port_u16,
         },
         protocol: upstream_protocol(service_port.app_protocol.as_deref()),
-        endpoints: endpoints(index, namespace, target.name, service_port),
+        // Filled in by `fill_endpoints`, once per cluster of a Gateway.
+        endpoints: Vec::new(),
     })
+}
+
+/// Sets the ready endpoints of a cluster [`resolve`] returned. Endpoints are the only part of
+/// a cluster that depends on EndpointSlices, so keeping them apart lets route entries stay
+/// valid while only endpoints change.
+pub(super) fn fill_endpoints(index: &Index<'_>, cluster: &mut ClusterIr) {
+    let ClusterSourceIr::Service {
+        namespace,
+        name,
+        port,
+    } = &cluster.source;
+    let service_port = index
+        .service(namespace, name)
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|p| p.port == i32::from(*port) && p.protocol.as_deref().unwrap_or("TCP") == "TCP");
+    cluster.endpoints = service_port
+        .map(|p| endpoints(index, namespace, name, p))
+        .unwrap_or_default();
 }
 
 /// The cluster name of a Service port.
