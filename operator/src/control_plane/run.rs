@@ -18,8 +18,8 @@ use tokio::sync::{broadcast, watch};
 
 use super::programmed::ProgrammedState;
 use super::provider::{ClusterState, DecodeProblem, watch_all};
-use crate::translate::{Snapshot as ApiSnapshot, Translation, translate};
-use crate::xds::from_ir::{ListenerBinding, snapshot};
+use crate::translate::{Snapshot as ApiSnapshot, Translation, Translator};
+use crate::xds::from_ir::{ListenerBinding, SnapshotBuilder};
 use crate::xds::protocol::{CLUSTER, ENDPOINT, Snapshot};
 use crate::xds::server::{ProxyEvent, SnapshotStore};
 
@@ -85,6 +85,9 @@ pub async fn run(
     let mut published: BTreeMap<String, Snapshot> = BTreeMap::new();
     let mut version: u64 = 0;
     let mut last: Option<Arc<Translation>> = None;
+    // Incremental: one change re-translates the objects it touches, not the whole cluster.
+    let mut translator = Translator::new();
+    let mut builder = SnapshotBuilder::new();
     loop {
         tokio::select! {
             changed = changes.changed() => {
@@ -100,10 +103,10 @@ pub async fn run(
                     for p in problems {
                         tracing::warn!(object = %p.object, error = %p.message, "object skipped: cannot be read");
                     }
-                    translate(&input)
+                    translator.translate(&input)
                 };
                 for gateway in &translation.gateways {
-                    let next = snapshot(gateway, settings.binding, &version.to_string());
+                    let next = builder.build(gateway, settings.binding, &version.to_string());
                     // Only a change of content is a new version: proxies answer nothing to an
                     // identical snapshot, and Programmed waits for an answer.
                     if published.get(&gateway.name).is_some_and(|p| p.resources == next.resources) {
@@ -123,6 +126,7 @@ pub async fn run(
                     store.set(&gateway.name, next.clone());
                     published.insert(gateway.name.clone(), next);
                 }
+                builder.finish_round();
                 tracing::debug!(version, elapsed = ?started.elapsed(), gateways = translation.gateways.len(), "translated");
                 let translation = Arc::new(translation);
                 statuses.send_replace(Some((translation.clone(), programmed.clone())));

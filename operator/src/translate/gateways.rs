@@ -16,16 +16,16 @@ use gateway_api::apis::standard::gateways::{
 };
 
 use super::Diagnostic;
+use super::backends;
 use super::conditions::{Problem, condition, kind, reason, verdict};
 use super::hostname;
-use super::backends;
 use super::index::Index;
 use super::ir::{
     ClusterIr, GatewayIr, ListenerIr, ListenerProtocol, RouteIr, TlsIr, VirtualHostIr,
 };
 use super::precedence::{self, PrecedenceKey};
-use super::routes::RouteOutcome;
 use super::refs::{GATEWAY_GROUP, NamespacePolicy};
+use super::routes::RouteOutcome;
 use super::tls;
 
 /// The only route kind this translator attaches.
@@ -108,9 +108,12 @@ impl VirtualHostCache {
     }
 }
 
+/// The entry lists a virtual host is made of, one per route placed under its hostname.
+type Sources = Vec<Arc<[PlacedEntry]>>;
+
 #[derive(Debug)]
 struct CachedVirtualHost {
-    sources: Vec<Arc<[PlacedEntry]>>,
+    sources: Sources,
     built: Arc<VirtualHostIr>,
 }
 
@@ -248,11 +251,11 @@ impl ListenerCtx {
         }
         let port = u16::try_from(self.port).ok()?;
         let protocol = self.protocol?;
-        let mut by_host: HashMap<Arc<str>, Vec<Arc<[PlacedEntry]>>> = HashMap::new();
+        let mut by_host: HashMap<Arc<str>, Sources> = HashMap::new();
         for (host, entries) in self.routes {
             by_host.entry(host).or_default().push(entries);
         }
-        let mut hosts: Vec<(Arc<str>, Vec<Arc<[PlacedEntry]>>)> = by_host.into_iter().collect();
+        let mut hosts: Vec<(Arc<str>, Sources)> = by_host.into_iter().collect();
         hosts.sort_by_cached_key(|(host, _)| hostname::SpecificityKey::new(host));
         let cache_key = (gateway_key.to_owned(), self.name.clone());
         let mut previous = cache.previous.remove(&cache_key).unwrap_or_default();
@@ -263,7 +266,10 @@ impl ListenerCtx {
                 let built = match previous.remove(&host) {
                     Some(c)
                         if c.sources.len() == sources.len()
-                            && c.sources.iter().zip(&sources).all(|(a, b)| Arc::ptr_eq(a, b)) =>
+                            && c.sources
+                                .iter()
+                                .zip(&sources)
+                                .all(|(a, b)| Arc::ptr_eq(a, b)) =>
                     {
                         c.built
                     }

@@ -229,12 +229,10 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
         .unwrap_or_default();
     let mut route_diagnostics = Vec::new();
     for (key, route) in http_routes {
-        let reused = previous
-            .remove(&key)
-            .filter(|c| c.route == *route)
-            .map(|c| c.outcome);
-        let outcome = reused.unwrap_or_else(|| {
-            routes::process(
+        let reused = previous.remove(&key).filter(|c| c.route == *route);
+        let outcome = match &reused {
+            Some(c) => c.outcome.clone(),
+            None => routes::process(
                 route,
                 &key,
                 &contexts,
@@ -242,16 +240,14 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
                 &index,
                 &snapshot.controller_name,
             )
-            .map(Arc::new)
-        });
+            .map(Arc::new),
+        };
         if let Some(m) = memo.as_deref_mut() {
-            m.routes.insert(
-                key.clone(),
-                CachedRoute {
-                    route: route.clone(),
-                    outcome: outcome.clone(),
-                },
-            );
+            let cached = reused.unwrap_or_else(|| CachedRoute {
+                route: route.clone(),
+                outcome: outcome.clone(),
+            });
+            m.routes.insert(key.clone(), cached);
         }
         if let Some(outcome) = outcome {
             gateways::GatewayCtx::apply(&mut contexts, &outcome);

@@ -109,7 +109,10 @@ mod tests {
 
     fn keyed(r: RouteIr, created: Option<i64>, key: &str, rule: usize) -> (PrecedenceKey, RouteIr) {
         let time = created.map(|s| Time(Timestamp::from_second(s).expect("valid time")));
-        (PrecedenceKey::new(&r, time.as_ref(), &key.into(), rule, 0), r)
+        (
+            PrecedenceKey::new(&r, time.as_ref(), &key.into(), rule, 0),
+            r,
+        )
     }
 
     #[test]

@@ -32,8 +32,8 @@ use envoy_types::pb::envoy::config::listener::v3::{
 };
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route,
-    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, header_matcher, query_parameter_matcher, redirect_action,
-    route, route_action, route_match,
+    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, header_matcher,
+    query_parameter_matcher, redirect_action, route, route_action, route_match,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
@@ -207,12 +207,8 @@ impl SnapshotBuilder {
     pub fn finish_round(&mut self) {
         self.routes.rotate();
         self.virtual_hosts.rotate();
-        let live: std::collections::HashSet<usize> = self
-            .virtual_hosts
-            .previous
-            .keys()
-            .copied()
-            .collect();
+        let live: std::collections::HashSet<usize> =
+            self.virtual_hosts.previous.keys().copied().collect();
         self.tables.retain(|_, (vhosts, _)| {
             vhosts
                 .iter()
@@ -225,7 +221,10 @@ impl SnapshotBuilder {
     fn route_table(&mut self, name: &str, vhosts: &[&Arc<VirtualHostIr>]) -> Resource {
         if let Some((built_from, resource)) = self.tables.get(name)
             && built_from.len() == vhosts.len()
-            && built_from.iter().zip(vhosts).all(|(a, b)| Arc::ptr_eq(a, b))
+            && built_from
+                .iter()
+                .zip(vhosts)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
         {
             let resource = resource.clone();
             // Keep the encodings of its virtual hosts (and their routes) current.
@@ -257,7 +256,10 @@ impl SnapshotBuilder {
         let resource = encoded(name, body);
         self.tables.insert(
             name.to_owned(),
-            (vhosts.iter().map(|v| Arc::clone(v)).collect(), resource.clone()),
+            (
+                vhosts.iter().map(|v| Arc::clone(v)).collect(),
+                resource.clone(),
+            ),
         );
         resource
     }
