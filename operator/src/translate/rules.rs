@@ -316,7 +316,8 @@ fn compile_rule(
         route_filters.url_rewrite = filters.rewrite;
         route_filters.mirrors = mirrors;
         route_filters.timeouts = timeouts;
-        out.clusters.append(&mut clusters);
+        // Inserting beats `append`, which rebuilds the whole map for each rule.
+        out.clusters.extend(clusters);
         (
             RouteActionIr::Forward(ForwardIr {
                 backends,
