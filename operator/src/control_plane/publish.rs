@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 
 use super::programmed::ProgrammedState;
 use crate::translate::{GatewayIr, Translation};
-use crate::xds::from_ir::{ListenerBinding, snapshot};
+use crate::xds::from_ir::{ListenerBinding, SnapshotBuilder};
 use crate::xds::protocol::{CLUSTER, ENDPOINT, Snapshot};
 use crate::xds::server::{ProxyEvent, SnapshotStore};
 
@@ -20,6 +20,8 @@ pub struct Publisher {
     programmed: ProgrammedState,
     published: BTreeMap<String, Snapshot>,
     version: u64,
+    /// Reuses the encoding of unchanged route entries and virtual hosts between rounds.
+    builder: SnapshotBuilder,
 }
 
 impl Publisher {
@@ -31,6 +33,7 @@ impl Publisher {
             programmed: ProgrammedState::default(),
             published: BTreeMap::new(),
             version: 0,
+            builder: SnapshotBuilder::new(),
         }
     }
 
@@ -48,7 +51,7 @@ impl Publisher {
         self.version += 1;
         let version = self.version.to_string();
         for gateway in &translation.gateways {
-            let next = snapshot(gateway, binding(gateway), &version);
+            let next = self.builder.build(gateway, binding(gateway), &version);
             // Only a change of content is a new version: proxies answer nothing to an
             // identical snapshot, and Programmed waits for an answer.
             if self
@@ -74,6 +77,7 @@ impl Publisher {
             self.store.set(&gateway.name, next.clone());
             self.published.insert(gateway.name.clone(), next);
         }
+        self.builder.finish_round();
         let gone: Vec<String> = self
             .published
             .keys()

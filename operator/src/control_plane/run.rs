@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, watch};
 use super::programmed::ProgrammedState;
 use super::provider::{ClusterState, DecodeProblem, watch_all};
 use super::publish::Publisher;
-use crate::translate::{Snapshot as ApiSnapshot, Translation, translate};
+use crate::translate::{Snapshot as ApiSnapshot, Translation, Translator};
 use crate::xds::from_ir::ListenerBinding;
 use crate::xds::server::{ProxyEvent, SnapshotStore};
 
@@ -85,6 +85,8 @@ pub async fn run(
     let status_task = AbortOnDrop(tokio::spawn(write_statuses(writer, latest, leading)));
     let mut publisher = Publisher::new(store, events);
     let mut last: Option<Arc<Translation>> = None;
+    // Incremental: one change re-translates the objects it touches, not the whole cluster.
+    let mut translator = Translator::new();
     loop {
         tokio::select! {
             changed = changes.changed() => {
@@ -99,7 +101,7 @@ pub async fn run(
                     for p in problems {
                         tracing::warn!(object = %p.object, error = %p.message, "object skipped: cannot be read");
                     }
-                    translate(&input)
+                    translator.translate(&input)
                 };
                 publisher.publish(&translation, |_| settings.binding).await;
                 tracing::debug!(elapsed = ?started.elapsed(), gateways = translation.gateways.len(), "translated");

@@ -23,7 +23,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::control_plane::publish::Publisher;
-use crate::translate::{Snapshot, Translation, translate};
+use crate::translate::{Snapshot, Translation, Translator};
 use crate::xds::from_ir::ListenerBinding;
 use crate::xds::server::{AdsServer, SnapshotStore};
 use admin::{AdminState, StandaloneMetrics};
@@ -195,6 +195,7 @@ pub async fn run(options: StandaloneOptions) -> Result<(), StandaloneError> {
             source,
         })?;
     let mut last: Option<Arc<Translation>> = None;
+    let mut translator = Translator::new();
     let mut reload = true;
     loop {
         if reload {
@@ -206,7 +207,7 @@ pub async fn run(options: StandaloneOptions) -> Result<(), StandaloneError> {
             }
             if last.is_none() || !report.changed.is_empty() {
                 let snapshot = config.snapshot();
-                let translation = translate(&snapshot);
+                let translation = translator.translate(&snapshot);
                 for d in &translation.diagnostics {
                     tracing::info!(object = %d.object, category = d.category, "{}", d.message);
                 }

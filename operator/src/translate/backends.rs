@@ -11,6 +11,8 @@ use k8s_openapi::api::core::v1::ServicePort;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::conditions::reason;
+use eg_crds::upstream::Backend;
+
 use super::index::Index;
 use super::ir::{ClusterIr, ClusterSourceIr, EndpointIr, UpstreamProtocol};
 use super::refs::{GATEWAY_GROUP, Referent, Referrer, reference_allowed};
@@ -164,8 +166,39 @@ pub(super) fn resolve(
             port: port_u16,
         },
         protocol: upstream_protocol(service_port.app_protocol.as_deref()),
-        endpoints: endpoints(index, namespace, target.name, service_port),
+        // Filled in by `fill_endpoints`, once per cluster of a Gateway.
+        endpoints: Vec::new(),
     })
+}
+
+/// Sets the ready endpoints of a cluster [`resolve`] returned. Endpoints are the only part of
+/// a cluster that depends on EndpointSlices, so keeping them apart lets route entries stay
+/// valid while only endpoints change.
+pub(super) fn fill_endpoints(index: &Index<'_>, cluster: &mut ClusterIr) {
+    let (namespace, name, port) = match &cluster.source {
+        ClusterSourceIr::Service {
+            namespace,
+            name,
+            port,
+        } => (namespace, name, port),
+        ClusterSourceIr::Backend { namespace, name } => {
+            cluster.endpoints = index
+                .backend(namespace, name)
+                .and_then(|b| backend_endpoints(b).ok())
+                .unwrap_or_default();
+            return;
+        }
+    };
+    let service_port = index
+        .service(namespace, name)
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|p| p.port == i32::from(*port) && p.protocol.as_deref().unwrap_or("TCP") == "TCP");
+    cluster.endpoints = service_port
+        .map(|p| endpoints(index, namespace, name, p))
+        .unwrap_or_default();
 }
 
 /// Resolves a backendRef to an Envoy Gateway `Backend`. The ref's port is not used: every
@@ -206,55 +239,14 @@ fn resolve_backend(
         let (namespace, name) = ids();
         return Err(BackendError::BackendNotFound { namespace, name });
     };
-    let invalid = |problem: String| {
+    if let Err(problem) = backend_endpoints(backend) {
         let (namespace, name) = ids();
-        BackendError::InvalidBackend {
+        return Err(BackendError::InvalidBackend {
             namespace,
             name,
             problem,
-        }
-    };
-    if backend.spec.endpoints.is_empty() {
-        return Err(invalid("spec.endpoints is empty".into()));
+        });
     }
-    let mut endpoints = Vec::with_capacity(backend.spec.endpoints.len());
-    for (i, e) in backend.spec.endpoints.iter().enumerate() {
-        let port = |p: i32| {
-            u16::try_from(p)
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| invalid(format!("spec.endpoints[{i}]: port {p} is out of range")))
-        };
-        let endpoint = match (&e.ip, &e.fqdn, &e.unix) {
-            (Some(ip), None, None) => {
-                if ip.address.parse::<std::net::IpAddr>().is_err() {
-                    return Err(invalid(format!(
-                        "spec.endpoints[{i}].ip.address {:?} is not an IP address",
-                        ip.address
-                    )));
-                }
-                EndpointIr::Ip {
-                    ip: ip.address.clone(),
-                    port: port(ip.port)?,
-                }
-            }
-            (None, Some(fqdn), None) => EndpointIr::Hostname {
-                hostname: fqdn.hostname.clone(),
-                port: port(fqdn.port)?,
-            },
-            (None, None, Some(unix)) => EndpointIr::Unix {
-                path: unix.path.clone(),
-            },
-            _ => {
-                return Err(invalid(format!(
-                    "spec.endpoints[{i}] must set exactly one of ip, fqdn, unix"
-                )));
-            }
-        };
-        endpoints.push(endpoint);
-    }
-    endpoints.sort();
-    endpoints.dedup();
     let protocol = if backend
         .spec
         .app_protocols
@@ -279,8 +271,55 @@ fn resolve_backend(
             name: target.name.to_owned(),
         },
         protocol,
-        endpoints,
+        // Filled in by `fill_endpoints`, like a Service's.
+        endpoints: Vec::new(),
     })
+}
+
+/// A Backend's endpoints, or what is wrong with its spec.
+fn backend_endpoints(backend: &Backend) -> Result<Vec<EndpointIr>, String> {
+    if backend.spec.endpoints.is_empty() {
+        return Err("spec.endpoints is empty".into());
+    }
+    let mut endpoints = Vec::with_capacity(backend.spec.endpoints.len());
+    for (i, e) in backend.spec.endpoints.iter().enumerate() {
+        let port = |p: i32| {
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("spec.endpoints[{i}]: port {p} is out of range"))
+        };
+        let endpoint = match (&e.ip, &e.fqdn, &e.unix) {
+            (Some(ip), None, None) => {
+                if ip.address.parse::<std::net::IpAddr>().is_err() {
+                    return Err(format!(
+                        "spec.endpoints[{i}].ip.address {:?} is not an IP address",
+                        ip.address
+                    ));
+                }
+                EndpointIr::Ip {
+                    ip: ip.address.clone(),
+                    port: port(ip.port)?,
+                }
+            }
+            (None, Some(fqdn), None) => EndpointIr::Hostname {
+                hostname: fqdn.hostname.clone(),
+                port: port(fqdn.port)?,
+            },
+            (None, None, Some(unix)) => EndpointIr::Unix {
+                path: unix.path.clone(),
+            },
+            _ => {
+                return Err(format!(
+                    "spec.endpoints[{i}] must set exactly one of ip, fqdn, unix"
+                ));
+            }
+        };
+        endpoints.push(endpoint);
+    }
+    endpoints.sort();
+    endpoints.dedup();
+    Ok(endpoints)
 }
 
 /// The cluster name of a Service port.

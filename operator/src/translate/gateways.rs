@@ -6,7 +6,8 @@
 //! Every listener reports all four condition types (Accepted, Conflicted, Programmed,
 //! ResolvedRefs) so a reader never has to infer a missing one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use gateway_api::apis::standard::gatewayclasses::{GatewayClass, GatewayClassStatus};
 use gateway_api::apis::standard::gateways::{
@@ -15,6 +16,7 @@ use gateway_api::apis::standard::gateways::{
 };
 
 use super::Diagnostic;
+use super::backends;
 use super::conditions::{Problem, condition, kind, reason, verdict};
 use super::hostname;
 use super::index::Index;
@@ -23,6 +25,7 @@ use super::ir::{
 };
 use super::precedence::{self, PrecedenceKey};
 use super::refs::{GATEWAY_GROUP, NamespacePolicy};
+use super::routes::RouteOutcome;
 use super::tls;
 
 /// The only route kind this translator attaches.
@@ -79,12 +82,39 @@ pub(super) fn class_accepted(status: &GatewayClassStatus) -> bool {
         .any(|c| c.type_ == kind::ACCEPTED && c.status == "True")
 }
 
-/// A route entry placed on a listener under one hostname.
+/// One route entry as placed on a listener, with its precedence.
 #[derive(Debug)]
-pub(super) struct PlacedRoute {
-    pub host: String,
+pub(super) struct PlacedEntry {
     pub key: PrecedenceKey,
-    pub route: RouteIr,
+    pub route: Arc<RouteIr>,
+}
+
+/// Virtual hosts built by earlier translations, by Gateway key, listener name and hostname,
+/// with the entry lists they were built from. A virtual host is reused when it is built from
+/// the very same lists (pointer equality: the lists are immutable and kept alive here, so an
+/// equal pointer means equal content), which spares re-sorting every hostname of a large
+/// Gateway when one route changes, and keeps the `Arc`s stable for the Envoy encoder's cache.
+#[derive(Debug, Default)]
+pub(super) struct VirtualHostCache {
+    /// What the previous translation built; entries still current move to `current`.
+    previous: HashMap<(String, String), HashMap<Arc<str>, CachedVirtualHost>>,
+    current: HashMap<(String, String), HashMap<Arc<str>, CachedVirtualHost>>,
+}
+
+impl VirtualHostCache {
+    /// Ends a translation: what it did not use (removed listeners and hostnames) is dropped.
+    pub fn finish_translation(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
+}
+
+/// The entry lists a virtual host is made of, one per route placed under its hostname.
+type Sources = Vec<Arc<[PlacedEntry]>>;
+
+#[derive(Debug)]
+struct CachedVirtualHost {
+    sources: Sources,
+    built: Arc<VirtualHostIr>,
 }
 
 /// A listener being translated: its validation verdicts and what routes attached to it.
@@ -103,12 +133,10 @@ pub(super) struct ListenerCtx {
     conflicted: Option<Problem>,
     resolved_refs: Option<Problem>,
     programmed: Option<Problem>,
-    /// Routes (`ns/name`) accepted on this listener: the `attachedRoutes` count.
-    pub attached: BTreeSet<String>,
-    /// Routes already placed, so a route attached twice (whole Gateway and sectionName) is
-    /// programmed once.
-    pub placed: BTreeSet<String>,
-    pub routes: Vec<PlacedRoute>,
+    /// Routes accepted on this listener: the `attachedRoutes` count.
+    pub attached: usize,
+    /// Entry lists placed on this listener, by hostname, in route order.
+    pub routes: Vec<(Arc<str>, Arc<[PlacedEntry]>)>,
     /// `(category, message)` of errors found while validating.
     diagnostics: Vec<(&'static str, String)>,
 }
@@ -132,8 +160,7 @@ impl ListenerCtx {
             conflicted: None,
             resolved_refs: None,
             programmed: None,
-            attached: BTreeSet::new(),
-            placed: BTreeSet::new(),
+            attached: 0,
             routes: Vec::new(),
             diagnostics: Vec::new(),
         }
@@ -188,7 +215,7 @@ impl ListenerCtx {
             })
         });
         GatewayStatusListeners {
-            attached_routes: i32::try_from(self.attached.len()).unwrap_or(i32::MAX),
+            attached_routes: i32::try_from(self.attached).unwrap_or(i32::MAX),
             conditions: vec![
                 verdict(
                     kind::ACCEPTED,
@@ -218,29 +245,47 @@ impl ListenerCtx {
         }
     }
 
-    fn into_ir(self, gateway_key: &str) -> Option<ListenerIr> {
+    fn into_ir(self, gateway_key: &str, cache: &mut VirtualHostCache) -> Option<ListenerIr> {
         if !self.is_valid() {
             return None;
         }
         let port = u16::try_from(self.port).ok()?;
         let protocol = self.protocol?;
-        let mut by_host: BTreeMap<String, Vec<(PrecedenceKey, RouteIr)>> = BTreeMap::new();
-        for placed in self.routes {
-            by_host
-                .entry(placed.host)
-                .or_default()
-                .push((placed.key, placed.route));
+        let mut by_host: HashMap<Arc<str>, Sources> = HashMap::new();
+        for (host, entries) in self.routes {
+            by_host.entry(host).or_default().push(entries);
         }
-        let mut hosts: Vec<(String, Vec<(PrecedenceKey, RouteIr)>)> = by_host.into_iter().collect();
-        hosts.sort_by(|a, b| hostname::specificity(&a.0, &b.0));
+        let mut hosts: Vec<(Arc<str>, Sources)> = by_host.into_iter().collect();
+        hosts.sort_by_cached_key(|(host, _)| hostname::SpecificityKey::new(host));
+        let cache_key = (gateway_key.to_owned(), self.name.clone());
+        let mut previous = cache.previous.remove(&cache_key).unwrap_or_default();
+        let mut current = HashMap::with_capacity(hosts.len());
         let virtual_hosts = hosts
             .into_iter()
-            .map(|(host, routes)| VirtualHostIr {
-                name: format!("{gateway_key}/{}/{host}", self.name),
-                domains: vec![host],
-                routes: precedence::sort(routes),
+            .map(|(host, sources)| {
+                let built = match previous.remove(&host) {
+                    Some(c)
+                        if c.sources.len() == sources.len()
+                            && c.sources
+                                .iter()
+                                .zip(&sources)
+                                .all(|(a, b)| Arc::ptr_eq(a, b)) =>
+                    {
+                        c.built
+                    }
+                    _ => Arc::new(virtual_host(gateway_key, &self.name, &host, &sources)),
+                };
+                current.insert(
+                    host,
+                    CachedVirtualHost {
+                        sources,
+                        built: built.clone(),
+                    },
+                );
+                built
             })
             .collect();
+        cache.current.insert(cache_key, current);
         Some(ListenerIr {
             name: self.name,
             port,
@@ -249,6 +294,22 @@ impl ListenerCtx {
             tls: self.tls,
             virtual_hosts,
         })
+    }
+}
+
+/// The virtual host of `host` on a listener: every entry placed there, in precedence order.
+fn virtual_host(
+    gateway_key: &str,
+    listener: &str,
+    host: &str,
+    sources: &[Arc<[PlacedEntry]>],
+) -> VirtualHostIr {
+    let mut entries: Vec<&PlacedEntry> = sources.iter().flat_map(|s| s.iter()).collect();
+    precedence::sort(&mut entries, |e| &e.key);
+    VirtualHostIr {
+        name: format!("{gateway_key}/{listener}/{host}"),
+        domains: vec![host.to_owned()],
+        routes: entries.into_iter().map(|e| e.route.clone()).collect(),
     }
 }
 
@@ -299,8 +360,34 @@ impl GatewayCtx {
         }
     }
 
-    /// Produces the Gateway's IR, status and diagnostics.
-    pub fn finish(self) -> (GatewayIr, GatewayStatus, Vec<Diagnostic>) {
+    /// Adds one route's contribution: its attachments and entries on this Gateway's listeners.
+    pub fn apply(contexts: &mut [GatewayCtx], outcome: &RouteOutcome) {
+        for &(g, l) in &outcome.attached {
+            contexts[g].listeners[l].attached += 1;
+        }
+        for p in &outcome.placements {
+            let gateway = &mut contexts[p.gateway];
+            let listener = &mut gateway.listeners[p.listener];
+            listener
+                .routes
+                .extend(p.hosts.iter().map(|h| (h.clone(), p.entries.clone())));
+            for cluster in outcome.clusters.iter() {
+                if !gateway.clusters.contains_key(&cluster.name) {
+                    gateway
+                        .clusters
+                        .insert(cluster.name.clone(), cluster.clone());
+                }
+            }
+        }
+    }
+
+    /// Produces the Gateway's IR, status and diagnostics, reusing the virtual hosts of `cache`
+    /// that are still current.
+    pub fn finish(
+        self,
+        index: &Index<'_>,
+        cache: &mut VirtualHostCache,
+    ) -> (GatewayIr, GatewayStatus, Vec<Diagnostic>) {
         let generation = self.generation;
         let diagnostics = self
             .listeners
@@ -384,13 +471,19 @@ impl GatewayCtx {
         let listeners = self
             .listeners
             .into_iter()
-            .filter_map(|l| l.into_ir(&key))
+            .filter_map(|l| l.into_ir(&key, cache))
             .collect();
+        let mut clusters = self.clusters;
+        // Once per cluster rather than once per reference, and last, so routes need not be
+        // recompiled when only endpoints change.
+        for cluster in clusters.values_mut() {
+            backends::fill_endpoints(index, cluster);
+        }
         let ir = GatewayIr {
             name: key,
             class_name: self.class_name,
             listeners,
-            clusters: self.clusters,
+            clusters,
         };
         (ir, status, diagnostics)
     }

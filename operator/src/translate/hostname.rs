@@ -94,18 +94,32 @@ pub(super) fn isolate(
 /// Specificity order (most specific first): exact names, then wildcards with more labels, then
 /// `"*"`; ties by length then alphabetically so the order is total and deterministic.
 pub(super) fn specificity(a: &str, b: &str) -> Ordering {
-    fn rank(h: &str) -> (u8, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>) {
-        let class = if h == ANY {
-            2
-        } else if h.starts_with('*') {
-            1
-        } else {
-            0
-        };
-        let labels = h.split('.').count();
-        (class, std::cmp::Reverse(labels), std::cmp::Reverse(h.len()))
-    }
     rank(a).cmp(&rank(b)).then_with(|| a.cmp(b))
+}
+
+type Rank = (u8, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>);
+
+fn rank(h: &str) -> Rank {
+    let class = if h == ANY {
+        2
+    } else if h.starts_with('*') {
+        1
+    } else {
+        0
+    };
+    let labels = h.split('.').count();
+    (class, std::cmp::Reverse(labels), std::cmp::Reverse(h.len()))
+}
+
+/// A hostname's place in [`specificity`] order as a sort key, for sorting many hostnames
+/// without recounting their labels at every comparison.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct SpecificityKey(Rank, std::sync::Arc<str>);
+
+impl SpecificityKey {
+    pub fn new(host: &std::sync::Arc<str>) -> Self {
+        Self(rank(host), host.clone())
+    }
 }
 
 /// Sorts hostnames most specific first.

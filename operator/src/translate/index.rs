@@ -22,10 +22,12 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 #[derive(Debug)]
 pub(super) struct Index<'a> {
     namespaces: BTreeMap<&'a str, &'a Namespace>,
-    services: BTreeMap<(String, String), &'a Service>,
-    endpoint_slices: BTreeMap<(String, String), Vec<&'a EndpointSlice>>,
-    secrets: BTreeMap<(String, String), &'a Secret>,
-    backends: BTreeMap<(String, String), &'a Backend>,
+    // Keyed by borrowed `(namespace, name)` so lookups allocate nothing: they run once per
+    // backendRef, tens of thousands of times for a large Gateway.
+    services: BTreeMap<(&'a str, &'a str), &'a Service>,
+    endpoint_slices: BTreeMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    secrets: BTreeMap<(&'a str, &'a str), &'a Secret>,
+    backends: BTreeMap<(&'a str, &'a str), &'a Backend>,
     pub grants: Vec<&'a ReferenceGrant>,
     /// Whether backendRefs may name Envoy Gateway `Backend`s.
     pub backend_api: bool,
@@ -42,10 +44,10 @@ impl<'a> Index<'a> {
         let mut services = BTreeMap::new();
         for svc in &snapshot.services {
             if let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) {
-                services.entry((ns.clone(), name.clone())).or_insert(svc);
+                services.entry((ns.as_str(), name.as_str())).or_insert(svc);
             }
         }
-        let mut endpoint_slices: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
+        let mut endpoint_slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
         for slice in &snapshot.endpoint_slices {
             let service = slice
                 .metadata
@@ -54,7 +56,7 @@ impl<'a> Index<'a> {
                 .and_then(|l| l.get(SERVICE_NAME_LABEL));
             if let (Some(ns), Some(service)) = (&slice.metadata.namespace, service) {
                 endpoint_slices
-                    .entry((ns.clone(), service.clone()))
+                    .entry((ns.as_str(), service.as_str()))
                     .or_default()
                     .push(slice);
             }
@@ -65,14 +67,16 @@ impl<'a> Index<'a> {
         let mut secrets = BTreeMap::new();
         for secret in &snapshot.secrets {
             if let (Some(ns), Some(name)) = (&secret.metadata.namespace, &secret.metadata.name) {
-                secrets.entry((ns.clone(), name.clone())).or_insert(secret);
+                secrets
+                    .entry((ns.as_str(), name.as_str()))
+                    .or_insert(secret);
             }
         }
         let mut backends = BTreeMap::new();
         for backend in &snapshot.backends {
             if let (Some(ns), Some(name)) = (&backend.metadata.namespace, &backend.metadata.name) {
                 backends
-                    .entry((ns.clone(), name.clone()))
+                    .entry((ns.as_str(), name.as_str()))
                     .or_insert(backend);
             }
         }
@@ -97,27 +101,25 @@ impl<'a> Index<'a> {
     }
 
     pub fn service(&self, namespace: &str, name: &str) -> Option<&'a Service> {
-        self.services
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .copied()
+        self.services.get(&(namespace, name)).copied()
     }
 
     /// The Service's EndpointSlices, by slice name.
-    pub fn endpoint_slices(&self, namespace: &str, service: &str) -> &[&'a EndpointSlice] {
+    pub fn endpoint_slices<'s>(
+        &'s self,
+        namespace: &'s str,
+        service: &'s str,
+    ) -> &'s [&'a EndpointSlice] {
         self.endpoint_slices
-            .get(&(namespace.to_owned(), service.to_owned()))
+            .get(&(namespace, service))
             .map_or(&[], Vec::as_slice)
     }
 
     pub fn backend(&self, namespace: &str, name: &str) -> Option<&'a Backend> {
-        self.backends
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .copied()
+        self.backends.get(&(namespace, name)).copied()
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&'a Secret> {
-        self.secrets
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .copied()
+        self.secrets.get(&(namespace, name)).copied()
     }
 }

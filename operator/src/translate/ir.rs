@@ -19,8 +19,14 @@
 //! - [`RouteIr`]: one per (HTTPRoute rule, match), already in Gateway API precedence order.
 //! - [`ClusterIr`]: one per backend identity (`service/{ns}/{name}/{port}`), shared by every
 //!   route of the Gateway that sends traffic to it.
+//!
+//! Virtual hosts and route entries are behind `Arc`: a route with five hostnames has the same
+//! entries under each, and an unchanged virtual host is handed from one translation to the
+//! next, so sharing them keeps large Gateways small and lets consumers recognise (by pointer)
+//! what they already converted. Serialization is unaffected.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -64,7 +70,8 @@ pub struct ListenerIr {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsIr>,
     /// Most specific hostname first; empty when no route is attached (Envoy answers 404).
-    pub virtual_hosts: Vec<VirtualHostIr>,
+    #[serde(with = "shared")]
+    pub virtual_hosts: Vec<Arc<VirtualHostIr>>,
 }
 
 /// Listener protocols this translator programs. TCP, UDP and TLS listeners are rejected with
@@ -114,7 +121,8 @@ pub struct VirtualHostIr {
     /// "Implementations MUST ignore any port value specified in the HTTP Host header").
     pub domains: Vec<String>,
     /// In Gateway API precedence order: the first route that matches a request wins.
-    pub routes: Vec<RouteIr>,
+    #[serde(with = "shared")]
+    pub routes: Vec<Arc<RouteIr>>,
 }
 
 /// One HTTPRoute rule match, with what to do with matching requests.
@@ -410,4 +418,28 @@ pub enum EndpointIr {
 
 fn is_zero(value: &u32) -> bool {
     *value == 0
+}
+
+/// Serde for `Vec<Arc<T>>` exactly as for `Vec<T>` (serde's own `Arc` support needs its `rc`
+/// feature, which would rebuild every crate of the dependency tree for two fields).
+mod shared {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(
+        items: &[Arc<T>],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(items.iter().map(|item| &**item))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Arc<T>>, D::Error> {
+        Ok(Vec::<T>::deserialize(deserializer)?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
+    }
 }

@@ -33,7 +33,8 @@ mod routes;
 mod rules;
 mod tls;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use gateway_api::apis::standard::gatewayclasses::{GatewayClass, GatewayClassStatus};
 use gateway_api::apis::standard::gateways::{Gateway, GatewayStatus};
@@ -137,6 +138,99 @@ pub struct Statuses {
 
 /// Translates a snapshot. Total and deterministic; see the module docs.
 pub fn translate(snapshot: &Snapshot) -> Translation {
+    run(snapshot, None)
+}
+
+/// A translator that remembers its previous work, for a control plane translating one snapshot
+/// after another that differ in a few objects.
+///
+/// [`Translator::translate`] returns exactly what [`translate`] returns for the same snapshot;
+/// it only skips work whose inputs did not change:
+/// - each HTTPRoute's contribution (compiled rules, attachment, status, entries) is kept while
+///   the route is equal to the one it was computed from and nothing it can depend on changed —
+///   GatewayClasses, Gateways, Services, ReferenceGrants, Secrets, Namespaces and the
+///   controller name. A change to any of those recomputes every route; EndpointSlices are read
+///   after routes (cluster endpoints only), so endpoint churn never does;
+/// - each virtual host is kept while the very same route contributions make it up.
+///
+/// Plain data: no I/O, no clock, no interior mutability. Memory is one copy of the HTTPRoutes
+/// and of the objects listed above, plus the previous IR.
+#[derive(Debug, Default)]
+pub struct Translator {
+    /// The inputs route contributions depend on besides the route itself, as last seen.
+    world: Option<World>,
+    routes: HashMap<Arc<str>, CachedRoute>,
+    virtual_hosts: gateways::VirtualHostCache,
+}
+
+#[derive(Debug)]
+struct CachedRoute {
+    route: HttpRoute,
+    outcome: Option<Arc<routes::RouteOutcome>>,
+}
+
+/// Everything of a [`Snapshot`] but HTTPRoutes and EndpointSlices. (Backends carry their own
+/// endpoints, so a Backend change is a world change.)
+#[derive(Debug, PartialEq)]
+struct World {
+    controller_name: String,
+    gateway_classes: Vec<GatewayClass>,
+    gateways: Vec<Gateway>,
+    reference_grants: Vec<ReferenceGrant>,
+    services: Vec<Service>,
+    secrets: Vec<Secret>,
+    namespaces: Vec<Namespace>,
+    backends: Vec<eg_crds::upstream::Backend>,
+    backend_api: bool,
+}
+
+impl World {
+    fn matches(&self, s: &Snapshot) -> bool {
+        self.controller_name == s.controller_name
+            && self.gateway_classes == s.gateway_classes
+            && self.gateways == s.gateways
+            && self.reference_grants == s.reference_grants
+            && self.services == s.services
+            && self.secrets == s.secrets
+            && self.namespaces == s.namespaces
+            && self.backends == s.backends
+            && self.backend_api == s.backend_api
+    }
+
+    fn of(s: &Snapshot) -> Self {
+        Self {
+            controller_name: s.controller_name.clone(),
+            gateway_classes: s.gateway_classes.clone(),
+            gateways: s.gateways.clone(),
+            reference_grants: s.reference_grants.clone(),
+            services: s.services.clone(),
+            secrets: s.secrets.clone(),
+            namespaces: s.namespaces.clone(),
+            backends: s.backends.clone(),
+            backend_api: s.backend_api,
+        }
+    }
+}
+
+impl Translator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Translates a snapshot, reusing what earlier calls computed from equal inputs. The result
+    /// equals `translate(snapshot)`.
+    pub fn translate(&mut self, snapshot: &Snapshot) -> Translation {
+        if !self.world.as_ref().is_some_and(|w| w.matches(snapshot)) {
+            self.routes.clear();
+            self.world = Some(World::of(snapshot));
+        }
+        run(snapshot, Some(self))
+    }
+}
+
+/// The translation itself; `memo` holds what an incremental [`Translator`] may reuse, and
+/// its `world` has already been checked against `snapshot`.
+fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
     let index = index::Index::new(snapshot);
     let mut status = Statuses {
         gateway_classes: gateways::classes(&snapshot.controller_name, &snapshot.gateway_classes),
@@ -166,35 +260,67 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
 
     // Route order does not change the IR (entries are sorted by precedence) but fixing it
     // keeps every intermediate step reproducible.
-    let mut http_routes: Vec<&HttpRoute> = snapshot.http_routes.iter().collect();
-    http_routes.sort_by_key(|r| object_key(&r.metadata));
+    let mut http_routes: Vec<(Arc<str>, &HttpRoute)> = snapshot
+        .http_routes
+        .iter()
+        .map(|r| (Arc::from(object_key(&r.metadata)), r))
+        .collect();
+    http_routes.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut previous = memo
+        .as_deref_mut()
+        .map(|m| std::mem::take(&mut m.routes))
+        .unwrap_or_default();
     let mut route_diagnostics = Vec::new();
-    for route in http_routes {
-        let key = object_key(&route.metadata);
-        if let Some((route_status, problems)) = routes::process(
-            route,
-            &mut contexts,
-            &by_key,
-            &index,
-            &snapshot.controller_name,
-        ) {
-            route_diagnostics.extend(problems.into_iter().map(|(category, message)| Diagnostic {
-                object: format!("HTTPRoute {key}"),
-                category,
-                message,
+    for (key, route) in http_routes {
+        let reused = previous.remove(&key).filter(|c| c.route == *route);
+        let outcome = match &reused {
+            Some(c) => c.outcome.clone(),
+            None => routes::process(
+                route,
+                &key,
+                &contexts,
+                &by_key,
+                &index,
+                &snapshot.controller_name,
+            )
+            .map(Arc::new),
+        };
+        if let Some(m) = memo.as_deref_mut() {
+            let cached = reused.unwrap_or_else(|| CachedRoute {
+                route: route.clone(),
+                outcome: outcome.clone(),
+            });
+            m.routes.insert(key.clone(), cached);
+        }
+        if let Some(outcome) = outcome {
+            gateways::GatewayCtx::apply(&mut contexts, &outcome);
+            route_diagnostics.extend(outcome.diagnostics.iter().map(|(category, message)| {
+                Diagnostic {
+                    object: format!("HTTPRoute {key}"),
+                    category,
+                    message: message.clone(),
+                }
             }));
-            status.http_routes.insert(key, route_status);
+            status
+                .http_routes
+                .insert(key.to_string(), outcome.status.clone());
         }
     }
 
+    let mut fresh = gateways::VirtualHostCache::default();
+    let virtual_hosts = match memo {
+        Some(m) => &mut m.virtual_hosts,
+        None => &mut fresh,
+    };
     let mut irs = Vec::with_capacity(contexts.len());
     let mut diagnostics = Vec::new();
     for context in contexts {
-        let (ir, gateway_status, problems) = context.finish();
+        let (ir, gateway_status, problems) = context.finish(&index, virtual_hosts);
         diagnostics.extend(problems);
         status.gateways.insert(ir.name.clone(), gateway_status);
         irs.push(ir);
     }
+    virtual_hosts.finish_translation();
     diagnostics.extend(route_diagnostics);
     Translation {
         gateways: irs,

@@ -18,6 +18,7 @@
 //! without a creation timestamp sorts as the oldest (Go's zero time does the same upstream).
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -32,7 +33,7 @@ pub(super) struct PrecedenceKey {
     headers: Reverse<usize>,
     query: Reverse<usize>,
     created: Option<Time>,
-    route: String,
+    route: Arc<str>,
     rule: usize,
     match_index: usize,
 }
@@ -43,7 +44,7 @@ impl PrecedenceKey {
     pub fn new(
         route: &RouteIr,
         created: Option<&Time>,
-        route_key: &str,
+        route_key: &Arc<str>,
         rule: usize,
         match_index: usize,
     ) -> Self {
@@ -59,17 +60,17 @@ impl PrecedenceKey {
             headers: Reverse(route.headers.len()),
             query: Reverse(route.query.len()),
             created: created.cloned(),
-            route: route_key.to_owned(),
+            route: route_key.clone(),
             rule,
             match_index,
         }
     }
 }
 
-/// Sorts keyed routes into precedence order and drops the keys.
-pub(super) fn sort(mut routes: Vec<(PrecedenceKey, RouteIr)>) -> Vec<RouteIr> {
-    routes.sort_by(|a, b| a.0.cmp(&b.0));
-    routes.into_iter().map(|(_, r)| r).collect()
+/// Sorts entries into precedence order. Keys are unique per (route, rule, match), so the order
+/// is total and an unstable sort is deterministic.
+pub(super) fn sort<T>(entries: &mut [T], key: impl Fn(&T) -> &PrecedenceKey) {
+    entries.sort_unstable_by(|a, b| key(a).cmp(key(b)));
 }
 
 #[cfg(test)]
@@ -101,13 +102,17 @@ mod tests {
         }
     }
 
-    fn names(routes: Vec<RouteIr>) -> Vec<String> {
-        routes.into_iter().map(|r| r.name).collect()
+    fn names(mut routes: Vec<(PrecedenceKey, RouteIr)>) -> Vec<String> {
+        sort(&mut routes, |(k, _)| k);
+        routes.into_iter().map(|(_, r)| r.name).collect()
     }
 
     fn keyed(r: RouteIr, created: Option<i64>, key: &str, rule: usize) -> (PrecedenceKey, RouteIr) {
         let time = created.map(|s| Time(Timestamp::from_second(s).expect("valid time")));
-        (PrecedenceKey::new(&r, time.as_ref(), key, rule, 0), r)
+        (
+            PrecedenceKey::new(&r, time.as_ref(), &key.into(), rule, 0),
+            r,
+        )
     }
 
     #[test]
@@ -145,7 +150,7 @@ mod tests {
             ),
         ];
         assert_eq!(
-            names(sort(routes)),
+            names(routes),
             [
                 "exact-long",
                 "exact",
@@ -178,7 +183,7 @@ mod tests {
             keyed(with_method, None, "a/r", 4),
         ];
         assert_eq!(
-            names(sort(routes)),
+            names(routes),
             ["method", "two-headers", "one-header", "query", "plain"]
         );
     }
@@ -194,7 +199,7 @@ mod tests {
             keyed(route("no-timestamp", p()), None, "z/none", 0),
         ];
         assert_eq!(
-            names(sort(routes)),
+            names(routes),
             [
                 "no-timestamp",
                 "old-a-rule0",

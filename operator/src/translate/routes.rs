@@ -20,6 +20,7 @@
 //! listeners get the route's entries in the IR.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use gateway_api::apis::standard::httproutes::{
     HttpRoute, HttpRouteParentRefs, HttpRouteStatus, HttpRouteStatusParents,
@@ -27,26 +28,55 @@ use gateway_api::apis::standard::httproutes::{
 };
 
 use super::conditions::{Problem, condition, kind, reason, verdict};
-use super::gateways::{GatewayCtx, PlacedRoute};
+use super::gateways::{GatewayCtx, PlacedEntry};
 use super::hostname;
 use super::index::Index;
-use super::ir::RouteActionIr;
+use super::ir::{ClusterIr, RouteActionIr};
 use super::precedence::PrecedenceKey;
 use super::refs::GATEWAY_GROUP;
 use super::rules::{self, CompiledRoute};
 
-/// Attaches `route` to our Gateways and returns its status and `(category, message)`
-/// diagnostics, or `None` when no parentRef is ours.
+/// Everything one HTTPRoute contributes to the translation. It depends only on the route and on
+/// the Gateways, listeners, Services, grants and Namespaces it was computed against — never on
+/// other routes — which is what lets the incremental translator keep it while those are
+/// unchanged.
+#[derive(Debug)]
+pub(super) struct RouteOutcome {
+    pub status: HttpRouteStatus,
+    /// `(category, message)` of every problem found.
+    pub diagnostics: Vec<(&'static str, String)>,
+    /// `(gateway, listener)` indexes the route is attached to (counted in `attachedRoutes`),
+    /// each once.
+    pub attached: Vec<(usize, usize)>,
+    /// The route's entries on each valid listener it is programmed on, each listener once.
+    pub placements: Vec<Placement>,
+    /// Clusters the entries use (endpoints not filled in: the Gateway does that once per
+    /// cluster), shared by every placement.
+    pub clusters: Arc<[ClusterIr]>,
+}
+
+/// The route's entries on one listener, served under each of `hosts`.
+#[derive(Debug)]
+pub(super) struct Placement {
+    pub gateway: usize,
+    pub listener: usize,
+    pub hosts: Vec<Arc<str>>,
+    /// One per (kept rule, match), shared by every host: only redirect ports depend on the
+    /// listener, never on the hostname.
+    pub entries: Arc<[PlacedEntry]>,
+}
+
+/// Attaches `route` to our Gateways, or `None` when no parentRef is ours. `key` is the route's
+/// `"{namespace}/{name}"`.
 pub(super) fn process(
     route: &HttpRoute,
-    gateways: &mut [GatewayCtx],
+    key: &Arc<str>,
+    gateways: &[GatewayCtx],
     by_key: &BTreeMap<String, usize>,
     index: &Index<'_>,
     controller_name: &str,
-) -> Option<(HttpRouteStatus, Vec<(&'static str, String)>)> {
+) -> Option<RouteOutcome> {
     let namespace = route.metadata.namespace.as_deref().unwrap_or_default();
-    let name = route.metadata.name.as_deref().unwrap_or_default();
-    let key = format!("{namespace}/{name}");
     let relevant: Vec<(&HttpRouteParentRefs, usize)> = route
         .spec
         .parent_refs
@@ -74,11 +104,20 @@ pub(super) fn process(
 
     let compiled = rules::compile(route, index);
     let ctx = RouteCtx {
-        key: &key,
+        key,
         namespace,
         route,
         compiled: &compiled,
         index,
+    };
+    let mut outcome = RouteOutcome {
+        status: HttpRouteStatus {
+            parents: Vec::with_capacity(relevant.len()),
+        },
+        diagnostics: Vec::new(),
+        attached: Vec::new(),
+        placements: Vec::new(),
+        clusters: compiled.clusters.values().cloned().collect(),
     };
     let generation = route.metadata.generation;
     let resolved_refs = compiled.unresolved.first().map(|first| {
@@ -98,9 +137,8 @@ pub(super) fn process(
             .join("; ")
     };
 
-    let mut parents = Vec::with_capacity(relevant.len());
     for (parent, gateway_index) in relevant {
-        let accepted = ctx.attach(parent, &mut gateways[gateway_index]);
+        let accepted = ctx.attach(parent, gateway_index, gateways, &mut outcome);
         let mut conditions = vec![
             verdict(
                 kind::ACCEPTED,
@@ -135,7 +173,7 @@ pub(super) fn process(
                 generation,
             ));
         }
-        parents.push(HttpRouteStatusParents {
+        outcome.status.parents.push(HttpRouteStatusParents {
             conditions,
             controller_name: controller_name.to_owned(),
             parent_ref: HttpRouteStatusParentsParentRef {
@@ -148,12 +186,13 @@ pub(super) fn process(
             },
         });
     }
-    Some((HttpRouteStatus { parents }, compiled.diagnostics))
+    outcome.diagnostics = compiled.diagnostics;
+    Some(outcome)
 }
 
 /// One HTTPRoute being attached.
 struct RouteCtx<'r> {
-    key: &'r str,
+    key: &'r Arc<str>,
     namespace: &'r str,
     route: &'r HttpRoute,
     compiled: &'r CompiledRoute,
@@ -165,8 +204,11 @@ impl RouteCtx<'_> {
     fn attach(
         &self,
         parent: &HttpRouteParentRefs,
-        gateway: &mut GatewayCtx,
+        gateway_index: usize,
+        gateways: &[GatewayCtx],
+        outcome: &mut RouteOutcome,
     ) -> Result<(), Problem> {
+        let gateway = &gateways[gateway_index];
         let selected: Vec<usize> = gateway
             .listeners
             .iter()
@@ -228,17 +270,30 @@ impl RouteCtx<'_> {
             ));
         }
         for (i, hosts) in attachable {
-            gateway.listeners[i].attached.insert(self.key.to_owned());
-            self.place(gateway, i, hosts);
+            if !outcome.attached.contains(&(gateway_index, i)) {
+                outcome.attached.push((gateway_index, i));
+            }
+            self.place(gateway, gateway_index, i, hosts, outcome);
         }
         Ok(())
     }
 
     /// Adds the route's entries to a valid listener, once per listener, under the hostnames
     /// left after listener isolation.
-    fn place(&self, gateway: &mut GatewayCtx, listener_index: usize, hosts: Vec<String>) {
+    fn place(
+        &self,
+        gateway: &GatewayCtx,
+        gateway_index: usize,
+        listener_index: usize,
+        hosts: Vec<String>,
+        outcome: &mut RouteOutcome,
+    ) {
         let listener = &gateway.listeners[listener_index];
-        if !listener.is_valid() || listener.placed.contains(self.key) {
+        let already = outcome
+            .placements
+            .iter()
+            .any(|p| p.gateway == gateway_index && p.listener == listener_index);
+        if !listener.is_valid() || already {
             return;
         }
         let siblings: Vec<Option<String>> = gateway
@@ -249,38 +304,41 @@ impl RouteCtx<'_> {
             .map(|(_, l)| l.hostname.clone())
             .collect();
         let hosts = hostname::isolate(listener.hostname.as_deref(), &siblings, hosts);
+        if hosts.is_empty() || self.compiled.entries.is_empty() {
+            return;
+        }
         let listener_port = u16::try_from(listener.port).unwrap_or_default();
         let created = self.route.metadata.creation_timestamp.as_ref();
-        let mut placed = Vec::new();
-        for host in &hosts {
-            for entry in &self.compiled.entries {
-                let mut route = entry.route.clone();
-                if let RouteActionIr::Redirect(redirect) = &mut route.action {
-                    redirect.port = rules::redirect_port(
-                        entry.redirect_port,
-                        redirect.scheme.as_deref(),
-                        listener_port,
-                    );
-                }
+        let entries: Arc<[PlacedEntry]> = self
+            .compiled
+            .entries
+            .iter()
+            .map(|entry| {
+                let route = match &entry.route.action {
+                    RouteActionIr::Redirect(redirect) => {
+                        let mut route = (*entry.route).clone();
+                        let port = rules::redirect_port(
+                            entry.redirect_port,
+                            redirect.scheme.as_deref(),
+                            listener_port,
+                        );
+                        if let RouteActionIr::Redirect(r) = &mut route.action {
+                            r.port = port;
+                        }
+                        Arc::new(route)
+                    }
+                    _ => entry.route.clone(),
+                };
                 let key =
                     PrecedenceKey::new(&route, created, self.key, entry.rule, entry.match_index);
-                placed.push(PlacedRoute {
-                    host: host.clone(),
-                    key,
-                    route,
-                });
-            }
-        }
-        if !placed.is_empty() {
-            gateway.clusters.extend(
-                self.compiled
-                    .clusters
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            );
-        }
-        let listener = &mut gateway.listeners[listener_index];
-        listener.placed.insert(self.key.to_owned());
-        listener.routes.extend(placed);
+                PlacedEntry { key, route }
+            })
+            .collect();
+        outcome.placements.push(Placement {
+            gateway: gateway_index,
+            listener: listener_index,
+            hosts: hosts.into_iter().map(Arc::from).collect(),
+            entries,
+        });
     }
 }

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use gateway_api::apis::standard::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesBackendRefsFiltersType,
@@ -101,7 +102,9 @@ impl RuleError {
 pub(super) struct CompiledEntry {
     pub rule: usize,
     pub match_index: usize,
-    pub route: RouteIr,
+    /// Shared by every listener and hostname the route is placed under (redirects excepted:
+    /// their port depends on the listener).
+    pub route: Arc<RouteIr>,
     /// The port a RequestRedirect names explicitly; the final port depends on the listener.
     pub redirect_port: Option<u16>,
 }
@@ -111,7 +114,7 @@ pub(super) struct CompiledEntry {
 pub(super) struct CompiledRoute {
     /// Entries of the kept rules, in rule then match order.
     pub entries: Vec<CompiledEntry>,
-    /// Clusters the entries send or mirror traffic to.
+    /// Clusters the entries send or mirror traffic to, endpoints not yet filled in.
     pub clusters: BTreeMap<String, ClusterIr>,
     /// `ResolvedRefs=False` problems, in rule/backend order.
     pub unresolved: Vec<Problem>,
@@ -313,7 +316,8 @@ fn compile_rule(
         route_filters.url_rewrite = filters.rewrite;
         route_filters.mirrors = mirrors;
         route_filters.timeouts = timeouts;
-        out.clusters.append(&mut clusters);
+        // Inserting beats `append`, which rebuilds the whole map for each rule.
+        out.clusters.extend(clusters);
         (
             RouteActionIr::Forward(ForwardIr {
                 backends,
@@ -332,7 +336,7 @@ fn compile_rule(
         .map(|(match_index, m)| CompiledEntry {
             rule: rule_index,
             match_index,
-            route: RouteIr {
+            route: Arc::new(RouteIr {
                 name: format!("httproute/{key}/rule/{rule_index}/match/{match_index}"),
                 source: key.to_owned(),
                 rule_name: rule.name.clone(),
@@ -342,7 +346,7 @@ fn compile_rule(
                 method: m.method,
                 action: action.clone(),
                 filters: route_filters.clone(),
-            },
+            }),
             redirect_port,
         })
         .collect())

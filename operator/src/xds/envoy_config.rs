@@ -39,12 +39,16 @@ pub fn any<M: Message + Name>(message: &M) -> Any {
 
 /// A protocol resource named `name` whose version is a hash of its encoding.
 pub fn resource<M: Message + Name>(name: &str, message: &M) -> Resource {
-    let body = message.encode_to_vec();
+    encoded(name, message.encode_to_vec())
+}
+
+/// A protocol resource named `name` with an already encoded body, versioned like [`resource`].
+pub fn encoded(name: &str, body: Vec<u8>) -> Resource {
     let version = short_sha256_hex(&body, 8);
     Resource {
         name: name.to_owned(),
         version,
-        body,
+        body: body.into(),
     }
 }
 
@@ -230,7 +234,7 @@ mod tests {
         let other = resource("c", &eds_cluster("d"));
         assert_eq!(a.version, b.version);
         assert_ne!(a.version, other.version);
-        let decoded = Cluster::decode(a.body.as_slice()).expect("decodes");
+        let decoded = Cluster::decode(a.body.as_ref()).expect("decodes");
         assert_eq!(decoded.name, "c");
     }
 

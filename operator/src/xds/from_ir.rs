@@ -8,9 +8,18 @@
 //!   adding a route never renames, and so never drains, a live cluster.
 //! - Not yet converted (left for their issue): CORS, backendRef-level header filters, and the
 //!   500 share for `invalid_weight` (invalid backends are dropped from the split instead).
+//!
+//! Route tables dominate the cost: a Gateway with thousands of hostnames has one route table of
+//! megabytes, in which a route with five hostnames appears five times. So [`SnapshotBuilder`]
+//! encodes each distinct route entry and each virtual host once and splices the route table
+//! from those encodings (a protobuf message is the concatenation of its encoded fields), and it
+//! keeps them from one snapshot to the next for the entries and virtual hosts the translator
+//! handed over unchanged (same `Arc`). The bytes are exactly those of encoding the whole table
+//! in one go, so versions do not depend on what was cached.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
@@ -25,8 +34,8 @@ use envoy_types::pb::envoy::config::listener::v3::{
 };
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route,
-    RouteAction, RouteMatch, VirtualHost, header_matcher, query_parameter_matcher, redirect_action,
-    route, route_action, route_match,
+    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, header_matcher,
+    query_parameter_matcher, redirect_action, route, route_action, route_match,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
@@ -45,15 +54,18 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 
+use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint};
+
 use super::envoy_config::{
-    ads_source, any, eds_cluster, hostname_address, load_assignment_of, pipe_address, resource,
-    socket_address,
+    ads_source, any, eds_cluster, encoded, hostname_address, load_assignment_of, pipe_address,
+    resource, socket_address,
 };
-use super::protocol::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Snapshot};
+use super::protocol::{CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, SECRET, Snapshot};
 use crate::translate::ir::{
-    ClusterIr, EndpointIr, ForwardIr, GatewayIr, HeaderModifierIr, ListenerIr, ListenerProtocol,
-    PathMatchIr, PathModifierIr, RedirectIr, RouteActionIr, RouteIr, StringMatchIr,
-    UpstreamProtocol, VirtualHostIr,
+    ClusterIr, EndpointIr, ForwardIr, GatewayIr, HeaderModifierIr, ListenerIr, ListenerProtocol, PathMatchIr,
+    PathModifierIr, RedirectIr, RouteActionIr, RouteIr, StringMatchIr, UpstreamProtocol,
+    VirtualHostIr,
 };
 
 /// Where the proxies bind their listeners.
@@ -68,55 +80,217 @@ pub struct ListenerBinding {
 
 /// Envoy's snapshot for one Gateway, versioned by `version`.
 pub fn snapshot(gateway: &GatewayIr, binding: ListenerBinding, version: &str) -> Snapshot {
-    let mut snap = Snapshot::new(version);
-    for (port, listeners) in gateway.ports() {
-        let bind = SocketAddr::new(binding.ip, port.saturating_add(binding.port_offset));
-        let listener_name = format!("{}/{port}", gateway.name);
-        match listeners.first().map(|l| l.protocol) {
-            Some(ListenerProtocol::Http) | None => {
-                let route_name = listener_name.clone();
-                let vhosts = listeners
-                    .iter()
-                    .flat_map(|l| l.virtual_hosts.iter())
-                    .map(virtual_host)
-                    .collect();
-                snap.insert(
-                    ROUTE,
-                    resource(&route_name, &route_table(&route_name, vhosts)),
-                );
-                let chain = FilterChain {
-                    filters: vec![hcm_filter(&listener_name, &route_name)],
-                    ..FilterChain::default()
-                };
-                snap.insert(
-                    LISTENER,
-                    resource(
-                        &listener_name,
-                        &listener(&listener_name, bind, vec![chain], false),
-                    ),
-                );
-            }
-            Some(ListenerProtocol::Https) => {
-                let mut chains = Vec::new();
-                for l in &listeners {
-                    let route_name = format!("{listener_name}/{}", l.name);
-                    let vhosts = l.virtual_hosts.iter().map(virtual_host).collect();
-                    snap.insert(
-                        ROUTE,
-                        resource(&route_name, &route_table(&route_name, vhosts)),
-                    );
-                    chains.push(https_chain(&mut snap, &route_name, l));
-                }
-                snap.insert(
-                    LISTENER,
-                    resource(
-                        &listener_name,
-                        &listener(&listener_name, bind, chains, true),
-                    ),
-                );
-            }
+    SnapshotBuilder::default().build(gateway, binding, version)
+}
+
+/// Builds Envoy snapshots, remembering the encodings of route entries, virtual hosts and route
+/// tables between calls (see the module docs). Entries unused by a build are dropped at its
+/// end, so the memory held is that of the latest snapshots' route tables.
+///
+/// `build` returns exactly what [`snapshot`] returns. Encodings are found by the address of
+/// the IR's `Arc`s, which the builder keeps alive, so an address cannot be reused for other
+/// content while it is cached.
+#[derive(Debug, Default)]
+pub struct SnapshotBuilder {
+    routes: Generations<RouteIr>,
+    virtual_hosts: Generations<VirtualHostIr>,
+    /// Route tables by name, with the virtual hosts they were spliced from.
+    tables: HashMap<String, (Vec<Arc<VirtualHostIr>>, Resource)>,
+}
+
+/// Encodings keyed by the address of the IR they encode, kept while builds use them.
+#[derive(Debug)]
+struct Generations<T> {
+    previous: HashMap<usize, (Arc<T>, Arc<[u8]>)>,
+    current: HashMap<usize, (Arc<T>, Arc<[u8]>)>,
+}
+
+impl<T> Default for Generations<T> {
+    fn default() -> Self {
+        Self {
+            previous: HashMap::new(),
+            current: HashMap::new(),
         }
     }
+}
+
+impl<T> Generations<T> {
+    fn get_or_encode(&mut self, item: &Arc<T>, encode: impl FnOnce(&T) -> Vec<u8>) -> Arc<[u8]> {
+        // The address is only a lookup key; the stored `Arc` keeps it from being reused.
+        let key = Arc::as_ptr(item) as usize;
+        if let Some((_, bytes)) = self.current.get(&key) {
+            return bytes.clone();
+        }
+        let bytes = match self.previous.remove(&key) {
+            Some((_, bytes)) => bytes,
+            None => Arc::from(encode(item)),
+        };
+        self.current.insert(key, (item.clone(), bytes.clone()));
+        bytes
+    }
+
+    /// Ends a build: what it did not use is dropped.
+    fn rotate(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
+}
+
+impl SnapshotBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Envoy's snapshot for one Gateway, versioned by `version`; equal to [`snapshot`]'s.
+    pub fn build(
+        &mut self,
+        gateway: &GatewayIr,
+        binding: ListenerBinding,
+        version: &str,
+    ) -> Snapshot {
+        let mut snap = Snapshot::new(version);
+        for (port, listeners) in gateway.ports() {
+            let bind = SocketAddr::new(binding.ip, port.saturating_add(binding.port_offset));
+            let listener_name = format!("{}/{port}", gateway.name);
+            match listeners.first().map(|l| l.protocol) {
+                Some(ListenerProtocol::Http) | None => {
+                    let route_name = listener_name.clone();
+                    let vhosts: Vec<&Arc<VirtualHostIr>> = listeners
+                        .iter()
+                        .flat_map(|l| l.virtual_hosts.iter())
+                        .collect();
+                    snap.insert(ROUTE, self.route_table(&route_name, &vhosts));
+                    let chain = FilterChain {
+                        filters: vec![hcm_filter(&listener_name, &route_name)],
+                        ..FilterChain::default()
+                    };
+                    snap.insert(
+                        LISTENER,
+                        resource(
+                            &listener_name,
+                            &listener(&listener_name, bind, vec![chain], false),
+                        ),
+                    );
+                }
+                Some(ListenerProtocol::Https) => {
+                    let mut chains = Vec::new();
+                    for l in &listeners {
+                        let route_name = format!("{listener_name}/{}", l.name);
+                        let vhosts: Vec<&Arc<VirtualHostIr>> = l.virtual_hosts.iter().collect();
+                        snap.insert(ROUTE, self.route_table(&route_name, &vhosts));
+                        chains.push(https_chain(&mut snap, &route_name, l));
+                    }
+                    snap.insert(
+                        LISTENER,
+                        resource(
+                            &listener_name,
+                            &listener(&listener_name, bind, chains, true),
+                        ),
+                    );
+                }
+            }
+        }
+        add_clusters(&mut snap, gateway);
+        snap
+    }
+
+    /// Ends a round of builds (one per Gateway): encodings no build of the round used are
+    /// dropped. Without it the builder only grows.
+    pub fn finish_round(&mut self) {
+        self.routes.rotate();
+        self.virtual_hosts.rotate();
+        let live: std::collections::HashSet<usize> =
+            self.virtual_hosts.previous.keys().copied().collect();
+        self.tables.retain(|_, (vhosts, _)| {
+            vhosts
+                .iter()
+                .all(|v| live.contains(&(Arc::as_ptr(v) as usize)))
+        });
+    }
+
+    /// The route table `name` serving `vhosts`: `route_table(name, vhosts)` encoded, spliced
+    /// from per-virtual-host encodings (fields 1 and 14 around the repeated field 2).
+    fn route_table(&mut self, name: &str, vhosts: &[&Arc<VirtualHostIr>]) -> Resource {
+        if let Some((built_from, resource)) = self.tables.get(name)
+            && built_from.len() == vhosts.len()
+            && built_from
+                .iter()
+                .zip(vhosts)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+        {
+            let resource = resource.clone();
+            // Keep the encodings of its virtual hosts (and their routes) current.
+            for v in vhosts {
+                self.virtual_host_bytes(v);
+            }
+            return resource;
+        }
+        let encodings: Vec<Arc<[u8]>> = vhosts.iter().map(|v| self.virtual_host_bytes(v)).collect();
+        let head = route_table(name, Vec::new()).encode_to_vec();
+        let tail = RouteConfiguration {
+            ignore_port_in_host_matching: true,
+            ..RouteConfiguration::default()
+        }
+        .encode_to_vec();
+        let name_only = RouteConfiguration {
+            name: name.to_owned(),
+            ..RouteConfiguration::default()
+        }
+        .encode_to_vec();
+        debug_assert_eq!(head, [name_only.as_slice(), tail.as_slice()].concat());
+        let size = head.len() + encodings.iter().map(|e| e.len() + 10).sum::<usize>();
+        let mut body = Vec::with_capacity(size);
+        body.extend_from_slice(&name_only);
+        for e in &encodings {
+            put_message(&mut body, ROUTE_CONFIGURATION_VIRTUAL_HOSTS, e);
+        }
+        body.extend_from_slice(&tail);
+        let resource = encoded(name, body);
+        self.tables.insert(
+            name.to_owned(),
+            (
+                vhosts.iter().map(|v| Arc::clone(v)).collect(),
+                resource.clone(),
+            ),
+        );
+        resource
+    }
+
+    /// `virtual_host(v)` encoded: name and domains, then each route's encoding (field 3).
+    fn virtual_host_bytes(&mut self, v: &Arc<VirtualHostIr>) -> Arc<[u8]> {
+        let routes = &mut self.routes;
+        if let Some((_, bytes)) = self.virtual_hosts.current.get(&(Arc::as_ptr(v) as usize)) {
+            return bytes.clone();
+        }
+        self.virtual_hosts.get_or_encode(v, |v| {
+            let mut body = VirtualHost {
+                name: v.name.clone(),
+                domains: v.domains.clone(),
+                ..VirtualHost::default()
+            }
+            .encode_to_vec();
+            for r in &v.routes {
+                let bytes = routes.get_or_encode(r, |r| route_of(r).encode_to_vec());
+                put_message(&mut body, VIRTUAL_HOST_ROUTES, &bytes);
+            }
+            body
+        })
+    }
+}
+
+/// `RouteConfiguration.virtual_hosts`.
+const ROUTE_CONFIGURATION_VIRTUAL_HOSTS: u32 = 2;
+/// `VirtualHost.routes`.
+const VIRTUAL_HOST_ROUTES: u32 = 3;
+
+/// Appends an embedded message field, as prost encodes one.
+fn put_message(out: &mut Vec<u8>, tag: u32, encoded: &[u8]) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(encoded.len() as u64, out);
+    out.extend_from_slice(encoded);
+}
+
+/// Every cluster of the Gateway, with its endpoints: over EDS, or inline for DNS clusters.
+fn add_clusters(snap: &mut Snapshot, gateway: &GatewayIr) {
     for (name, cluster) in &gateway.clusters {
         let addresses: Vec<Address> = cluster.endpoints.iter().filter_map(address_of).collect();
         let mut envoy = envoy_cluster(cluster);
@@ -133,13 +307,9 @@ pub fn snapshot(gateway: &GatewayIr, binding: ListenerBinding, version: &str) ->
             snap.insert(CLUSTER, resource(name, &envoy));
         } else {
             snap.insert(CLUSTER, resource(name, &envoy));
-            snap.insert(
-                ENDPOINT,
-                resource(name, &load_assignment_of(name, addresses)),
-            );
+            snap.insert(ENDPOINT, resource(name, &load_assignment_of(name, addresses)));
         }
     }
-    snap
 }
 
 fn address_of(e: &EndpointIr) -> Option<Address> {
@@ -251,25 +421,13 @@ fn inline(text: &str) -> DataSource {
     }
 }
 
-fn route_table(
-    name: &str,
-    virtual_hosts: Vec<VirtualHost>,
-) -> envoy_types::pb::envoy::config::route::v3::RouteConfiguration {
-    envoy_types::pb::envoy::config::route::v3::RouteConfiguration {
+fn route_table(name: &str, virtual_hosts: Vec<VirtualHost>) -> RouteConfiguration {
+    RouteConfiguration {
         name: name.to_owned(),
         virtual_hosts,
         // Gateway API: a request on the wrong listener must not be served by another's routes.
         ignore_port_in_host_matching: true,
         ..Default::default()
-    }
-}
-
-fn virtual_host(v: &VirtualHostIr) -> VirtualHost {
-    VirtualHost {
-        name: v.name.clone(),
-        domains: v.domains.clone(),
-        routes: v.routes.iter().map(route_of).collect(),
-        ..VirtualHost::default()
     }
 }
 

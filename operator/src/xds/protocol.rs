@@ -84,16 +84,21 @@ pub struct Resource {
     /// Per-resource version (e.g. a content hash); equal versions mean equal content, which is
     /// what lets identical content be detected without looking at `body`.
     pub version: String,
-    /// Serialized `google.protobuf.Any` payload, opaque to this module.
-    pub body: Vec<u8>,
+    /// Serialized `google.protobuf.Any` payload, opaque to this module. Reference-counted:
+    /// snapshots and responses copy resources freely, and a route table can be megabytes.
+    pub body: bytes::Bytes,
 }
 
 impl Resource {
-    pub fn new(name: impl Into<String>, version: impl Into<String>, body: Vec<u8>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        version: impl Into<String>,
+        body: impl Into<bytes::Bytes>,
+    ) -> Self {
         Self {
             name: name.into(),
             version: version.into(),
-            body,
+            body: body.into(),
         }
     }
 }
@@ -1027,7 +1032,7 @@ mod tests {
         assert_eq!(response.type_url, CLUSTER);
         assert_eq!(response.version_info, "s1");
         assert_eq!(names(&response.resources), ["a", "b"]);
-        assert_eq!(response.resources[0].body, b"a@1");
+        assert_eq!(response.resources[0].body, &b"a@1"[..]);
     }
 
     #[test]

@@ -135,7 +135,7 @@ fn sotw_response(r: SotwResponse) -> DiscoveryResponse {
             .into_iter()
             .map(|res| Any {
                 type_url: r.type_url.clone(),
-                value: res.body,
+                value: res.body.to_vec(),
             })
             .collect(),
         type_url: r.type_url,
@@ -155,7 +155,7 @@ fn delta_response(r: DeltaResponse) -> DeltaDiscoveryResponse {
                 version: res.version,
                 resource: Some(Any {
                     type_url: r.type_url.clone(),
-                    value: res.body,
+                    value: res.body.to_vec(),
                 }),
                 ..PbResource::default()
             })
