@@ -13,9 +13,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use super::config::{ConfigError, ControllerConfig};
 use super::run::{ControlPlaneSettings, run};
+use crate::environment::names::Names;
 use crate::leader::lease::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::serve::{Readiness, serve};
+use crate::xds::bootstrap::XdsAddress;
 use crate::xds::from_ir::ListenerBinding;
 use crate::xds::server::{AdsServer, SnapshotStore};
 
@@ -73,6 +75,38 @@ fn read(dir: &std::path::Path, file: &str) -> Result<String, ControlPlaneError> 
         path: path.display().to_string(),
         source,
     })
+}
+
+/// Aborts the task when dropped, so the fleet task never outlives the control plane.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The fleet task's view of the configuration: proxies reach the xDS server through the
+/// control-plane Service, whose certificate carries that name.
+pub fn fleet_config(config: &ControllerConfig) -> crate::fleet::run::FleetConfig {
+    let names = Names::new(&config.environment.namespace, &config.environment.name);
+    let host = format!("{}.{}.svc", names.control_plane(), names.namespace());
+    crate::fleet::run::FleetConfig {
+        controller_name: config.controller_name.clone(),
+        watch_namespaces: config.watch_namespaces.clone(),
+        environment: crate::fleet::build::FleetEnvironment {
+            anti_affinity: config.proxy_defaults.anti_affinity,
+            xds: XdsAddress::Dns {
+                host: host.clone(),
+                port: config.xds.port,
+            },
+            xds_server_name: host,
+            names: names.clone(),
+        },
+        proxy_defaults: config.proxy_defaults.clone(),
+        client_secret: (names.namespace().to_owned(), names.xds_client_secret()),
+        resync: Duration::from_secs(60),
+    }
 }
 
 /// Runs the control plane until the process is stopped.
@@ -156,6 +190,11 @@ pub async fn run_controller(
         "control plane starting"
     );
     ready.set(true);
+    let _fleets = AbortOnDrop(tokio::spawn(crate::fleet::run::run(
+        client.clone(),
+        fleet_config(&config),
+        leading.clone(),
+    )));
     run(
         client,
         ControlPlaneSettings {
