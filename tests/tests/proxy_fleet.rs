@@ -257,7 +257,11 @@ async fn a_gateway_gets_its_fleet_and_loses_it_with_the_gateway() {
         let d = serde_json::to_value(deployments.get("envoy-gw").await?)?;
         assert_eq!(d["spec"]["replicas"], 4, "the previous fleet stays");
 
-        // Deleting the Gateway removes its fleet (garbage collector).
+        // Deleting the Gateway removes its fleet through the owner references alone: the fleet
+        // task is stopped first, so only the garbage collector can be doing it.
+        drop(leader);
+        fleet.abort();
+        let _ = fleet.await;
         gateways.delete("gw", &DeleteParams::background()).await?;
         let (_, took) = until!("fleet garbage collected", Duration::from_secs(60), {
             let gone = deployments.get_opt("envoy-gw").await?.is_none()
@@ -267,8 +271,6 @@ async fn a_gateway_gets_its_fleet_and_loses_it_with_the_gateway() {
         });
         println!("fleet removed {took:?} after the Gateway");
 
-        drop(leader);
-        fleet.abort();
         let _ = Api::<gateway_api::apis::standard::gatewayclasses::GatewayClass>::all(client.clone())
             .delete(&class, &DeleteParams::default())
             .await;
