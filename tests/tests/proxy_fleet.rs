@@ -278,3 +278,153 @@ async fn a_gateway_gets_its_fleet_and_loses_it_with_the_gateway() {
     })
     .await;
 }
+
+/// The generated bootstrap is real: Envoy starts from the fleet ConfigMap's bootstrap and SDS
+/// files, with the environment's certificates as the Secret would mount them, connects to an
+/// mTLS xDS server, receives its Gateway's configuration and serves readiness and Prometheus
+/// stats. The files are written to a temporary directory instead of `/etc/envoy`, and the fixed
+/// pod ports (admin, readiness, stats) become free loopback ports; nothing else is changed.
+#[tokio::test]
+async fn envoy_runs_from_the_generated_bootstrap_over_mutual_tls() {
+    use eg_e2e::envoy::EnvoyProcess;
+    use eg_e2e::{LOOPBACK, free_port};
+    use eg_operator::environment::certificates::{ExistingCertificates, decide};
+    use eg_operator::environment::validate::CertificateLifetimes;
+    use eg_operator::fleet::build::{
+        ADMIN_ADDRESS, BOOTSTRAP_KEY, CERT_DIR, CONFIG_DIR, READY_PORT, STATS_PORT, bootstrap_files,
+    };
+    use eg_operator::xds::protocol::Snapshot;
+    use eg_operator::xds::server::{AdsServer, ProxyEvent, SnapshotStore};
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+    use tokio_stream::wrappers::TcpListenerStream;
+
+    let names = Names::new("eg-test", "test");
+    let certs = decide(
+        &ExistingCertificates::default(),
+        CertificateLifetimes {
+            duration: Duration::from_secs(3600),
+            renew_before: Duration::from_secs(600),
+        },
+        &names,
+        std::time::SystemTime::now(),
+    )
+    .expect("certificates")
+    .certificates;
+
+    let store = SnapshotStore::default();
+    let ads = AdsServer::new(store.clone());
+    let mut events = ads.events();
+    let listener = tokio::net::TcpListener::bind((LOOPBACK, 0))
+        .await
+        .expect("bind xDS");
+    let xds = listener.local_addr().expect("xDS address");
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(
+            &certs.xds_server.cert,
+            &certs.xds_server.key,
+        ))
+        .client_ca_root(tonic::transport::Certificate::from_pem(&certs.trust_bundle));
+    let server = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .expect("server TLS")
+        .add_service(AggregatedDiscoveryServiceServer::new(ads))
+        .serve_with_incoming(TcpListenerStream::new(listener));
+    let server = tokio::spawn(server);
+    store.set("shop/public", Snapshot::new("1"));
+
+    let environment = FleetEnvironment {
+        names: names.clone(),
+        anti_affinity: AntiAffinity::Preferred,
+        xds: XdsAddress::Tcp(xds),
+        xds_server_name: names.xds_dns_names()[0].clone(),
+    };
+    let files = bootstrap_files(&environment, "shop", "public").expect("bootstrap files");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_dir = dir.path().join("config");
+    let cert_dir = dir.path().join("certs");
+    std::fs::create_dir_all(&config_dir).expect("config dir");
+    std::fs::create_dir_all(&cert_dir).expect("cert dir");
+    // The Secret's files, as the kubelet mounts them.
+    for (name, text) in [
+        ("ca.crt", &certs.trust_bundle),
+        ("tls.crt", &certs.xds_client.cert),
+        ("tls.key", &certs.xds_client.key),
+    ] {
+        std::fs::write(cert_dir.join(name), text).expect("write cert");
+    }
+    let port = |p: u16| free_port(LOOPBACK).map(|f| (p, f)).expect("free port");
+    let (ready_port, ready) = port(READY_PORT);
+    let (stats_port, stats) = port(STATS_PORT);
+    let admin = free_port(LOOPBACK).expect("free port");
+    let relocate = |text: &str| {
+        text.replace(CONFIG_DIR, &config_dir.display().to_string())
+            .replace(CERT_DIR, &cert_dir.display().to_string())
+            .replace(
+                ADMIN_ADDRESS.split(':').next_back().unwrap_or_default(),
+                &admin.to_string(),
+            )
+            .replace(
+                &format!("\"port_value\": {ready_port}"),
+                &format!("\"port_value\": {ready}"),
+            )
+            .replace(
+                &format!("\"port_value\": {stats_port}"),
+                &format!("\"port_value\": {stats}"),
+            )
+            .replace("0.0.0.0", "127.0.0.1")
+    };
+    for (name, text) in &files {
+        std::fs::write(config_dir.join(name), relocate(text)).expect("write config");
+    }
+    let bootstrap = std::fs::read_to_string(config_dir.join(BOOTSTRAP_KEY)).expect("bootstrap");
+    let envoy = EnvoyProcess::start(&bootstrap).await.expect("envoy starts");
+
+    // Connected over mTLS as the Gateway the bootstrap names, and ACKed its configuration.
+    let acked = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let Ok(ProxyEvent::Ack { gateway, .. }) = events.recv().await {
+                break gateway;
+            }
+        }
+    })
+    .await
+    .expect("an ACK from the proxy");
+    assert_eq!(acked, "shop/public");
+
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let status = http
+        .get(format!("http://127.0.0.1:{ready}/ready"))
+        .send()
+        .await
+        .expect("readiness endpoint")
+        .status();
+    assert_eq!(status, 200);
+    let metrics = http
+        .get(format!("http://127.0.0.1:{stats}/stats/prometheus"))
+        .send()
+        .await
+        .expect("stats endpoint")
+        .text()
+        .await
+        .expect("stats body");
+    assert!(
+        metrics.contains("envoy_server_live"),
+        "Prometheus stats served"
+    );
+    let admin_page = http
+        .get(format!("http://127.0.0.1:{stats}/config_dump"))
+        .send()
+        .await
+        .expect("stats listener answers")
+        .status();
+    assert_eq!(
+        admin_page, 404,
+        "only the stats page of the admin is exposed"
+    );
+    envoy.stop();
+    server.abort();
+}
