@@ -6,12 +6,14 @@
 //! - [`translate`]: Gateway API to the per-Gateway IR and statuses (pure).
 //! - [`xds`]: the ADS protocol, Envoy configuration from the IR, the gRPC server.
 //! - [`control_plane`]: the environment's control plane loop (provider, translation, status).
+//! - [`fleet`]: the Envoy proxy fleet of each Gateway (settings, build, apply, status).
 //! - [`metrics`] and [`serve`]: Prometheus metrics and the health endpoints.
 //! - [`cli`] and [`telemetry`]: the binary's surface.
 
 pub mod cli;
 pub mod control_plane;
 pub mod environment;
+pub mod fleet;
 pub mod leader;
 pub mod metrics;
 pub mod plan;

@@ -9,3 +9,14 @@ pub mod provider;
 pub mod publish;
 pub mod run;
 pub mod xds_tls;
+
+/// Aborts a task when dropped, so helper tasks (status writer, certificate reloader, proxy
+/// fleets) never outlive what started them.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -11,12 +11,15 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use super::AbortOnDrop;
 use super::config::{ConfigError, ControllerConfig};
 use super::run::{ControlPlaneSettings, run};
 use super::xds_tls::{ReloadingTls, XdsTlsError};
+use crate::environment::names::Names;
 use crate::leader::lease::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::serve::{Readiness, serve};
+use crate::xds::bootstrap::XdsAddress;
 use crate::xds::from_ir::ListenerBinding;
 use crate::xds::server::{AdsServer, SnapshotStore};
 
@@ -65,12 +68,26 @@ pub struct ControllerOptions {
 /// and cheap (three small files, compared before anything is rebuilt).
 const CERTIFICATE_RELOAD_PERIOD: Duration = Duration::from_secs(30);
 
-/// Aborts the task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+/// The fleet task's view of the configuration: proxies reach the xDS server through the
+/// control-plane Service, whose certificate carries that name.
+pub fn fleet_config(config: &ControllerConfig) -> crate::fleet::run::FleetConfig {
+    let names = Names::new(&config.environment.namespace, &config.environment.name);
+    let host = format!("{}.{}.svc", names.control_plane(), names.namespace());
+    crate::fleet::run::FleetConfig {
+        controller_name: config.controller_name.clone(),
+        watch_namespaces: config.watch_namespaces.clone(),
+        environment: crate::fleet::build::FleetEnvironment {
+            anti_affinity: config.proxy_defaults.anti_affinity,
+            xds: XdsAddress::Dns {
+                host: host.clone(),
+                port: config.xds.port,
+            },
+            xds_server_name: host,
+            names: names.clone(),
+        },
+        proxy_defaults: config.proxy_defaults.clone(),
+        client_secret: (names.namespace().to_owned(), names.xds_client_secret()),
+        resync: Duration::from_secs(60),
     }
 }
 
@@ -150,6 +167,11 @@ pub async fn run_controller(
         "control plane starting"
     );
     ready.set(true);
+    let _fleets = AbortOnDrop(tokio::spawn(crate::fleet::run::run(
+        client.clone(),
+        fleet_config(&config),
+        leading.clone(),
+    )));
     run(
         client,
         ControlPlaneSettings {

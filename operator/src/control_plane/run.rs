@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 
 use tokio::sync::{broadcast, watch};
 
+use super::AbortOnDrop;
 use super::programmed::ProgrammedState;
 use super::provider::{ClusterState, DecodeProblem, watch_all};
 use super::publish::Publisher;
@@ -117,15 +118,6 @@ pub async fn run(
         }
     }
     drop(status_task);
-}
-
-/// Aborts the task when dropped, so the status writer never outlives its loop.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 type StatusInput = Option<(Arc<Translation>, ProgrammedState)>;

@@ -163,7 +163,7 @@ pub fn build(inputs: &BuildInputs<'_>) -> Result<ResourceGraph, BuildError> {
     let mut bindings = vec![cluster_binding];
 
     // Leader election and Events live in the control plane's own namespace.
-    let mut role_grants = vec![(ns.to_owned(), own_namespace_rules(), true)];
+    let mut role_grants = vec![(ns.to_owned(), own_namespace_rules(n), true)];
     for watched in &env.watch_namespaces {
         role_grants.push((watched.clone(), namespaced_rules(), watched == ns));
     }
@@ -486,8 +486,14 @@ fn namespaced_rules() -> Vec<PolicyRule> {
         // Proxy fleets: the control plane applies and prunes each Gateway's infrastructure.
         rule(
             &[""],
-            &["services", "serviceaccounts", "configmaps"],
+            &["services", "serviceaccounts", "configmaps", "secrets"],
             MANAGE,
+        ),
+        // Fleet objects block their Gateway's deletion until the garbage collector removed them.
+        rule(
+            &["gateway.networking.k8s.io"],
+            &["gateways/finalizers"],
+            &["update"],
         ),
         rule(&["apps"], &["deployments", "daemonsets"], MANAGE),
         rule(&["autoscaling"], &["horizontalpodautoscalers"], MANAGE),
@@ -495,8 +501,15 @@ fn namespaced_rules() -> Vec<PolicyRule> {
     ]
 }
 
-fn own_namespace_rules() -> Vec<PolicyRule> {
+fn own_namespace_rules(n: &super::names::Names) -> Vec<PolicyRule> {
     vec![
+        // Proxy fleets: the class-wide EnvoyProxy, and the client certificate copied into each
+        // Gateway's namespace (that Secret only: the CA key lives next to it).
+        rule(&["gateway.envoyproxy.io"], &["envoyproxies"], READ),
+        PolicyRule {
+            resource_names: Some(vec![n.xds_client_secret()]),
+            ..rule(&[""], &["secrets"], &["get"])
+        },
         rule(
             &["coordination.k8s.io"],
             &["leases"],
@@ -725,13 +738,31 @@ fn control_plane_deployment(
 
 /// Label that upstream Envoy Gateway puts on each Gateway's proxy pods; spreading by it keeps
 /// the constraints per Gateway although one EnvoyProxy serves the whole class.
-const OWNING_GATEWAY_LABEL: &str = "gateway.envoyproxy.io/owning-gateway-name";
+pub const OWNING_GATEWAY_LABEL: &str = "gateway.envoyproxy.io/owning-gateway-name";
 
 /// The class-wide EnvoyProxy built from `spec.proxy` (upstream field names).
 fn default_envoy_proxy(
     env: &Environment,
     meta: &ObjectMeta,
 ) -> Result<serde_json::Value, BuildError> {
+    let spec = proxy_defaults_spec(&env.proxy).map_err(|source| BuildError::Serialize {
+        kind: "EnvoyProxy",
+        name: env.names.envoy_proxy(),
+        source,
+    })?;
+    Ok(serde_json::json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "EnvoyProxy",
+        "metadata": meta,
+        "spec": spec,
+    }))
+}
+
+/// `EnvoyGateway.spec.proxy` as the `spec` of an upstream EnvoyProxy: the least specific layer
+/// of every fleet's settings (the fleet builder falls back to it when a class has no EnvoyProxy).
+pub fn proxy_defaults_spec(
+    proxy: &eg_crds::envoy_gateway::ProxySpec,
+) -> Result<serde_json::Value, serde_json::Error> {
     let eg_crds::envoy_gateway::ProxySpec {
         replicas,
         autoscaling,
@@ -740,19 +771,12 @@ fn default_envoy_proxy(
         pod_disruption_budget,
         service,
         resources,
-    } = &env.proxy;
+    } = proxy;
     let proxy_selector = BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), "envoy".to_owned()),
         ("app.kubernetes.io/component".to_owned(), "proxy".to_owned()),
     ]);
-    let mut affinity =
-        serde_json::to_value(anti_affinity(*anti, &proxy_selector)).map_err(|source| {
-            BuildError::Serialize {
-                kind: "EnvoyProxy",
-                name: env.names.envoy_proxy(),
-                source,
-            }
-        })?;
+    let mut affinity = serde_json::to_value(anti_affinity(*anti, &proxy_selector))?;
     // Every term is scoped to the pods of one Gateway.
     for terms in [
         "/podAntiAffinity/preferredDuringSchedulingIgnoredDuringExecution",
@@ -809,19 +833,9 @@ fn default_envoy_proxy(
         });
     }
     if let Some(pdb) = pod_disruption_budget {
-        kubernetes["envoyPDB"] =
-            serde_json::to_value(pdb).map_err(|source| BuildError::Serialize {
-                kind: "EnvoyProxy",
-                name: env.names.envoy_proxy(),
-                source,
-            })?;
+        kubernetes["envoyPDB"] = serde_json::to_value(pdb)?;
     }
-    Ok(serde_json::json!({
-        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-        "kind": "EnvoyProxy",
-        "metadata": meta,
-        "spec": {"provider": {"type": "Kubernetes", "kubernetes": kubernetes}},
-    }))
+    Ok(serde_json::json!({"provider": {"type": "Kubernetes", "kubernetes": kubernetes}}))
 }
 
 /// The ObjectRef of the environment's GatewayClass, for conflict checks.

@@ -88,11 +88,31 @@ pub async fn owned_objects(
     client: &Client,
     owner_uid: &str,
 ) -> Result<Vec<serde_json::Value>, DereferenceError> {
-    let params = ListParams::default().labels(&format!("{OWNER_UID_LABEL}={owner_uid}"));
+    labelled_objects(
+        client,
+        ENVIRONMENT_KINDS,
+        None,
+        &format!("{OWNER_UID_LABEL}={owner_uid}"),
+    )
+    .await
+}
+
+/// Every live object of `kinds` matching the label `selector`, in `namespace` or everywhere,
+/// as JSON with its apiVersion and kind set.
+pub async fn labelled_objects(
+    client: &Client,
+    kinds: &[(&str, &str, bool)],
+    namespace: Option<&str>,
+    selector: &str,
+) -> Result<Vec<serde_json::Value>, DereferenceError> {
+    let params = ListParams::default().labels(selector);
     let mut out = Vec::new();
-    for (api_version, kind, _) in ENVIRONMENT_KINDS {
-        let api: Api<DynamicObject> =
-            Api::all_with(client.clone(), &api_resource(api_version, kind));
+    for (api_version, kind, namespaced) in kinds {
+        let ar = api_resource(api_version, kind);
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) if *namespaced => Api::namespaced_with(client.clone(), ns, &ar),
+            _ => Api::all_with(client.clone(), &ar),
+        };
         let list = api.list(&params).await.map_err(|source| match source {
             kube::Error::Api(e) if e.code == 404 => DereferenceError::MissingApi {
                 api_version: (*api_version).to_owned(),

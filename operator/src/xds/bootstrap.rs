@@ -2,6 +2,11 @@
 //! cluster, which map it to its Gateway), where its admin listens, and how it reaches the xDS
 //! server — ADS over gRPC, state-of-the-world or delta, with mutual TLS when certificates are
 //! given. Everything else arrives over xDS.
+//!
+//! [`proxy_bootstrap`] is the bootstrap of a proxy in a fleet (a pod): on top of the above, the
+//! client certificate and trust bundle come through SDS files (so a rotated Secret is picked up
+//! without a restart), a readiness endpoint and Prometheus stats are served on their own
+//! listeners, and the admin interface stays on loopback.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +37,11 @@ pub enum XdsAddress {
     /// A Unix domain socket (standalone mode: reachable only by local processes that may open
     /// the file, so it needs no TLS).
     Unix(PathBuf),
+    /// A DNS name (a fleet proxy reaching the control-plane Service), resolved by Envoy.
+    Dns {
+        host: String,
+        port: u16,
+    },
 }
 
 impl From<SocketAddr> for XdsAddress {
@@ -69,10 +79,19 @@ pub fn bootstrap(spec: &BootstrapSpec) -> Value {
             "port_value": addr.port()
         }}),
         XdsAddress::Unix(path) => json!({"pipe": {"path": path.display().to_string()}}),
+        XdsAddress::Dns { host, port } => json!({"socket_address": {
+            "address": host,
+            "port_value": port
+        }}),
+    };
+    // Every control-plane replica serves xDS, so a name resolving to several is fine.
+    let cluster_type = match &spec.xds_server {
+        XdsAddress::Dns { .. } => "STRICT_DNS",
+        XdsAddress::Tcp(_) | XdsAddress::Unix(_) => "STATIC",
     };
     let mut xds_cluster = json!({
         "name": XDS_CLUSTER,
-        "type": "STATIC",
+        "type": cluster_type,
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -134,6 +153,195 @@ pub fn bootstrap(spec: &BootstrapSpec) -> Value {
             "overload.global_downstream_max_connections": 50000
         }}]}
     })
+}
+
+/// Name of the SDS secret holding the proxy's xDS client certificate.
+pub const SDS_CERTIFICATE: &str = "xds_client_certificate";
+/// Name of the SDS secret holding the CA bundle the xDS server certificate is checked against.
+pub const SDS_TRUSTED_CA: &str = "xds_trusted_ca";
+/// File names of the SDS resources inside [`SdsTls::sds_dir`].
+pub const SDS_CERTIFICATE_FILE: &str = "xds-certificate.json";
+pub const SDS_TRUSTED_CA_FILE: &str = "xds-trusted-ca.json";
+/// Path of the readiness endpoint.
+pub const READY_PATH: &str = "/ready";
+/// Path prefix of the Prometheus stats.
+pub const STATS_PATH: &str = "/stats/prometheus";
+
+/// mTLS to the xDS server through SDS files. `cert_dir` holds `tls.crt`, `tls.key` and `ca.crt`
+/// (a mounted Secret); Kubernetes swaps the whole directory on an update (a rename of its
+/// `..data` link), so Envoy watches the directory for moves, not the files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdsTls {
+    /// Directory of the two SDS resource files ([`sds_files`]).
+    pub sds_dir: String,
+    pub cert_dir: String,
+    /// Name the server certificate must carry (SNI and SAN check).
+    pub server_name: String,
+}
+
+/// A fleet proxy's bootstrap. `base.tls` is ignored: `sds` replaces it.
+#[derive(Debug, Clone)]
+pub struct ProxyBootstrapSpec {
+    pub base: BootstrapSpec,
+    pub sds: Option<SdsTls>,
+    /// Serves `GET /ready`: 200 while the proxy is live, 503 once it drains.
+    pub readiness: SocketAddr,
+    /// Serves `GET /stats/prometheus`, proxied to the loopback-only admin.
+    pub stats: SocketAddr,
+}
+
+fn socket_address(addr: SocketAddr) -> Value {
+    json!({"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}})
+}
+
+fn hcm(stat_prefix: &str, routes: Value, http_filters: Value) -> Value {
+    json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            "route_config": {"name": stat_prefix, "virtual_hosts": [{
+                "name": stat_prefix, "domains": ["*"], "routes": routes
+            }]},
+            "http_filters": http_filters
+        }
+    })
+}
+
+const ROUTER: &str = "envoy.filters.http.router";
+
+fn router() -> Value {
+    json!({"name": ROUTER, "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+    }})
+}
+
+/// Name of the static cluster pointing at the admin interface (for the stats listener).
+const ADMIN_CLUSTER: &str = "admin_loopback";
+
+/// The bootstrap of a fleet proxy (see the module docs).
+pub fn proxy_bootstrap(spec: &ProxyBootstrapSpec) -> Value {
+    let ProxyBootstrapSpec {
+        base,
+        sds,
+        readiness,
+        stats,
+    } = spec;
+    let mut base = base.clone();
+    base.tls = None;
+    let mut b = bootstrap(&base);
+    if let Some(sds) = sds {
+        let source = |file: &str| {
+            json!({
+                "resource_api_version": "V3",
+                "path_config_source": {
+                    "path": format!("{}/{file}", sds.sds_dir),
+                }
+            })
+        };
+        b["static_resources"]["clusters"][0]["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": sds.server_name,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "tls_certificate_sds_secret_configs": [{
+                        "name": SDS_CERTIFICATE,
+                        "sds_config": source(SDS_CERTIFICATE_FILE)
+                    }],
+                    "combined_validation_context": {
+                        "default_validation_context": {
+                            "match_typed_subject_alt_names": [{
+                                "san_type": "DNS",
+                                "matcher": {"exact": sds.server_name}
+                            }]
+                        },
+                        "validation_context_sds_secret_config": {
+                            "name": SDS_TRUSTED_CA,
+                            "sds_config": source(SDS_TRUSTED_CA_FILE)
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let ready = json!({
+        "name": "ready",
+        "address": socket_address(*readiness),
+        "filter_chains": [{"filters": [hcm(
+            "ready",
+            json!([{"match": {"prefix": "/"}, "direct_response": {"status": 404}}]),
+            json!([
+                {
+                    // Answers itself: 200 while live, 503 once draining or failed.
+                    "name": "envoy.filters.http.health_check",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
+                        "pass_through_mode": false,
+                        "headers": [{"name": ":path", "string_match": {"exact": READY_PATH}}]
+                    }
+                },
+                router()
+            ]),
+        )]}]
+    });
+    let stats_listener = json!({
+        "name": "stats",
+        "address": socket_address(*stats),
+        "filter_chains": [{"filters": [hcm(
+            "stats",
+            // Only the Prometheus page of the admin is reachable from outside the pod.
+            json!([{"match": {"prefix": STATS_PATH}, "route": {"cluster": ADMIN_CLUSTER}}]),
+            json!([router()]),
+        )]}]
+    });
+    b["static_resources"]["listeners"] = json!([ready, stats_listener]);
+    if let Some(clusters) = b["static_resources"]["clusters"].as_array_mut() {
+        clusters.push(json!({
+            "name": ADMIN_CLUSTER,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": ADMIN_CLUSTER,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(base.admin)}}]}]
+            }
+        }));
+    }
+    b
+}
+
+/// The SDS resource files a fleet proxy reads, by file name: its client certificate and the CA
+/// bundle, both pointing at the mounted Secret's files with a watch on its directory.
+pub fn sds_files(sds: &SdsTls) -> Vec<(&'static str, Value)> {
+    let secret_type = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+    let file = |name: &str| json!({"filename": format!("{}/{name}", sds.cert_dir)});
+    let watched = json!({"path": sds.cert_dir});
+    vec![
+        (
+            SDS_CERTIFICATE_FILE,
+            json!({"resources": [{
+                "@type": secret_type,
+                "name": SDS_CERTIFICATE,
+                "tls_certificate": {
+                    "certificate_chain": file("tls.crt"),
+                    "private_key": file("tls.key"),
+                    "watched_directory": watched
+                }
+            }]}),
+        ),
+        (
+            SDS_TRUSTED_CA_FILE,
+            json!({"resources": [{
+                "@type": secret_type,
+                "name": SDS_TRUSTED_CA,
+                "validation_context": {
+                    "trusted_ca": file("ca.crt"),
+                    "watched_directory": watched
+                }
+            }]}),
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -201,5 +409,52 @@ mod tests {
                 ["exact"],
             "eg.ns.svc"
         );
+    }
+
+    fn proxy_spec() -> ProxyBootstrapSpec {
+        ProxyBootstrapSpec {
+            base: spec(AdsFlavour::Delta, true),
+            sds: Some(SdsTls {
+                sds_dir: "/sds".into(),
+                cert_dir: "/certs".into(),
+                server_name: "eg.ns.svc".into(),
+            }),
+            readiness: "0.0.0.0:19003".parse().expect("addr"),
+            stats: "0.0.0.0:19001".parse().expect("addr"),
+        }
+    }
+
+    #[test]
+    fn fleet_proxies_read_their_certificates_through_sds_files() {
+        let b = proxy_bootstrap(&proxy_spec());
+        let ctx = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]["common_tls_context"];
+        assert!(ctx.get("tls_certificates").is_none(), "no inline files");
+        assert_eq!(
+            ctx["tls_certificate_sds_secret_configs"][0]["sds_config"]["path_config_source"]["path"],
+            "/sds/xds-certificate.json"
+        );
+        let files = sds_files(&proxy_spec().sds.expect("sds"));
+        let cert = &files[0].1["resources"][0]["tls_certificate"];
+        assert_eq!(cert["certificate_chain"]["filename"], "/certs/tls.crt");
+        assert_eq!(cert["watched_directory"]["path"], "/certs");
+    }
+
+    #[test]
+    fn fleet_proxies_serve_readiness_and_stats_and_keep_admin_on_loopback() {
+        let b = proxy_bootstrap(&proxy_spec());
+        assert_eq!(
+            b["admin"]["address"]["socket_address"]["address"],
+            "127.0.0.1"
+        );
+        let listeners = b["static_resources"]["listeners"]
+            .as_array()
+            .expect("listeners");
+        let ports: Vec<_> = listeners
+            .iter()
+            .map(|l| l["address"]["socket_address"]["port_value"].clone())
+            .collect();
+        assert_eq!(ports, [json!(19003), json!(19001)]);
+        let admin = &b["static_resources"]["clusters"][1];
+        assert_eq!(admin["name"], ADMIN_CLUSTER);
     }
 }

@@ -63,9 +63,9 @@ use super::envoy_config::{
 };
 use super::protocol::{CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, SECRET, Snapshot};
 use crate::translate::ir::{
-    ClusterIr, EndpointIr, ForwardIr, GatewayIr, HeaderModifierIr, ListenerIr, ListenerProtocol, PathMatchIr,
-    PathModifierIr, RedirectIr, RouteActionIr, RouteIr, StringMatchIr, UpstreamProtocol,
-    VirtualHostIr,
+    ClusterIr, EndpointIr, ForwardIr, GatewayIr, HeaderModifierIr, ListenerIr, ListenerProtocol,
+    PathMatchIr, PathModifierIr, RedirectIr, RouteActionIr, RouteIr, StringMatchIr,
+    UpstreamProtocol, VirtualHostIr,
 };
 
 /// Where the proxies bind their listeners.
@@ -307,7 +307,10 @@ fn add_clusters(snap: &mut Snapshot, gateway: &GatewayIr) {
             snap.insert(CLUSTER, resource(name, &envoy));
         } else {
             snap.insert(CLUSTER, resource(name, &envoy));
-            snap.insert(ENDPOINT, resource(name, &load_assignment_of(name, addresses)));
+            snap.insert(
+                ENDPOINT,
+                resource(name, &load_assignment_of(name, addresses)),
+            );
         }
     }
 }

@@ -1,0 +1,33 @@
+//! Proxy fleets: each Gateway of the environment's class is served by its own Envoy fleet —
+//! ServiceAccount, bootstrap ConfigMap, xDS client certificate Secret, Deployment (or
+//! DaemonSet), Service, HorizontalPodAutoscaler, PodDisruptionBudget — in the Gateway's
+//! namespace, owned by the Gateway.
+//!
+//! The same pipeline shape as [`crate::environment`]: [`settings`] (pure: EnvoyProxy layers →
+//! validated settings) → [`build`] (pure: the desired graph) → apply and prune through
+//! [`crate::environment::apply`] → [`status`] (pure: addresses and the fleet condition). [`run`]
+//! is the I/O shell, a task of the controller that acts only while its replica leads.
+
+pub mod build;
+pub mod run;
+pub mod settings;
+pub mod status;
+
+/// Label holding the UID of the Gateway a fleet object belongs to; pruning goes by it.
+pub const FLEET_GATEWAY_UID_LABEL: &str = "operator.gateway.envoyproxy.io/gateway-uid";
+/// Upstream's label naming the namespace of a proxy's Gateway.
+pub const OWNING_GATEWAY_NAMESPACE_LABEL: &str = "gateway.envoyproxy.io/owning-gateway-namespace";
+/// `app.kubernetes.io/component` of every fleet object.
+pub const FLEET_COMPONENT: &str = "proxy";
+/// Every kind a fleet can contain: `(apiVersion, kind, namespaced)`, listed for pruning so an
+/// object of a kind that left the fleet (an HPA after autoscaling is turned off) is found.
+pub const FLEET_KINDS: &[(&str, &str, bool)] = &[
+    ("v1", "ServiceAccount", true),
+    ("v1", "Secret", true),
+    ("v1", "ConfigMap", true),
+    ("v1", "Service", true),
+    ("apps/v1", "Deployment", true),
+    ("apps/v1", "DaemonSet", true),
+    ("autoscaling/v2", "HorizontalPodAutoscaler", true),
+    ("policy/v1", "PodDisruptionBudget", true),
+];
