@@ -7,7 +7,8 @@ use eg_operator::{cli, telemetry};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    telemetry::init(&cli.telemetry);
+    // Dropped last: flushes the spans of the whole run.
+    let _telemetry = telemetry::init(&cli.telemetry);
     match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -166,8 +166,14 @@ pub fn render(
     controller_name: &str,
     json: bool,
 ) -> Result<String, TranslateCmdError> {
-    let snapshot = load(paths, controller_name)?;
+    let _span = tracing::info_span!("translate", files = paths.len()).entered();
+    let snapshot = tracing::info_span!("load").in_scope(|| load(paths, controller_name))?;
     let t = translate(&snapshot);
+    tracing::info!(
+        gateways = t.gateways.len(),
+        routes = t.status.http_routes.len(),
+        "translated"
+    );
     let output = Output {
         gateways: &t.gateways,
         envoy: envoy_resources(&t),

@@ -102,7 +102,7 @@ pub async fn run(
                     for p in problems {
                         tracing::warn!(object = %p.object, error = %p.message, "object skipped: cannot be read");
                     }
-                    translator.translate(&input)
+                    tracing::info_span!("translate").in_scope(|| translator.translate(&input))
                 };
                 publisher.publish(&translation, |_| settings.binding).await;
                 tracing::debug!(elapsed = ?started.elapsed(), gateways = translation.gateways.len(), "translated");

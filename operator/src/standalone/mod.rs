@@ -207,7 +207,8 @@ pub async fn run(options: StandaloneOptions) -> Result<(), StandaloneError> {
             }
             if last.is_none() || !report.changed.is_empty() {
                 let snapshot = config.snapshot();
-                let translation = translator.translate(&snapshot);
+                let translation = tracing::info_span!("translate", changed = report.changed.len())
+                    .in_scope(|| translator.translate(&snapshot));
                 for d in &translation.diagnostics {
                     tracing::info!(object = %d.object, category = d.category, "{}", d.message);
                 }
