@@ -674,3 +674,234 @@ async fn app_protocols_select_h2c_and_websocket_upstreams() -> Result<(), Error>
     assert_eq!(&echoed[..], b"ping over the upgraded connection");
     Ok(())
 }
+
+/// A GatewayClass, an HTTP Gateway on `gateway`, one `Backend` per echo backend (named after
+/// it), and `routes` (HTTPRoute YAML documents) as one manifest file.
+fn manifests(
+    gateway: SocketAddr,
+    backends: &[&EchoBackend],
+    routes: &str,
+) -> Vec<(String, String)> {
+    let mut text = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: eg}}\nspec: {{controllerName: gateway.envoyproxy.io/gatewayclass-controller}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: eg}}\nspec:\n  gatewayClassName: eg\n  listeners: [{{name: http, protocol: HTTP, port: {}}}]\n---\n",
+        gateway.port()
+    );
+    for b in backends {
+        text.push_str(&format!(
+            "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: {}}}\nspec:\n  endpoints: [{{ip: {{address: {}, port: {}}}}}]\n---\n",
+            b.name(),
+            b.addr().ip(),
+            b.addr().port()
+        ));
+    }
+    text.push_str(routes);
+    vec![("all.yaml".to_owned(), text)]
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// HTTPRoute CORS filters through Envoy's CORS filter: an allowed preflight is answered by
+/// Envoy with the policy's headers (never reaching the backend), a preflight from another
+/// origin gets no CORS headers, and an actual cross-origin request reaches the backend and
+/// comes back with the origin echoed, the exposed headers and the credentials flag.
+#[tokio::test]
+async fn cors_preflights_are_answered_by_envoy_with_the_policy() -> Result<(), Error> {
+    let app = EchoBackend::http("app", LOOPBACK).await?;
+    let gateway = SocketAddr::new(LOOPBACK, free_port(LOOPBACK)?);
+    let routes = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: cors}\nspec:\n  parentRefs: [{name: eg}]\n  rules:\n  \
+        - matches: [{path: {type: PathPrefix, value: /api}}]\n    filters:\n    - type: CORS\n      cors:\n        allowOrigins: [\"https://app.example\", \"https://*.shop.example\"]\n        allowMethods: [GET, PUT]\n        allowHeaders: [X-Token]\n        exposeHeaders: [X-Request-Id]\n        maxAge: 600\n        allowCredentials: true\n    backendRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: app}]\n  \
+        - matches: [{path: {type: PathPrefix, value: /public}}]\n    filters:\n    - type: CORS\n      cors:\n        allowOrigins: [\"*\"]\n        allowMethods: [\"*\"]\n        allowHeaders: [\"*\"]\n    backendRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: app}]\n";
+    let s = Standalone::launch(manifests(gateway, &[&app], routes), gateway, vec![app]).await?;
+    eventually("the route serves", Duration::from_secs(10), || async {
+        s.backend("/api/x", &[]).await.map(|_| ())
+    })
+    .await;
+
+    let preflight = |path: &'static str, origin: &'static str, method: &'static str| {
+        s.http
+            .request(reqwest::Method::OPTIONS, format!("http://{gateway}{path}"))
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", "x-token")
+            .send()
+    };
+
+    // Allowed origin, through the host wildcard: Envoy answers with the whole policy.
+    let r = preflight("/api/items", "https://a.b.shop.example", "PUT").await?;
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(
+        header(&r, "access-control-allow-origin"),
+        Some("https://a.b.shop.example")
+    );
+    assert_eq!(header(&r, "access-control-allow-methods"), Some("GET,PUT"));
+    assert_eq!(header(&r, "access-control-allow-headers"), Some("X-Token"));
+    assert_eq!(header(&r, "access-control-max-age"), Some("600"));
+    assert_eq!(header(&r, "access-control-allow-credentials"), Some("true"));
+    let body = r.text().await?;
+    assert!(
+        serde_json::from_str::<Echo>(&body).is_err(),
+        "the preflight reached the backend: {body}"
+    );
+
+    // An origin outside the list (or the list's own origin on another port): Envoy answers
+    // without `access-control-allow-origin`, so the browser refuses the actual request, and
+    // the backend never sees the preflight.
+    for origin in ["https://evil.example", "https://app.example:8443"] {
+        let r = preflight("/api/items", origin, "PUT").await?;
+        assert!(r.status().is_success(), "{}", r.status());
+        assert_eq!(header(&r, "access-control-allow-origin"), None, "{origin}");
+        let body = r.text().await?;
+        assert!(serde_json::from_str::<Echo>(&body).is_err(), "{body}");
+    }
+    // A browser's own spelling of the default port is the same origin.
+    let r = preflight("/api/items", "https://app.example:443", "GET").await?;
+    assert_eq!(
+        header(&r, "access-control-allow-origin"),
+        Some("https://app.example:443")
+    );
+
+    // The actual request: forwarded, answered with the origin and the exposed headers.
+    let r = s
+        .http
+        .get(format!("http://{gateway}/api/items"))
+        .header("origin", "https://app.example")
+        .send()
+        .await?;
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    assert_eq!(
+        header(&r, "access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        header(&r, "access-control-expose-headers"),
+        Some("X-Request-Id")
+    );
+    assert_eq!(header(&r, "access-control-allow-credentials"), Some("true"));
+    assert_eq!(r.json::<Echo>().await?.backend, "app");
+
+    // Wildcards: any origin is echoed, and Envoy answers `*` methods and headers with the
+    // ones the preflight asks for, which Gateway API requires for credentialed requests and
+    // allows for others.
+    let r = preflight("/public/x", "http://localhost:5173", "PATCH").await?;
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(
+        header(&r, "access-control-allow-origin"),
+        Some("http://localhost:5173")
+    );
+    assert_eq!(header(&r, "access-control-allow-methods"), Some("PATCH"));
+    assert_eq!(header(&r, "access-control-allow-headers"), Some("x-token"));
+    assert_eq!(
+        header(&r, "access-control-max-age"),
+        Some("5"),
+        "the CRD default"
+    );
+    assert_eq!(header(&r, "access-control-allow-credentials"), None);
+    Ok(())
+}
+
+/// backendRef-level header filters apply only when their backend is picked, next to the
+/// rule's own modifier, which applies whichever backend is.
+#[tokio::test]
+async fn backend_ref_header_filters_reach_only_their_backend() -> Result<(), Error> {
+    let a = EchoBackend::http("a", LOOPBACK).await?;
+    let b = EchoBackend::http("b", LOOPBACK).await?;
+    let gateway = SocketAddr::new(LOOPBACK, free_port(LOOPBACK)?);
+    let routes = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: split}\nspec:\n  parentRefs: [{name: eg}]\n  rules:\n  \
+        - filters:\n    - type: RequestHeaderModifier\n      requestHeaderModifier: {set: [{name: X-Rule, value: split}]}\n    backendRefs:\n    \
+        - {group: gateway.envoyproxy.io, kind: Backend, name: a, weight: 50, filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Only-A, value: \"yes\"}], remove: [X-Strip-For-A]}}, {type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: X-Served-By, value: a}]}}]}\n    \
+        - {group: gateway.envoyproxy.io, kind: Backend, name: b, weight: 50}\n";
+    let s = Standalone::launch(manifests(gateway, &[&a, &b], routes), gateway, vec![a, b]).await?;
+    eventually("the route serves", Duration::from_secs(10), || async {
+        s.backend("/", &[]).await.map(|_| ())
+    })
+    .await;
+
+    let (mut seen_a, mut seen_b) = (0, 0);
+    for _ in 0..60 {
+        let r = s
+            .http
+            .get(format!("http://{gateway}/"))
+            .header("x-strip-for-a", "1")
+            .send()
+            .await?;
+        assert_eq!(r.status(), reqwest::StatusCode::OK);
+        let served_by = header(&r, "x-served-by").map(str::to_owned);
+        let echo: Echo = r.json().await?;
+        assert_eq!(
+            echo.headers.get("x-rule").map(String::as_str),
+            Some("split")
+        );
+        match echo.backend.as_str() {
+            "a" => {
+                seen_a += 1;
+                assert_eq!(
+                    echo.headers.get("x-only-a").map(String::as_str),
+                    Some("yes")
+                );
+                assert_eq!(echo.headers.get("x-strip-for-a"), None);
+                assert_eq!(served_by.as_deref(), Some("a"));
+            }
+            "b" => {
+                seen_b += 1;
+                assert_eq!(echo.headers.get("x-only-a"), None, "{echo:?}");
+                assert_eq!(
+                    echo.headers.get("x-strip-for-a").map(String::as_str),
+                    Some("1")
+                );
+                assert_eq!(served_by, None);
+            }
+            other => panic!("unexpected backend {other}"),
+        }
+    }
+    eprintln!("backendRef filters: {seen_a} requests to a, {seen_b} to b");
+    assert!(seen_a > 0 && seen_b > 0, "a {seen_a}, b {seen_b}");
+    Ok(())
+}
+
+/// A 50/50 split whose second backendRef cannot be resolved: that half of the requests gets
+/// HTTP 500 (Gateway API), the other half still reaches the valid backend, and the route
+/// reports ResolvedRefs=False.
+#[tokio::test]
+async fn an_invalid_backend_ref_keeps_its_share_as_http_500() -> Result<(), Error> {
+    let good = EchoBackend::http("good", LOOPBACK).await?;
+    let gateway = SocketAddr::new(LOOPBACK, free_port(LOOPBACK)?);
+    let routes = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: split}\nspec:\n  parentRefs: [{name: eg}]\n  rules:\n  \
+        - backendRefs:\n    - {group: gateway.envoyproxy.io, kind: Backend, name: good, weight: 50}\n    - {group: gateway.envoyproxy.io, kind: Backend, name: missing, weight: 50}\n";
+    let s = Standalone::launch(manifests(gateway, &[&good], routes), gateway, vec![good]).await?;
+    eventually("the route serves", Duration::from_secs(10), || async {
+        s.backend("/", &[]).await.map(|_| ())
+    })
+    .await;
+
+    let total = 600;
+    let (mut ok, mut errors) = (0_u32, 0_u32);
+    for _ in 0..total {
+        let r = s.http.get(format!("http://{gateway}/")).send().await?;
+        match r.status().as_u16() {
+            200 => {
+                assert_eq!(r.json::<Echo>().await?.backend, "good");
+                ok += 1;
+            }
+            500 => errors += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let share = f64::from(errors) / f64::from(total);
+    eprintln!(
+        "invalid backendRef: {errors} of {total} requests got 500 (share {share:.3}), {ok} reached the valid backend"
+    );
+    // 50/50 over 600 requests: one standard deviation is 0.02; ±0.1 is five.
+    assert!((0.4..=0.6).contains(&share), "500 share {share}");
+
+    let status = s.admin_json("/status").await;
+    let route = &status["httpRoutes"]["default/split"]["parents"][0]["conditions"];
+    assert_eq!(
+        condition(route, "ResolvedRefs").map(|c| &c["status"]),
+        Some(&"False".into()),
+        "{status}"
+    );
+    Ok(())
+}

@@ -73,6 +73,9 @@ golden! {
     bad_regex => "bad-regex",
     allowed_routes => "allowed-routes",
     other_controller => "other-controller",
+    cors => "cors",
+    backend_filters => "backend-filters",
+    invalid_weight => "invalid-weight",
 }
 
 /// Every fixture directory is listed above, so none is silently skipped.

@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use gateway_api::apis::standard::gatewayclasses::{GatewayClass, GatewayClassStatus};
+use gateway_api::apis::standard::gatewayclasses::{
+    GatewayClass, GatewayClassStatus, GatewayClassStatusSupportedFeatures,
+};
 use gateway_api::apis::standard::gateways::{
     Gateway, GatewayListeners, GatewayListenersTlsMode, GatewayStatus, GatewayStatusListeners,
     GatewayStatusListenersSupportedKinds,
@@ -30,6 +32,44 @@ use super::tls;
 
 /// The only route kind this translator attaches.
 pub(super) const HTTP_ROUTE_KIND: &str = "HTTPRoute";
+
+/// Gateway API v1.5.1 feature names (`pkg/features`) this implementation really serves, sorted
+/// as the spec asks. Conformance suites read the list to pick their tests, so a name belongs
+/// here only once its behaviour is translated and reaches Envoy; listed deliberately, not
+/// derived, so a feature is claimed by a reviewed change. Left out: destination port
+/// matching, static or empty Gateway addresses, 421 for misdirected HTTPS requests, client
+/// certificates, ListenerSets, and every route kind but HTTPRoute.
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "Gateway",
+    "GatewayHTTPListenerIsolation",
+    // Spec.infrastructure labels and annotations go on every proxy fleet object.
+    "GatewayInfrastructurePropagation",
+    "GatewayPort8080",
+    "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteCORS",
+    "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteParentRefPort",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteSchemeRedirect",
+    "ReferenceGrant",
+];
 
 /// Decides which GatewayClasses are ours and accepted, returning their statuses by name.
 /// Classes of other controllers get no status at all: they are not ours to write.
@@ -66,7 +106,14 @@ pub(super) fn classes(
                 "Valid GatewayClass",
                 class.metadata.generation,
             )]),
-            supported_features: None,
+            supported_features: Some(
+                SUPPORTED_FEATURES
+                    .iter()
+                    .map(|name| GatewayClassStatusSupportedFeatures {
+                        name: (*name).to_owned(),
+                    })
+                    .collect(),
+            ),
         };
         out.insert(name, status);
     }
@@ -652,6 +699,76 @@ fn detect_conflicts(listeners: &mut [ListenerCtx]) {
                     format!("All listeners for port {port} must use a unique hostname"),
                 ));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SUPPORTED_FEATURES;
+
+    /// Every feature name of Gateway API v1.5.1 (`sigs.k8s.io/gateway-api/pkg/features`).
+    const V1_5_1_FEATURES: &[&str] = &[
+        "BackendTLSPolicy",
+        "BackendTLSPolicySANValidation",
+        "GRPCRoute",
+        "GRPCRouteNamedRouteRule",
+        "Gateway",
+        "GatewayAddressEmpty",
+        "GatewayBackendClientCertificate",
+        "GatewayFrontendClientCertificateValidation",
+        "GatewayFrontendClientCertificateValidationInsecureFallback",
+        "GatewayHTTPListenerIsolation",
+        "GatewayHTTPSListenerDetectMisdirectedRequests",
+        "GatewayInfrastructurePropagation",
+        "GatewayPort8080",
+        "GatewayStaticAddresses",
+        "HTTPRoute",
+        "HTTPRoute303RedirectStatusCode",
+        "HTTPRoute307RedirectStatusCode",
+        "HTTPRoute308RedirectStatusCode",
+        "HTTPRouteBackendProtocolH2C",
+        "HTTPRouteBackendProtocolWebSocket",
+        "HTTPRouteBackendRequestHeaderModification",
+        "HTTPRouteBackendTimeout",
+        "HTTPRouteCORS",
+        "HTTPRouteDestinationPortMatching",
+        "HTTPRouteHostRewrite",
+        "HTTPRouteMethodMatching",
+        "HTTPRouteNamedRouteRule",
+        "HTTPRouteParentRefPort",
+        "HTTPRoutePathRedirect",
+        "HTTPRoutePathRewrite",
+        "HTTPRoutePortRedirect",
+        "HTTPRouteQueryParamMatching",
+        "HTTPRouteRequestMirror",
+        "HTTPRouteRequestMultipleMirrors",
+        "HTTPRouteRequestPercentageMirror",
+        "HTTPRouteRequestTimeout",
+        "HTTPRouteResponseHeaderModification",
+        "HTTPRouteSchemeRedirect",
+        "ListenerSet",
+        "ReferenceGrant",
+        "TLSRoute",
+        "TLSRouteModeMixed",
+        "TLSRouteModeTerminate",
+        "UDPRoute",
+    ];
+
+    #[test]
+    fn supported_features_are_sorted_unique_v1_5_1_names() {
+        for pair in SUPPORTED_FEATURES.windows(2) {
+            assert!(pair[0] < pair[1], "{} before {}", pair[0], pair[1]);
+        }
+        for name in SUPPORTED_FEATURES {
+            assert!(
+                V1_5_1_FEATURES.contains(name),
+                "{name} is not a v1.5.1 feature"
+            );
+        }
+        // Route kinds that never reach the IR are not claimed.
+        for kind in ["GRPCRoute", "TLSRoute", "UDPRoute", "BackendTLSPolicy"] {
+            assert!(!SUPPORTED_FEATURES.contains(&kind), "{kind}");
         }
     }
 }

@@ -590,7 +590,9 @@ fn parse_filters(filters: &[HttpRouteRulesFilters]) -> Result<Filters, RuleError
                     allow_methods: c.allow_methods.clone().unwrap_or_default(),
                     allow_headers: c.allow_headers.clone().unwrap_or_default(),
                     expose_headers: c.expose_headers.clone().unwrap_or_default(),
-                    max_age_seconds: c.max_age.and_then(|a| u32::try_from(a).ok()),
+                    // The CRD defaults maxAge to 5; manifests read from files skip the
+                    // apiserver's defaulting, so the default is applied here too.
+                    max_age_seconds: u32::try_from(c.max_age.unwrap_or(5)).ok(),
                     allow_credentials: c.allow_credentials.unwrap_or(false),
                 };
                 once(&mut out.cors, ir, name)?;

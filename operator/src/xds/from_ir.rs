@@ -6,8 +6,17 @@
 //!   so the routes of one hostname can never answer for another.
 //! - Clusters keep the IR's names, which derive from backend identity: reordering rules or
 //!   adding a route never renames, and so never drains, a live cluster.
-//! - Not yet converted (left for their issue): CORS, backendRef-level header filters, and the
-//!   500 share for `invalid_weight` (invalid backends are dropped from the split instead).
+//! - CORS: every HTTP connection manager carries Envoy's CORS filter before the router, so
+//!   the first CORS route changes a route table and never a listener; each CORS route
+//!   carries its policy in `typed_per_filter_config`.
+//! - Splits: backendRef-level header filters go on their `ClusterWeight`, so they apply only
+//!   when that backend is picked. The weight of invalid backendRefs goes to a cluster name
+//!   that never exists ([`INVALID_BACKEND_CLUSTER`]) on a route whose
+//!   `cluster_not_found_response_code` is 500: that share of requests gets the 500 Gateway
+//!   API requires, with no extra listener or cluster.
+//! - Not yet converted: nothing the IR carries. One ordering is Envoy's documented default
+//!   rather than a Gateway API rule: route-level header changes are applied after a split's
+//!   own, so for one header name a rule filter wins over a backendRef filter.
 //!
 //! Route tables dominate the cost: a Gateway with thousands of hostnames has one route table of
 //! megabytes, in which a route with five hostnames appears five times. So [`SnapshotBuilder`]
@@ -34,9 +43,11 @@ use envoy_types::pb::envoy::config::listener::v3::{
 };
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route,
-    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, header_matcher,
+    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, header_matcher,
     query_parameter_matcher, redirect_action, route, route_action, route_match,
+    weighted_cluster::ClusterWeight,
 };
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors, CorsPolicy};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -52,7 +63,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
 };
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
-use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+use envoy_types::pb::google::protobuf::{BoolValue, Duration as PbDuration, UInt32Value};
 
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
@@ -63,9 +74,9 @@ use super::envoy_config::{
 };
 use super::protocol::{CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, SECRET, Snapshot};
 use crate::translate::ir::{
-    ClusterIr, EndpointIr, ForwardIr, GatewayIr, HeaderModifierIr, ListenerIr, ListenerProtocol,
-    PathMatchIr, PathModifierIr, RedirectIr, RouteActionIr, RouteIr, StringMatchIr,
-    UpstreamProtocol, VirtualHostIr,
+    ClusterIr, CorsIr, EndpointIr, ForwardIr, GatewayIr, HeaderModifierIr, ListenerIr,
+    ListenerProtocol, PathMatchIr, PathModifierIr, RedirectIr, RouteActionIr, RouteIr,
+    StringMatchIr, UpstreamProtocol, VirtualHostIr, WeightedBackendIr,
 };
 
 /// Where the proxies bind their listeners.
@@ -353,13 +364,23 @@ fn hcm_filter(stat_prefix: &str, route_name: &str) -> Filter {
             config_source: Some(ads_source()),
             route_config_name: route_name.to_owned(),
         })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(
-                any(&Router::default()),
-            )),
-            ..HttpFilter::default()
-        }],
+        http_filters: vec![
+            // Always present, so the first CORS route changes only its route table and never
+            // the listener (a listener update drains its connections). Without a per-route
+            // policy the filter passes requests through untouched.
+            HttpFilter {
+                name: CORS_FILTER.into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(&Cors::default()))),
+                ..HttpFilter::default()
+            },
+            HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(
+                    any(&Router::default()),
+                )),
+                ..HttpFilter::default()
+            },
+        ],
         // Backends with appProtocol kubernetes.io/ws(s) need upgrades; others never ask.
         upgrade_configs: vec![http_connection_manager::UpgradeConfig {
             upgrade_type: "websocket".into(),
@@ -538,29 +559,49 @@ fn millis(ms: u64) -> PbDuration {
     }
 }
 
+/// The weighted-cluster entry that takes the share of invalid backendRefs. No cluster of this
+/// name ever exists (IR clusters are named `service/…` or `backend/…`), and route tables come
+/// over RDS, which Envoy does not check against known clusters, so the router answers requests
+/// sent to it with the route's `cluster_not_found_response_code`: 500, as Gateway API asks.
+pub const INVALID_BACKEND_CLUSTER: &str = "invalid-backend-ref";
+
 fn forward(f: &ForwardIr, r: &RouteIr) -> RouteAction {
-    let cluster_specifier = match f.backends.as_slice() {
-        [single] => route_action::ClusterSpecifier::Cluster(single.cluster.clone()),
-        many => route_action::ClusterSpecifier::WeightedClusters(
-            envoy_types::pb::envoy::config::route::v3::WeightedCluster {
-                clusters: many
-                    .iter()
-                    .map(|b| {
-                        envoy_types::pb::envoy::config::route::v3::weighted_cluster::ClusterWeight {
-                            name: b.cluster.clone(),
-                            weight: Some(UInt32Value { value: b.weight }),
-                            ..Default::default()
-                        }
-                    })
-                    .collect(),
-                ..Default::default()
-            },
-        ),
+    let ForwardIr {
+        backends,
+        invalid_weight,
+    } = f;
+    let headers_per_backend = backends
+        .iter()
+        .any(|b| b.request_headers.is_some() || b.response_headers.is_some());
+    let cluster_specifier = match backends.as_slice() {
+        [single] if *invalid_weight == 0 && !headers_per_backend => {
+            route_action::ClusterSpecifier::Cluster(single.cluster.clone())
+        }
+        many => {
+            let mut clusters: Vec<ClusterWeight> = many.iter().map(cluster_weight).collect();
+            if *invalid_weight > 0 {
+                clusters.push(ClusterWeight {
+                    name: INVALID_BACKEND_CLUSTER.to_owned(),
+                    weight: Some(UInt32Value {
+                        value: *invalid_weight,
+                    }),
+                    ..ClusterWeight::default()
+                });
+            }
+            route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+                clusters,
+                ..WeightedCluster::default()
+            })
+        }
     };
     let mut action = RouteAction {
         cluster_specifier: Some(cluster_specifier),
         ..RouteAction::default()
     };
+    if *invalid_weight > 0 {
+        action.cluster_not_found_response_code =
+            route_action::ClusterNotFoundResponseCode::InternalServerError as i32;
+    }
     if let Some(rewrite) = &r.filters.url_rewrite {
         if let Some(host) = &rewrite.hostname {
             action.host_rewrite_specifier = Some(
@@ -607,6 +648,34 @@ fn forward(f: &ForwardIr, r: &RouteIr) -> RouteAction {
         }
     }
     action
+}
+
+/// One destination of a split, with the header changes of its backendRef-level filters, which
+/// Envoy applies only when this destination is picked.
+fn cluster_weight(b: &WeightedBackendIr) -> ClusterWeight {
+    let WeightedBackendIr {
+        cluster,
+        weight,
+        request_headers,
+        response_headers,
+    } = b;
+    let (request_headers_to_add, request_headers_to_remove) = request_headers
+        .as_ref()
+        .map(header_options)
+        .unwrap_or_default();
+    let (response_headers_to_add, response_headers_to_remove) = response_headers
+        .as_ref()
+        .map(header_options)
+        .unwrap_or_default();
+    ClusterWeight {
+        name: cluster.clone(),
+        weight: Some(UInt32Value { value: *weight }),
+        request_headers_to_add,
+        request_headers_to_remove,
+        response_headers_to_add,
+        response_headers_to_remove,
+        ..ClusterWeight::default()
+    }
 }
 
 fn redirect(r: &RedirectIr) -> RedirectAction {
@@ -673,8 +742,112 @@ fn route_of(r: &RouteIr) -> Route {
         request_headers_to_remove,
         response_headers_to_add,
         response_headers_to_remove,
+        // One entry at most, so the map's iteration order cannot change the encoding.
+        typed_per_filter_config: r
+            .filters
+            .cors
+            .as_ref()
+            .map(|c| (CORS_FILTER.to_owned(), any(&cors_policy(c))))
+            .into_iter()
+            .collect(),
         ..Route::default()
     }
+}
+
+/// The HTTP filter answering CORS preflights and decorating CORS responses, configured per
+/// route through `typed_per_filter_config` under this name.
+const CORS_FILTER: &str = "envoy.filters.http.cors";
+
+/// Gateway API's HTTPCORSFilter as Envoy's per-route CORS policy. Envoy always answers with the
+/// request's own `Origin` in `access-control-allow-origin`, which is what Gateway API requires
+/// for credentialed requests and allows otherwise.
+fn cors_policy(c: &CorsIr) -> CorsPolicy {
+    let CorsIr {
+        allow_origins,
+        allow_methods,
+        allow_headers,
+        expose_headers,
+        max_age_seconds,
+        allow_credentials,
+    } = c;
+    CorsPolicy {
+        allow_origin_string_match: allow_origins
+            .iter()
+            .map(|o| StringMatcher {
+                match_pattern: Some(string_matcher::MatchPattern::SafeRegex(regex(
+                    &origin_regex(o),
+                ))),
+                ..StringMatcher::default()
+            })
+            .collect(),
+        allow_methods: allow_methods.join(","),
+        allow_headers: allow_headers.join(","),
+        expose_headers: expose_headers.join(","),
+        max_age: max_age_seconds.map(|s| s.to_string()).unwrap_or_default(),
+        allow_credentials: allow_credentials.then_some(BoolValue { value: true }),
+        // Gateway API: a preflight from an origin that is not allowed gets an OK answer
+        // without CORS headers (or a 403), never the backend's own OPTIONS handling.
+        forward_not_matching_preflights: Some(BoolValue { value: false }),
+        ..CorsPolicy::default()
+    }
+}
+
+/// An HTTPCORSFilter origin (`*`, or `scheme://host[:port]` whose host may hold `*`) as an
+/// RE2 pattern over the whole `Origin` header.
+///
+/// - `*` alone allows every origin.
+/// - `*` in the host matches any number of characters up to the port, dots included (Gateway
+///   API: "a greedy match to the left, including any number of DNS labels").
+/// - Browsers leave the default port out of `Origin`, and Gateway API assumes 80 for http and
+///   443 for https when the pattern has none, so `https://a.example` and
+///   `https://a.example:443` each match both spellings.
+fn origin_regex(origin: &str) -> String {
+    if origin == "*" {
+        return ".*".to_owned();
+    }
+    let (scheme, rest) = origin.split_once("://").unwrap_or(("", origin));
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => Some("80"),
+        "https" => Some("443"),
+        _ => None,
+    };
+    // A port is digits after the last ':' (hosts never hold ':' except inside IPv6 brackets,
+    // which end in ']').
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (host, Some(port))
+        }
+        _ => (rest, None),
+    };
+    let host = host
+        .split('*')
+        .map(regex_escape)
+        .collect::<Vec<_>>()
+        .join("[^/:]*");
+    let port = match (port, default_port) {
+        (Some(p), Some(d)) if p == d => format!("(:{d})?"),
+        (None, Some(d)) => format!("(:{d})?"),
+        (Some(p), _) => format!(":{p}"),
+        (None, None) => String::new(),
+    };
+    let scheme = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{}://", regex_escape(scheme))
+    };
+    format!("{scheme}{host}{port}")
+}
+
+/// `text` with every RE2 metacharacter escaped.
+fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn envoy_cluster(c: &ClusterIr) -> Cluster {
@@ -702,4 +875,236 @@ fn envoy_cluster(c: &ClusterIr) -> Cluster {
         .collect();
     }
     cluster
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::ir::{HeaderValueIr, RouteFiltersIr};
+    use prost::Name;
+
+    fn forwarding_route(backends: Vec<WeightedBackendIr>, invalid_weight: u32) -> RouteIr {
+        RouteIr {
+            name: "httproute/apps/r/rule/0/match/0".into(),
+            source: "apps/r".into(),
+            rule_name: None,
+            path: PathMatchIr::Prefix("/".into()),
+            headers: Vec::new(),
+            query: Vec::new(),
+            method: None,
+            action: RouteActionIr::Forward(ForwardIr {
+                backends,
+                invalid_weight,
+            }),
+            filters: RouteFiltersIr::default(),
+        }
+    }
+
+    fn backend(cluster: &str, weight: u32) -> WeightedBackendIr {
+        WeightedBackendIr {
+            cluster: cluster.into(),
+            weight,
+            request_headers: None,
+            response_headers: None,
+        }
+    }
+
+    /// Whether Envoy's full-match RE2 semantics of `pattern` accept `origin` (the `regex` crate
+    /// agrees with RE2 on the constructs `origin_regex` emits).
+    fn origin_allowed(pattern: &str, origin: &str) -> bool {
+        regex::Regex::new(&format!("^(?:{})$", origin_regex(pattern)))
+            .expect("origin pattern compiles")
+            .is_match(origin)
+    }
+
+    #[test]
+    fn origins_match_as_gateway_api_describes() {
+        assert!(origin_allowed("*", "https://anything.test:8443"));
+        assert!(origin_allowed("https://app.example", "https://app.example"));
+        assert!(origin_allowed(
+            "https://app.example",
+            "https://app.example:443"
+        ));
+        assert!(origin_allowed(
+            "https://app.example:443",
+            "https://app.example"
+        ));
+        assert!(!origin_allowed("https://app.example", "http://app.example"));
+        assert!(!origin_allowed(
+            "https://app.example",
+            "https://app.example:8443"
+        ));
+        assert!(!origin_allowed(
+            "https://app.example",
+            "https://appxexample"
+        ));
+        assert!(!origin_allowed(
+            "https://app.example",
+            "https://evil.app.example"
+        ));
+        assert!(origin_allowed(
+            "http://localhost:3000",
+            "http://localhost:3000"
+        ));
+        assert!(!origin_allowed("http://localhost:3000", "http://localhost"));
+        // The wildcard takes any number of labels to its left, and nothing else.
+        assert!(origin_allowed(
+            "https://*.example.com",
+            "https://a.example.com"
+        ));
+        assert!(origin_allowed(
+            "https://*.example.com",
+            "https://a.b.example.com"
+        ));
+        assert!(!origin_allowed(
+            "https://*.example.com",
+            "https://example.com"
+        ));
+        assert!(!origin_allowed(
+            "https://*.example.com",
+            "https://a.example.com.evil"
+        ));
+        assert!(!origin_allowed(
+            "https://*.example.com",
+            "http://a.example.com"
+        ));
+        assert!(!origin_allowed(
+            "https://*.example.com",
+            "https://a.example.com:8443"
+        ));
+        assert!(origin_allowed("https://*", "https://any.host"));
+    }
+
+    #[test]
+    fn cors_becomes_a_per_route_policy_and_the_filter_precedes_the_router() {
+        let mut route = forwarding_route(vec![backend("service/apps/app/80", 1)], 0);
+        route.filters.cors = Some(CorsIr {
+            allow_origins: vec!["https://app.example".into()],
+            allow_methods: vec!["GET".into(), "PUT".into()],
+            allow_headers: vec!["Authorization".into()],
+            expose_headers: vec!["X-Request-Id".into(), "X-Other".into()],
+            max_age_seconds: Some(600),
+            allow_credentials: true,
+        });
+        let envoy = route_of(&route);
+        let config = envoy
+            .typed_per_filter_config
+            .get(CORS_FILTER)
+            .expect("per-route CORS policy");
+        assert_eq!(config.type_url, CorsPolicy::type_url());
+        let policy = CorsPolicy::decode(config.value.as_slice()).expect("decodes");
+        assert_eq!(policy.allow_methods, "GET,PUT");
+        assert_eq!(policy.allow_headers, "Authorization");
+        assert_eq!(policy.expose_headers, "X-Request-Id,X-Other");
+        assert_eq!(policy.max_age, "600");
+        assert_eq!(policy.allow_credentials, Some(BoolValue { value: true }));
+        assert_eq!(policy.allow_origin_string_match.len(), 1);
+
+        let without = route_of(&forwarding_route(vec![backend("c", 1)], 0));
+        assert!(without.typed_per_filter_config.is_empty());
+
+        let Some(filter::ConfigType::TypedConfig(hcm)) = hcm_filter("l", "r").config_type else {
+            panic!("HCM has a typed config");
+        };
+        let hcm = HttpConnectionManager::decode(hcm.value.as_slice()).expect("decodes");
+        let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, [CORS_FILTER, "envoy.filters.http.router"]);
+    }
+
+    fn weighted(route: &Route) -> Vec<ClusterWeight> {
+        let Some(route::Action::Route(action)) = &route.action else {
+            panic!("forwarding route");
+        };
+        match &action.cluster_specifier {
+            Some(route_action::ClusterSpecifier::WeightedClusters(w)) => w.clusters.clone(),
+            other => panic!("weighted clusters expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn backend_ref_headers_go_on_their_weighted_cluster_only() {
+        let mut with_headers = backend("service/apps/a/80", 1);
+        with_headers.request_headers = Some(HeaderModifierIr {
+            set: vec![HeaderValueIr {
+                name: "x-only-a".into(),
+                value: "yes".into(),
+            }],
+            add: Vec::new(),
+            remove: vec!["x-debug".into()],
+        });
+        with_headers.response_headers = Some(HeaderModifierIr {
+            set: Vec::new(),
+            add: vec![HeaderValueIr {
+                name: "x-served-by".into(),
+                value: "a".into(),
+            }],
+            remove: Vec::new(),
+        });
+        let two = route_of(&forwarding_route(
+            vec![with_headers.clone(), backend("service/apps/b/80", 1)],
+            0,
+        ));
+        let clusters = weighted(&two);
+        assert_eq!(clusters.len(), 2);
+        let a = &clusters[0];
+        assert_eq!(a.request_headers_to_add.len(), 1);
+        assert_eq!(
+            a.request_headers_to_add[0]
+                .header
+                .as_ref()
+                .map(|h| h.key.as_str()),
+            Some("x-only-a")
+        );
+        assert_eq!(a.request_headers_to_remove, ["x-debug"]);
+        assert_eq!(
+            a.response_headers_to_add[0]
+                .header
+                .as_ref()
+                .map(|h| h.value.as_str()),
+            Some("a")
+        );
+        let b = &clusters[1];
+        assert!(b.request_headers_to_add.is_empty() && b.response_headers_to_add.is_empty());
+        assert!(two.request_headers_to_add.is_empty(), "not on the route");
+
+        // A single backendRef with filters keeps them: a one-entry weighted cluster.
+        let one = route_of(&forwarding_route(vec![with_headers], 0));
+        assert_eq!(weighted(&one).len(), 1);
+        // Without filters or invalid weight a single backend stays a plain cluster.
+        let plain = route_of(&forwarding_route(vec![backend("c", 1)], 0));
+        let Some(route::Action::Route(action)) = &plain.action else {
+            panic!("forwarding route");
+        };
+        assert_eq!(
+            action.cluster_specifier,
+            Some(route_action::ClusterSpecifier::Cluster("c".into()))
+        );
+    }
+
+    #[test]
+    fn invalid_weight_becomes_a_500_share_of_the_split() {
+        let route = route_of(&forwarding_route(vec![backend("service/apps/a/80", 3)], 1));
+        let clusters = weighted(&route);
+        let shares: Vec<(&str, u32)> = clusters
+            .iter()
+            .map(|c| (c.name.as_str(), c.weight.as_ref().map_or(0, |w| w.value)))
+            .collect();
+        assert_eq!(
+            shares,
+            [("service/apps/a/80", 3), (INVALID_BACKEND_CLUSTER, 1)]
+        );
+        let Some(route::Action::Route(action)) = &route.action else {
+            panic!("forwarding route");
+        };
+        assert_eq!(
+            action.cluster_not_found_response_code,
+            route_action::ClusterNotFoundResponseCode::InternalServerError as i32
+        );
+        // Routes without invalid backends keep Envoy's default (503) for a missing cluster.
+        let healthy = route_of(&forwarding_route(vec![backend("a", 1), backend("b", 1)], 0));
+        let Some(route::Action::Route(action)) = &healthy.action else {
+            panic!("forwarding route");
+        };
+        assert_eq!(action.cluster_not_found_response_code, 0);
+    }
 }
