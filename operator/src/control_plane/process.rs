@@ -87,7 +87,7 @@ pub fn fleet_config(config: &ControllerConfig) -> crate::fleet::run::FleetConfig
             names: names.clone(),
         },
         proxy_defaults: config.proxy_defaults.clone(),
-        client_secret: (names.namespace().to_owned(), names.xds_client_secret()),
+        issuer_secret: (names.namespace().to_owned(), names.proxy_issuer_secret()),
         resync: Duration::from_secs(60),
     }
 }
