@@ -1,12 +1,13 @@
 //! `eg-operator controller` as the operator deploys it, as a process: it reads the
 //! configuration file the operator writes, serves xDS over mutual TLS with the environment's
-//! certificates, and a real Envoy booted from the generated bootstrap carries requests for an
-//! HTTPRoute created in the real apiserver to a backend on a test host.
+//! certificates, and a real Envoy booted from the generated bootstrap with its Gateway's
+//! certificate carries requests for an HTTPRoute created in the real apiserver to a backend on a
+//! test host. The same certificate claiming another Gateway is refused, and the controller says so.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use eg_e2e::backend::Echo;
 use eg_e2e::envoy::EnvoyProcess;
@@ -15,9 +16,7 @@ use eg_e2e::netns::EchoHost;
 use eg_e2e::process::{Lifetime, ManagedProcess};
 use eg_e2e::{LOOPBACK, free_port, shared_cluster, with_temp_namespace};
 use eg_operator::control_plane::config::{ControllerConfig, EnvironmentRef, XdsConfig};
-use eg_operator::environment::certificates::{ExistingCertificates, decide};
 use eg_operator::environment::names::Names;
-use eg_operator::environment::validate::CertificateLifetimes;
 use eg_operator::xds::bootstrap::{AdsFlavour, BootstrapSpec, XdsTlsFiles, bootstrap};
 use kube::Api;
 use serde_json::json;
@@ -34,16 +33,7 @@ async fn controller_process_serves_an_httproute_over_mtls_xds() {
 
         // The environment's certificates, as the operator stores them.
         let names = Names::new(&ns, "env");
-        let certs = decide(
-            &ExistingCertificates::default(),
-            CertificateLifetimes {
-                duration: Duration::from_secs(3600),
-                renew_before: Duration::from_secs(600),
-            },
-            &names,
-            SystemTime::now(),
-        )?
-        .certificates;
+        let (certs, public) = certificates_for(&names, (&ns, "public"));
         let server_dir = dir.path().join("server");
         std::fs::create_dir_all(&server_dir)?;
         std::fs::write(server_dir.join("tls.crt"), &certs.xds_server.cert)?;
@@ -73,7 +63,7 @@ async fn controller_process_serves_an_httproute_over_mtls_xds() {
             .arg("--listener-ip=127.0.0.1")
             .env("KUBECONFIG", shared_cluster().kubeconfig_path())
             .env("POD_NAME", "controller-0");
-        let _controller = ManagedProcess::spawn("controller", cmd, &dir.path().join("controller.log"), Lifetime::Owned)?;
+        let controller = ManagedProcess::spawn("controller", cmd, &dir.path().join("controller.log"), Lifetime::Owned)?;
 
         // A backend on a test host behind a Service.
         let echo_bin = Path::new(env!("CARGO_BIN_EXE_eg-operator")).with_file_name("eg-echo");
@@ -85,23 +75,22 @@ async fn controller_process_serves_an_httproute_over_mtls_xds() {
             "metadata": {"name": "shop"},
             "spec": {"parentRefs": [{"name": "public"}], "rules": [{"backendRefs": [{"name": "shop", "port": 80}]}]}})).await;
 
-        // A proxy of the Gateway, with the proxies' client certificate.
+        // A proxy of the Gateway, with the Gateway's client certificate.
         let files = XdsTlsFiles {
-            ca_cert: write("ca.crt", &certs.trust_bundle).display().to_string(),
-            client_cert: write("client.crt", &certs.xds_client.cert).display().to_string(),
-            client_key: write("client.key", &certs.xds_client.key).display().to_string(),
+            ca_cert: write("ca.crt", &public.ca_crt).display().to_string(),
+            client_cert: write("client.crt", &public.tls_crt).display().to_string(),
+            client_key: write("client.key", &public.tls_key).display().to_string(),
             server_name: names.xds_dns_names()[0].clone(),
         };
-        let envoy = EnvoyProcess::start(&bootstrap(&BootstrapSpec {
+        let proxy = |cluster: String| BootstrapSpec {
             node_id: "proxy-0".into(),
-            node_cluster: format!("{ns}/public"),
+            node_cluster: cluster,
             admin: SocketAddr::new(LOOPBACK, 0),
             xds_server: SocketAddr::new(LOOPBACK, xds_port).into(),
             flavour: AdsFlavour::Delta,
-            tls: Some(files),
-        })
-        .to_string())
-        .await?;
+            tls: Some(files.clone()),
+        };
+        let envoy = EnvoyProcess::start(&bootstrap(&proxy(format!("{ns}/public"))).to_string()).await?;
 
         let start = Instant::now();
         loop {
@@ -140,8 +129,58 @@ async fn controller_process_serves_an_httproute_over_mtls_xds() {
         let lease: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &ns);
         let holder = lease.get("env-envoy-gateway-leader").await?.spec.and_then(|s| s.holder_identity);
         assert_eq!(holder.as_deref(), Some("controller-0"));
+
+        // The same certificate claiming another Gateway (with a listener of its own) is refused,
+        // and the controller logs it.
+        let private_port = free_port(LOOPBACK)?;
+        http_gateway(&client, &ns, "private", &format!("gc-{ns}"), &controller_name, private_port).await;
+        let impostor = EnvoyProcess::start_unready(&bootstrap(&proxy(format!("{ns}/private"))).to_string()).await?;
+        let start = Instant::now();
+        let refusal = loop {
+            let log = controller.log_tail(usize::MAX);
+            if let Some(line) = log.lines().find(|l| l.contains("xDS stream refused") && l.contains(&format!("{ns}/private"))) {
+                break line.to_owned();
+            }
+            assert!(start.elapsed() < Duration::from_secs(15), "no refusal in the controller's log:\n{log}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(refusal.contains("mismatch") && refusal.contains(&format!("{ns}/public")), "{refusal}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let dump = impostor.config_dump().await?.to_string();
+        assert!(!dump.contains(&format!("\"port_value\":{private_port}")), "the impostor got none of private's listeners");
+        impostor.stop();
         envoy.stop();
         Ok(())
     })
     .await;
+}
+
+/// The environment's certificates (valid for an hour) and the client certificate of Gateway
+/// `namespace/name` as its fleet Secret holds it, made by the functions the operator and the
+/// fleet task call.
+fn certificates_for(
+    names: &Names,
+    (namespace, name): (&str, &str),
+) -> (
+    eg_operator::environment::build::EnvironmentCertificates,
+    eg_operator::fleet::build::ClientCertificate,
+) {
+    use eg_operator::environment::certificates::{ExistingCertificates, decide};
+    use eg_operator::environment::validate::CertificateLifetimes;
+    use eg_operator::fleet::certificate::{self, ProxyIssuer, Signer};
+    use eg_operator::xds::identity::EnvironmentIdentity;
+    let now = std::time::SystemTime::now();
+    let lifetimes = CertificateLifetimes {
+        duration: Duration::from_secs(3600),
+        renew_before: Duration::from_secs(600),
+    };
+    let certs = decide(&ExistingCertificates::default(), lifetimes, names, now)
+        .expect("environment certificates")
+        .certificates;
+    let signer = Signer::new(ProxyIssuer::from(&certs)).expect("proxy issuer");
+    let identity = EnvironmentIdentity::new(names.namespace(), names.environment());
+    let gateway = certificate::decide(&signer, &identity, (namespace, name), None, now)
+        .expect("gateway certificate")
+        .certificate;
+    (certs, gateway)
 }

@@ -52,6 +52,20 @@ pub struct EnvoyProcess {
 impl EnvoyProcess {
     /// Starts Envoy from a YAML bootstrap and waits until its admin reports `LIVE`.
     pub async fn start(bootstrap_yaml: &str) -> Result<Self, EnvoyError> {
+        Self::start_until(bootstrap_yaml, |state| state == "LIVE").await
+    }
+
+    /// Starts Envoy and returns as soon as its admin answers, whatever its state: for a proxy
+    /// that is expected never to get its initial configuration (it stays `INITIALIZING`).
+    pub async fn start_unready(bootstrap_yaml: &str) -> Result<Self, EnvoyError> {
+        Self::start_until(bootstrap_yaml, |_| true).await
+    }
+
+    /// Starts Envoy and waits until its admin's `/ready` body satisfies `ready`.
+    async fn start_until(
+        bootstrap_yaml: &str,
+        ready: impl Fn(&str) -> bool,
+    ) -> Result<Self, EnvoyError> {
         let bin = tools::envoy_bin()?;
         let dir = tempfile::Builder::new().prefix("eg-envoy-").tempdir()?;
         let bootstrap = dir.path().join("bootstrap.yaml");
@@ -92,7 +106,7 @@ impl EnvoyProcess {
                 match http.get(format!("http://{admin}/ready")).send().await {
                     Ok(resp) => {
                         let body = resp.text().await.unwrap_or_default();
-                        if body.trim() == "LIVE" {
+                        if ready(body.trim()) {
                             return Ok(Self {
                                 process,
                                 admin,

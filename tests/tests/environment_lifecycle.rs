@@ -458,7 +458,7 @@ async fn certificates_rotate_with_both_cas_trusted_during_rotation() {
         let later = t0 + Duration::from_secs(45 * 60);
         let rotated = reconcile_environment(&client, &eg, &settings(), later).await?;
         let which: Vec<&str> = rotated.issued.iter().map(|i| i.which).collect();
-        assert_eq!(which, ["CA", "xDS server", "proxy client"]);
+        assert_eq!(which, ["CA", "xDS server", "proxy issuer"]);
         let (bundle_after, server_after) = read("rot-envoy-gateway-xds-server").await;
         assert_ne!(server_after, server_before);
         assert_eq!(
@@ -468,7 +468,7 @@ async fn certificates_rotate_with_both_cas_trusted_during_rotation() {
         );
         let old_ca = bundle_before.trim();
         assert!(bundle_after.contains(old_ca), "the previous CA stays in the bundle");
-        let (client_bundle, _) = read("rot-envoy-gateway-xds-client").await;
+        let (client_bundle, _) = read("rot-envoy-gateway-proxy-issuer").await;
         assert_eq!(client_bundle, bundle_after, "proxies get the same trust bundle");
 
         // Once the old CA has expired it leaves the bundle, and nothing else is reissued.

@@ -1,8 +1,10 @@
 //! Proxy fleets on the real apiserver: the controller's fleet task gives a Gateway of its class
 //! its Envoy fleet with the class EnvoyProxy's settings honoured, a Gateway-level EnvoyProxy
 //! overrides them, a listener change reaches the Service ports, an unknown parametersRef is a
-//! condition naming the field while the fleet stays, and deleting the Gateway removes the fleet
-//! (owner references + the kube-controller-manager's garbage collector).
+//! condition naming the field while the fleet stays, the fleet's certificate Secret holds the
+//! Gateway's own client certificate signed by the proxy issuer, and deleting the Gateway removes
+//! the fleet (owner references + the kube-controller-manager's garbage collector). With a real
+//! Envoy: a proxy is served its own Gateway's configuration and nothing of another's.
 //!
 //! There is no kubelet: the fleet is proven at the API level.
 
@@ -66,14 +68,19 @@ async fn a_gateway_gets_its_fleet_and_loses_it_with_the_gateway() {
         let names = Names::new(&ns, "prod");
         let class = format!("fleet-{ns}");
         let controller_name = format!("example.com/fleet-{ns}");
-        // The proxies' client certificate, as the operator writes it.
+        // The proxy issuer, as the operator writes it.
+        let (certs, _) = certificates_for(&names, (&ns, "gw"));
         apply(
             &client,
             Some(&ns),
             json!({
                 "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-                "metadata": {"name": names.xds_client_secret()},
-                "stringData": {"ca.crt": "CA", "tls.crt": "CRT", "tls.key": "KEY"}
+                "metadata": {"name": names.proxy_issuer_secret()},
+                "stringData": {
+                    "ca.crt": certs.trust_bundle,
+                    "tls.crt": certs.proxy_issuer.cert,
+                    "tls.key": certs.proxy_issuer.key
+                }
             }),
         )
         .await;
@@ -132,7 +139,7 @@ async fn a_gateway_gets_its_fleet_and_loses_it_with_the_gateway() {
                     xds_server_name: "prod-envoy-gateway.test.svc".into(),
                 },
                 proxy_defaults: ProxySpec::default(),
-                client_secret: (ns.clone(), names.xds_client_secret()),
+                issuer_secret: (ns.clone(), names.proxy_issuer_secret()),
                 resync: Duration::from_secs(60),
             },
             leading,
@@ -183,6 +190,23 @@ async fn a_gateway_gets_its_fleet_and_loses_it_with_the_gateway() {
             json!(1)
         );
         assert!(accounts.get_opt("envoy-gw").await?.is_some());
+
+        // The fleet's certificate names this Gateway, and a later pass keeps it as it is.
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+        let pem = |s: &k8s_openapi::api::core::v1::Secret, key: &str| {
+            String::from_utf8(s.data.as_ref().expect("data")[key].0.clone()).expect("PEM")
+        };
+        let secret = secrets.get("envoy-gw-xds").await?;
+        let chain: Vec<rustls::pki_types::CertificateDer<'static>> =
+            rustls::pki_types::pem::PemObject::pem_slice_iter(pem(&secret, "tls.crt").as_bytes())
+                .collect::<Result<_, _>>()?;
+        assert_eq!(chain.len(), 2, "leaf and proxy issuer");
+        let identity = eg_operator::xds::identity::EnvironmentIdentity::new(&ns, "prod");
+        assert_eq!(
+            eg_operator::xds::identity::certified_gateway(&identity, &chain).as_deref(),
+            Ok(format!("{ns}/gw").as_str())
+        );
+        assert_eq!(pem(&secret, "ca.crt"), certs.trust_bundle);
         let svc = services.get("envoy-gw").await?;
         let svc_spec = svc.spec.clone().expect("service spec");
         assert_eq!(svc_spec.type_.as_deref(), Some("ClusterIP"));
@@ -224,6 +248,11 @@ async fn a_gateway_gets_its_fleet_and_loses_it_with_the_gateway() {
             (v["spec"]["replicas"] == 4 && v["spec"]["template"]["spec"]["containers"][0]["image"] == "envoy:gateway")
                 .then_some(())
         });
+        assert_eq!(
+            pem(&secrets.get("envoy-gw-xds").await?, "tls.crt"),
+            pem(&secret, "tls.crt"),
+            "a later pass keeps a valid certificate"
+        );
         until!("HPA pruned", LIMIT, hpas.get_opt("envoy-gw").await?.is_none().then_some(()));
         assert!(pdbs.get_opt("envoy-gw").await?.is_none(), "PDB pruned too");
 
@@ -279,80 +308,33 @@ async fn a_gateway_gets_its_fleet_and_loses_it_with_the_gateway() {
     .await;
 }
 
-/// The generated bootstrap is real: Envoy starts from the fleet ConfigMap's bootstrap and SDS
-/// files, with the environment's certificates as the Secret would mount them, connects to an
-/// mTLS xDS server, receives its Gateway's configuration and serves readiness and Prometheus
-/// stats. The files are written to a temporary directory instead of `/etc/envoy`, and the fixed
-/// pod ports (admin, readiness, stats) become free loopback ports; nothing else is changed.
-#[tokio::test]
-async fn envoy_runs_from_the_generated_bootstrap_over_mutual_tls() {
+/// Ports and files of one proxy started from the generated bootstrap outside a cluster.
+struct BootstrappedProxy {
+    envoy: eg_e2e::envoy::EnvoyProcess,
+    ready: u16,
+    stats: u16,
+}
+
+/// Starts Envoy from the fleet's bootstrap files for Gateway `namespace/gateway`, with the
+/// certificate files in `cert_dir` as the fleet Secret would mount them. The files are written
+/// to `dir` instead of `/etc/envoy`, and the fixed pod ports (admin, readiness, stats) become
+/// free loopback ports; nothing else is changed.
+async fn start_bootstrapped_proxy(
+    environment: &eg_operator::fleet::build::FleetEnvironment,
+    (namespace, gateway): (&str, &str),
+    cert_dir: &std::path::Path,
+    dir: &std::path::Path,
+    expect_served: bool,
+) -> BootstrappedProxy {
     use eg_e2e::envoy::EnvoyProcess;
     use eg_e2e::{LOOPBACK, free_port};
-    use eg_operator::environment::certificates::{ExistingCertificates, decide};
-    use eg_operator::environment::validate::CertificateLifetimes;
     use eg_operator::fleet::build::{
         ADMIN_ADDRESS, BOOTSTRAP_KEY, CERT_DIR, CONFIG_DIR, READY_PORT, STATS_PORT, bootstrap_files,
     };
-    use eg_operator::xds::protocol::Snapshot;
-    use eg_operator::xds::server::{AdsServer, ProxyEvent, SnapshotStore};
-    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
-    use tokio_stream::wrappers::TcpListenerStream;
 
-    let names = Names::new("eg-test", "test");
-    let certs = decide(
-        &ExistingCertificates::default(),
-        CertificateLifetimes {
-            duration: Duration::from_secs(3600),
-            renew_before: Duration::from_secs(600),
-        },
-        &names,
-        std::time::SystemTime::now(),
-    )
-    .expect("certificates")
-    .certificates;
-
-    let store = SnapshotStore::default();
-    let ads = AdsServer::new(store.clone());
-    let mut events = ads.events();
-    let listener = tokio::net::TcpListener::bind((LOOPBACK, 0))
-        .await
-        .expect("bind xDS");
-    let xds = listener.local_addr().expect("xDS address");
-    let tls = tonic::transport::ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(
-            &certs.xds_server.cert,
-            &certs.xds_server.key,
-        ))
-        .client_ca_root(tonic::transport::Certificate::from_pem(&certs.trust_bundle));
-    let server = tonic::transport::Server::builder()
-        .tls_config(tls)
-        .expect("server TLS")
-        .add_service(AggregatedDiscoveryServiceServer::new(ads))
-        .serve_with_incoming(TcpListenerStream::new(listener));
-    let server = tokio::spawn(server);
-    store.set("shop/public", Snapshot::new("1"));
-
-    let environment = FleetEnvironment {
-        names: names.clone(),
-        anti_affinity: AntiAffinity::Preferred,
-        xds: XdsAddress::Tcp(xds),
-        xds_server_name: names.xds_dns_names()[0].clone(),
-    };
-    let files = bootstrap_files(&environment, "shop", "public").expect("bootstrap files");
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config_dir = dir.path().join("config");
-    let cert_dir = dir.path().join("certs");
+    let files = bootstrap_files(environment, namespace, gateway).expect("bootstrap files");
+    let config_dir = dir.join(format!("config-{gateway}"));
     std::fs::create_dir_all(&config_dir).expect("config dir");
-    std::fs::create_dir_all(&cert_dir).expect("cert dir");
-    // The Secret's files, as the kubelet mounts them.
-    for (name, text) in [
-        ("ca.crt", &certs.trust_bundle),
-        ("tls.crt", &certs.xds_client.cert),
-        ("tls.key", &certs.xds_client.key),
-    ] {
-        std::fs::write(cert_dir.join(name), text).expect("write cert");
-    }
     let port = |p: u16| free_port(LOOPBACK).map(|f| (p, f)).expect("free port");
     let (ready_port, ready) = port(READY_PORT);
     let (stats_port, stats) = port(STATS_PORT);
@@ -378,19 +360,129 @@ async fn envoy_runs_from_the_generated_bootstrap_over_mutual_tls() {
         std::fs::write(config_dir.join(name), relocate(text)).expect("write config");
     }
     let bootstrap = std::fs::read_to_string(config_dir.join(BOOTSTRAP_KEY)).expect("bootstrap");
-    let envoy = EnvoyProcess::start(&bootstrap).await.expect("envoy starts");
+    let envoy = if expect_served {
+        EnvoyProcess::start(&bootstrap).await
+    } else {
+        EnvoyProcess::start_unready(&bootstrap).await
+    }
+    .expect("envoy starts");
+    BootstrappedProxy {
+        envoy,
+        ready,
+        stats,
+    }
+}
 
-    // Connected over mTLS as the Gateway the bootstrap names, and ACKed its configuration.
+/// The generated bootstrap is real: Envoy starts from the fleet ConfigMap's bootstrap and SDS
+/// files, with its Gateway's certificate as the fleet Secret holds it (leaf naming the Gateway,
+/// then the proxy issuer), connects to the xDS server over mutual TLS as the controller serves it
+/// (the reloading rustls acceptor, peers authorized by certificate), receives its Gateway's
+/// configuration and serves readiness and Prometheus stats.
+///
+/// The same certificate in a proxy whose bootstrap claims another Gateway gets nothing: the
+/// stream is refused with PermissionDenied, the server publishes the refusal naming both
+/// Gateways, and Envoy itself logs it.
+#[tokio::test]
+async fn envoy_runs_from_the_generated_bootstrap_over_mutual_tls() {
+    use eg_e2e::LOOPBACK;
+    use eg_operator::control_plane::xds_tls::ReloadingTls;
+    use eg_operator::xds::envoy_config::{eds_cluster, resource};
+    use eg_operator::xds::identity::{EnvironmentIdentity, PeerPolicy};
+    use eg_operator::xds::protocol::{CLUSTER, Snapshot};
+    use eg_operator::xds::server::{AdsServer, ProxyEvent, SnapshotStore};
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+
+    let names = Names::new("eg-test", "test");
+    let (certs, public) = certificates_for(&names, ("shop", "public"));
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // The xDS server exactly as `eg-operator controller` runs it with TLS.
+    let server_dir = dir.path().join("server");
+    std::fs::create_dir_all(&server_dir).expect("server dir");
+    for (name, text) in [
+        ("ca.crt", &certs.trust_bundle),
+        ("tls.crt", &certs.xds_server.cert),
+        ("tls.key", &certs.xds_server.key),
+    ] {
+        std::fs::write(server_dir.join(name), text).expect("write server cert");
+    }
+    let store = SnapshotStore::default();
+    let ads = AdsServer::with_peer_policy(
+        store.clone(),
+        PeerPolicy::Certificate(EnvironmentIdentity::new("eg-test", "test")),
+    );
+    let mut events = ads.events();
+    let listener = tokio::net::TcpListener::bind((LOOPBACK, 0))
+        .await
+        .expect("bind xDS");
+    let xds = listener.local_addr().expect("xDS address");
+    let tls = ReloadingTls::load(&server_dir).expect("server TLS");
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(ads))
+            .serve_with_incoming(tls.incoming(listener)),
+    );
+    store.set("shop/public", Snapshot::new("1"));
+    // Gateway shop/admin has configuration of its own that no proxy of shop/public may see.
+    let mut admin_snapshot = Snapshot::new("1");
+    admin_snapshot.resources.insert(
+        CLUSTER.to_owned(),
+        [(
+            "admin-secrets".to_owned(),
+            resource("admin-secrets", &eds_cluster("admin-secrets")),
+        )]
+        .into(),
+    );
+    store.set("shop/admin", admin_snapshot);
+
+    let environment = FleetEnvironment {
+        names: names.clone(),
+        anti_affinity: AntiAffinity::Preferred,
+        xds: XdsAddress::Tcp(xds),
+        xds_server_name: names.xds_dns_names()[0].clone(),
+    };
+    // Gateway shop/public's fleet Secret, as the kubelet mounts it.
+    let cert_dir = dir.path().join("certs");
+    std::fs::create_dir_all(&cert_dir).expect("cert dir");
+    for (name, text) in [
+        ("ca.crt", &public.ca_crt),
+        ("tls.crt", &public.tls_crt),
+        ("tls.key", &public.tls_key),
+    ] {
+        std::fs::write(cert_dir.join(name), text).expect("write cert");
+    }
+    assert_eq!(
+        public.tls_crt.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "the proxy presents its leaf and the issuer"
+    );
+
+    let BootstrappedProxy {
+        envoy,
+        ready,
+        stats,
+    } = start_bootstrapped_proxy(
+        &environment,
+        ("shop", "public"),
+        &cert_dir,
+        dir.path(),
+        true,
+    )
+    .await;
+
+    // Connected over mTLS as the Gateway its certificate names, and ACKed its configuration.
     let acked = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
-            if let Ok(ProxyEvent::Ack { gateway, .. }) = events.recv().await {
-                break gateway;
+            match events.recv().await {
+                Ok(ProxyEvent::Ack { gateway, .. }) => break Ok(gateway),
+                Ok(ProxyEvent::Refused { reason, .. }) => break Err(reason),
+                _ => {}
             }
         }
     })
     .await
     .expect("an ACK from the proxy");
-    assert_eq!(acked, "shop/public");
+    assert_eq!(acked.as_deref(), Ok("shop/public"));
 
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -425,6 +517,109 @@ async fn envoy_runs_from_the_generated_bootstrap_over_mutual_tls() {
         admin_page, 404,
         "only the stats page of the admin is exposed"
     );
+
+    // The same certificate behind a bootstrap that claims shop/admin: refused, nothing served.
+    let impostor = start_bootstrapped_proxy(
+        &environment,
+        ("shop", "admin"),
+        &cert_dir,
+        dir.path(),
+        false,
+    )
+    .await;
+    let refused = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match events.recv().await {
+                Ok(ProxyEvent::Refused {
+                    gateway,
+                    node,
+                    category,
+                    reason,
+                }) => break (gateway, node, category, reason),
+                Ok(ProxyEvent::Connected { gateway, .. }) if gateway == "shop/admin" => {
+                    panic!("a proxy with shop/public's certificate was served shop/admin")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the claim of shop/admin is refused");
+    println!("refused: {refused:?}");
+    let (gateway, _node, category, reason) = refused;
+    assert_eq!((gateway.as_str(), category), ("shop/admin", "mismatch"));
+    assert!(
+        reason.contains("shop/public") && reason.contains("shop/admin"),
+        "{reason}"
+    );
+    // Envoy keeps retrying; give it time to be (wrongly) served, then look at what it has.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let dump = impostor
+        .envoy
+        .config_dump()
+        .await
+        .expect("impostor config dump")
+        .to_string();
+    assert!(
+        !dump.contains("admin-secrets"),
+        "shop/admin's cluster never reached the impostor"
+    );
+    // `/ready` answers 503 until the initial configuration arrived.
+    let state = http
+        .get(format!("http://{}/ready", impostor.envoy.admin_address()))
+        .send()
+        .await
+        .expect("impostor admin")
+        .text()
+        .await
+        .expect("impostor /ready");
+    assert!(
+        ["PRE_INITIALIZING", "INITIALIZING"].contains(&state.trim()),
+        "the impostor never gets its initial configuration, yet it is {state}"
+    );
+    // Envoy logs the gRPC status with its message percent-encoded, as it travels.
+    let log = impostor.envoy.log().replace("%20", " ");
+    assert!(
+        log.contains("closed: 7") && log.contains("node.cluster claims Gateway shop/admin"),
+        "Envoy reports PermissionDenied with the reason:\n{log}"
+    );
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(&event, ProxyEvent::Ack { gateway, .. } | ProxyEvent::Connected { gateway, .. } if gateway == "shop/admin"),
+            "nothing of shop/admin was served: {event:?}"
+        );
+    }
+    impostor.envoy.stop();
     envoy.stop();
     server.abort();
+}
+
+/// The environment's certificates (valid for an hour) and the client certificate of Gateway
+/// `namespace/name` as its fleet Secret holds it, made by the functions the operator and the
+/// fleet task call.
+fn certificates_for(
+    names: &Names,
+    (namespace, name): (&str, &str),
+) -> (
+    eg_operator::environment::build::EnvironmentCertificates,
+    eg_operator::fleet::build::ClientCertificate,
+) {
+    use eg_operator::environment::certificates::{ExistingCertificates, decide};
+    use eg_operator::environment::validate::CertificateLifetimes;
+    use eg_operator::fleet::certificate::{self, ProxyIssuer, Signer};
+    use eg_operator::xds::identity::EnvironmentIdentity;
+    let now = std::time::SystemTime::now();
+    let lifetimes = CertificateLifetimes {
+        duration: Duration::from_secs(3600),
+        renew_before: Duration::from_secs(600),
+    };
+    let certs = decide(&ExistingCertificates::default(), lifetimes, names, now)
+        .expect("environment certificates")
+        .certificates;
+    let signer = Signer::new(ProxyIssuer::from(&certs)).expect("proxy issuer");
+    let identity = EnvironmentIdentity::new(names.namespace(), names.environment());
+    let gateway = certificate::decide(&signer, &identity, (namespace, name), None, now)
+        .expect("gateway certificate")
+        .certificate;
+    (certs, gateway)
 }

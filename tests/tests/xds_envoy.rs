@@ -1,24 +1,24 @@
 //! The ADS server with a real Envoy: Envoy boots from the bootstrap this project generates,
 //! receives listeners, routes, clusters and endpoints over state-of-the-world and delta ADS (the
-//! latter over mutual TLS with the environment's certificates), carries requests to the echo
+//! latter over mutual TLS with the environment's certificates and the Gateway's own proxy
+//! certificate, checked against `node.cluster`), carries requests to the echo
 //! backends, follows configuration changes, and a configuration Envoy rejects is reported as a
 //! NACK with Envoy's message while the previous configuration keeps serving.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use eg_e2e::backend::{Echo, EchoBackend};
 use eg_e2e::envoy::EnvoyProcess;
 use eg_e2e::{LOOPBACK, free_port};
-use eg_operator::environment::certificates::{ExistingCertificates, decide};
 use eg_operator::environment::names::Names;
-use eg_operator::environment::validate::CertificateLifetimes;
 use eg_operator::xds::bootstrap::{AdsFlavour, BootstrapSpec, XdsTlsFiles, bootstrap};
 use eg_operator::xds::envoy_config::{
     eds_cluster, http_listener, load_assignment, prefix_route, resource, route_configuration,
     virtual_host,
 };
+use eg_operator::xds::identity::{EnvironmentIdentity, PeerPolicy};
 use eg_operator::xds::protocol::{CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, Snapshot};
 use eg_operator::xds::server::{AdsServer, ProxyEvent, SnapshotStore};
 use envoy_types::pb::envoy::config::route::v3::route_match;
@@ -91,7 +91,12 @@ async fn start_ads(
     tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> (SocketAddr, SnapshotStore, AdsServer) {
     let store = SnapshotStore::default();
-    let ads = AdsServer::new(store.clone());
+    let peers = if tls.is_some() {
+        PeerPolicy::Certificate(EnvironmentIdentity::new("eg-test", "test"))
+    } else {
+        PeerPolicy::TrustNodeCluster
+    };
+    let ads = AdsServer::with_peer_policy(store.clone(), peers);
     let listener = tokio::net::TcpListener::bind((LOOPBACK, 0))
         .await
         .expect("bind xDS");
@@ -153,18 +158,8 @@ async fn run_scenario(flavour: AdsFlavour, mtls: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (server_tls, client_files) = if mtls {
         let names = Names::new("eg-test", "test");
-        let lifetimes = CertificateLifetimes {
-            duration: Duration::from_secs(3600),
-            renew_before: Duration::from_secs(600),
-        };
-        let certs = decide(
-            &ExistingCertificates::default(),
-            lifetimes,
-            &names,
-            SystemTime::now(),
-        )
-        .expect("certificates")
-        .certificates;
+        let (namespace, gateway) = GATEWAY.split_once('/').expect("namespace/name");
+        let (certs, proxy) = certificates_for(&names, (namespace, gateway));
         let write = |name: &str, text: &str| {
             let path = dir.path().join(name);
             std::fs::write(&path, text).expect("write cert");
@@ -172,8 +167,8 @@ async fn run_scenario(flavour: AdsFlavour, mtls: bool) {
         };
         let files = XdsTlsFiles {
             ca_cert: write("ca.crt", &certs.trust_bundle),
-            client_cert: write("tls.crt", &certs.xds_client.cert),
-            client_key: write("tls.key", &certs.xds_client.key),
+            client_cert: write("tls.crt", &proxy.tls_crt),
+            client_key: write("tls.key", &proxy.tls_key),
             server_name: names.xds_dns_names()[0].clone(),
         };
         let tls = tonic::transport::ServerTlsConfig::new()
@@ -295,4 +290,34 @@ async fn envoy_follows_state_of_the_world_ads_and_reports_nacks() {
 #[tokio::test]
 async fn envoy_follows_delta_ads_over_mutual_tls() {
     run_scenario(AdsFlavour::Delta, true).await;
+}
+
+/// The environment's certificates (valid for an hour) and the client certificate of Gateway
+/// `namespace/name` as its fleet Secret holds it, made by the functions the operator and the
+/// fleet task call.
+fn certificates_for(
+    names: &Names,
+    (namespace, name): (&str, &str),
+) -> (
+    eg_operator::environment::build::EnvironmentCertificates,
+    eg_operator::fleet::build::ClientCertificate,
+) {
+    use eg_operator::environment::certificates::{ExistingCertificates, decide};
+    use eg_operator::environment::validate::CertificateLifetimes;
+    use eg_operator::fleet::certificate::{self, ProxyIssuer, Signer};
+    use eg_operator::xds::identity::EnvironmentIdentity;
+    let now = std::time::SystemTime::now();
+    let lifetimes = CertificateLifetimes {
+        duration: Duration::from_secs(3600),
+        renew_before: Duration::from_secs(600),
+    };
+    let certs = decide(&ExistingCertificates::default(), lifetimes, names, now)
+        .expect("environment certificates")
+        .certificates;
+    let signer = Signer::new(ProxyIssuer::from(&certs)).expect("proxy issuer");
+    let identity = EnvironmentIdentity::new(names.namespace(), names.environment());
+    let gateway = certificate::decide(&signer, &identity, (namespace, name), None, now)
+        .expect("gateway certificate")
+        .certificate;
+    (certs, gateway)
 }

@@ -1,6 +1,6 @@
 //! `eg-operator controller`: one replica of an environment's control plane. Every replica
-//! watches, translates and serves xDS (mutual TLS with the environment's certificates); only
-//! the lease holder writes status.
+//! watches, translates and serves xDS (mutual TLS with the environment's certificates, each
+//! proxy served only the Gateway its certificate names); only the lease holder writes status.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::serve::{Readiness, serve};
 use crate::xds::bootstrap::XdsAddress;
 use crate::xds::from_ir::ListenerBinding;
+use crate::xds::identity::{EnvironmentIdentity, PeerPolicy};
 use crate::xds::server::{AdsServer, SnapshotStore};
 
 /// Errors starting the control plane.
@@ -86,7 +87,7 @@ pub fn fleet_config(config: &ControllerConfig) -> crate::fleet::run::FleetConfig
             names: names.clone(),
         },
         proxy_defaults: config.proxy_defaults.clone(),
-        client_secret: (names.namespace().to_owned(), names.xds_client_secret()),
+        issuer_secret: (names.namespace().to_owned(), names.proxy_issuer_secret()),
         resync: Duration::from_secs(60),
     }
 }
@@ -107,7 +108,16 @@ pub async fn run_controller(
         })?;
 
     let store = SnapshotStore::default();
-    let ads = AdsServer::new(store.clone());
+    // With TLS, each proxy is served only the Gateway its client certificate names.
+    let peers = if options.insecure_xds {
+        PeerPolicy::TrustNodeCluster
+    } else {
+        PeerPolicy::Certificate(EnvironmentIdentity::new(
+            &config.environment.namespace,
+            &config.environment.name,
+        ))
+    };
+    let ads = AdsServer::with_peer_policy(store.clone(), peers);
     let events = ads.events();
     let xds_addr = options
         .xds_address

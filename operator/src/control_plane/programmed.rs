@@ -75,6 +75,9 @@ impl ProgrammedState {
                 g.connected = g.connected.saturating_sub(1);
                 false
             }
+            // A refused stream never served anything, so it says nothing about the Gateway's
+            // proxies (and its claim is unproven).
+            ProxyEvent::Refused { .. } => false,
         }
     }
 

@@ -81,7 +81,8 @@ pub struct EnvironmentCertificates {
     pub trust_bundle: String,
     pub ca: CertKeyPem,
     pub xds_server: CertKeyPem,
-    pub xds_client: CertKeyPem,
+    /// The intermediate CA the controller signs the proxies' per-Gateway certificates with.
+    pub proxy_issuer: CertKeyPem,
 }
 
 /// What the builder needs besides the environment.
@@ -240,15 +241,15 @@ pub fn build(inputs: &BuildInputs<'_>) -> Result<ResourceGraph, BuildError> {
             Readiness::Exists,
         )?)?
         .clone();
-    let client_secret = g
+    let issuer_secret = g
         .add(node(
             "Secret",
-            &secret(n.xds_client_secret(), &certificates.xds_client),
+            &secret(n.proxy_issuer_secret(), &certificates.proxy_issuer),
             Readiness::Exists,
         )?)?
         .clone();
     g.needs(&server_secret, &ca_secret);
-    g.needs(&client_secret, &ca_secret);
+    g.needs(&issuer_secret, &ca_secret);
 
     let config = ControllerConfig {
         environment: EnvironmentRef {
@@ -503,11 +504,11 @@ fn namespaced_rules() -> Vec<PolicyRule> {
 
 fn own_namespace_rules(n: &super::names::Names) -> Vec<PolicyRule> {
     vec![
-        // Proxy fleets: the class-wide EnvoyProxy, and the client certificate copied into each
-        // Gateway's namespace (that Secret only: the CA key lives next to it).
+        // Proxy fleets: the class-wide EnvoyProxy, and the proxy issuer that signs each
+        // Gateway's client certificate (that Secret only: the CA key lives next to it).
         rule(&["gateway.envoyproxy.io"], &["envoyproxies"], READ),
         PolicyRule {
-            resource_names: Some(vec![n.xds_client_secret()]),
+            resource_names: Some(vec![n.proxy_issuer_secret()]),
             ..rule(&[""], &["secrets"], &["get"])
         },
         rule(

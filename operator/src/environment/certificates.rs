@@ -1,6 +1,13 @@
 //! The environment's certificates (pure; the clock is an input): a CA, the xDS server
-//! certificate (SANs = the control-plane Service's DNS names) and the Envoy proxies' client
-//! certificate, with the trust bundle they are verified against.
+//! certificate (SANs = the control-plane Service's DNS names) and the proxy issuer, with the
+//! trust bundle they are verified against.
+//!
+//! The proxy issuer is an intermediate CA for the proxies' client certificates. The controller
+//! signs one certificate per Gateway with it (see [`crate::fleet::certificate`]), naming the
+//! Gateway, so the xDS server can serve each proxy only its own Gateway's configuration. The
+//! controller may read the issuer's key but never the CA's: the issuer can only sign client
+//! certificates (its extended key usage is client-auth, which verifiers apply to the whole
+//! chain), one level deep (path length 0), and it expires with the CA.
 //!
 //! Valid existing certificates are kept as they are: a reconcile must not churn Secrets. A
 //! certificate is issued anew when it is missing, unreadable, no longer matches what it must say,
@@ -21,8 +28,9 @@ use super::build::{CertKeyPem, EnvironmentCertificates};
 use super::names::Names;
 use super::validate::CertificateLifetimes;
 
-/// Common name of the Envoy proxies' client certificate.
-pub const PROXY_CLIENT_CN: &str = "envoy-proxy";
+/// Path length of the CA: one level of intermediates (the proxy issuer) below it. A CA issued
+/// with a shorter one (0, before the proxy issuer existed) is renewed as no longer matching.
+const CA_PATH_LEN: u8 = 1;
 
 /// Errors issuing certificates.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +69,7 @@ pub struct SecretPem {
 pub struct ExistingCertificates {
     pub ca: Option<SecretPem>,
     pub xds_server: Option<SecretPem>,
-    pub xds_client: Option<SecretPem>,
+    pub proxy_issuer: Option<SecretPem>,
 }
 
 /// Why a certificate is (re)issued; shown in Events.
@@ -72,6 +80,7 @@ pub enum IssueReason {
     Mismatch,
     Expiring,
     CaRotated,
+    IssuerRotated,
 }
 
 impl IssueReason {
@@ -82,6 +91,7 @@ impl IssueReason {
             IssueReason::Mismatch => "no longer matches its specification",
             IssueReason::Expiring => "within renewBefore of expiry",
             IssueReason::CaRotated => "the CA was renewed",
+            IssueReason::IssuerRotated => "the proxy issuer was renewed",
         }
     }
 }
@@ -185,23 +195,47 @@ pub fn decide(
         dns_names: names.xds_dns_names(),
         usage: ExtendedKeyUsagePurpose::ServerAuth,
     };
-    let client_spec = LeafSpec {
-        common_name: PROXY_CLIENT_CN.to_owned(),
-        dns_names: Vec::new(),
-        usage: ExtendedKeyUsagePurpose::ClientAuth,
-    };
     let xds_server = leaf("xDS server", &existing.xds_server, &server_spec)?;
-    let xds_client = leaf("proxy client", &existing.xds_client, &client_spec)?;
+
+    let issuer_cn = proxy_issuer_common_name(names);
+    let issuer_check = match (&existing.proxy_issuer, ca_reason) {
+        (None, _) => Err(IssueReason::Missing),
+        (Some(_), Some(_)) => Err(IssueReason::CaRotated),
+        (Some(s), None) => check_proxy_issuer(s, &ca_cert, &issuer_cn, now_s, renew_before),
+    };
+    let proxy_issuer = match issuer_check {
+        Ok(pair) => pair,
+        Err(reason) => {
+            issued.push(Issued {
+                which: "proxy issuer",
+                reason,
+            });
+            issue_proxy_issuer(&issuer_cn, &issuer, now, leaf_not_after).map_err(|source| {
+                CertificateError::Issue {
+                    which: "proxy issuer",
+                    source,
+                }
+            })?
+        }
+    };
 
     Ok(CertificateDecision {
         certificates: EnvironmentCertificates {
             trust_bundle,
             ca,
             xds_server,
-            xds_client,
+            proxy_issuer,
         },
         issued,
     })
+}
+
+fn proxy_issuer_common_name(names: &Names) -> String {
+    format!(
+        "eg-operator proxy issuer {}/{}",
+        names.namespace(),
+        names.environment()
+    )
 }
 
 struct LeafSpec {
@@ -212,13 +246,13 @@ struct LeafSpec {
 
 /// What this module reads from a certificate.
 #[derive(Debug, Clone)]
-struct CertInfo {
-    der: Vec<u8>,
-    not_before: i64,
-    not_after: i64,
+pub(crate) struct CertInfo {
+    pub(crate) der: Vec<u8>,
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
 }
 
-fn unix_seconds(t: SystemTime) -> Result<i64, CertificateError> {
+pub(crate) fn unix_seconds(t: SystemTime) -> Result<i64, CertificateError> {
     let d = t
         .duration_since(UNIX_EPOCH)
         .map_err(|_| CertificateError::Clock)?;
@@ -229,7 +263,7 @@ fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-fn pem_blocks(text: &str) -> Vec<(String, CertInfo)> {
+pub(crate) fn pem_blocks(text: &str) -> Vec<(String, CertInfo)> {
     let mut out = Vec::new();
     for pem in Pem::iter_from_buffer(text.as_bytes()).flatten() {
         if pem.label != "CERTIFICATE" {
@@ -258,11 +292,11 @@ fn encode_pem(der: &[u8]) -> String {
     out
 }
 
-fn parse_first(text: &str) -> Option<CertInfo> {
+pub(crate) fn parse_first(text: &str) -> Option<CertInfo> {
     pem_blocks(text).into_iter().next().map(|(_, info)| info)
 }
 
-fn key_matches(cert_der: &[u8], key_pem: &str) -> bool {
+pub(crate) fn key_matches(cert_der: &[u8], key_pem: &str) -> bool {
     let Ok(key) = KeyPair::from_pem(key_pem) else {
         return false;
     };
@@ -296,12 +330,73 @@ fn check_pair(
 
 fn check_ca(s: &SecretPem, now: i64, renew_before: i64) -> Result<CertKeyPem, IssueReason> {
     check_pair(s, now, renew_before, |cert| {
-        if cert.is_ca() {
+        // The proxy issuer sits below the CA; a CA that forbids intermediates cannot have one.
+        let room_for_issuer = match cert.basic_constraints() {
+            Ok(Some(bc)) => bc
+                .value
+                .path_len_constraint
+                .is_none_or(|len| len >= u32::from(CA_PATH_LEN)),
+            _ => false,
+        };
+        if cert.is_ca() && room_for_issuer {
             Ok(())
         } else {
             Err(IssueReason::Mismatch)
         }
     })
+}
+
+fn check_proxy_issuer(
+    s: &SecretPem,
+    ca: &CertInfo,
+    common_name: &str,
+    now: i64,
+    renew_before: i64,
+) -> Result<CertKeyPem, IssueReason> {
+    let (_, ca_cert) =
+        x509_parser::parse_x509_certificate(&ca.der).map_err(|_| IssueReason::Unreadable)?;
+    check_pair(s, now, renew_before, |cert| {
+        if cert.verify_signature(Some(ca_cert.public_key())).is_err() {
+            return Err(IssueReason::CaRotated);
+        }
+        let client_auth_only = cert.extended_key_usage().ok().flatten().is_some_and(|e| {
+            let x509_parser::extensions::ExtendedKeyUsage {
+                any,
+                server_auth,
+                client_auth,
+                code_signing,
+                email_protection,
+                time_stamping,
+                ocsp_signing,
+                other,
+            } = e.value;
+            *client_auth
+                && !(*any
+                    || *server_auth
+                    || *code_signing
+                    || *email_protection
+                    || *time_stamping
+                    || *ocsp_signing)
+                && other.is_empty()
+        });
+        let path_len_zero = matches!(
+            cert.basic_constraints(),
+            Ok(Some(bc)) if bc.value.ca && bc.value.path_len_constraint == Some(0)
+        );
+        if client_auth_only && path_len_zero && common_name_of(cert) == common_name {
+            Ok(())
+        } else {
+            Err(IssueReason::Mismatch)
+        }
+    })
+}
+
+fn common_name_of<'a>(cert: &'a x509_parser::certificate::X509Certificate<'_>) -> &'a str {
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .unwrap_or("")
 }
 
 fn check_leaf(
@@ -335,20 +430,14 @@ fn check_leaf(
         dns.sort();
         let mut want = spec.dns_names.clone();
         want.sort();
-        let cn = cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|c| c.as_str().ok())
-            .unwrap_or("");
-        if dns != want || cn != spec.common_name {
+        if dns != want || common_name_of(cert) != spec.common_name {
             return Err(IssueReason::Mismatch);
         }
         Ok(())
     })
 }
 
-fn validity(params: &mut CertificateParams, now: SystemTime, not_after_unix: i64) {
+pub(crate) fn validity(params: &mut CertificateParams, now: SystemTime, not_after_unix: i64) {
     let now = OffsetDateTime::from(now);
     // Tolerate small clock skew between the operator and the proxies.
     params.not_before = now - time::Duration::minutes(5);
@@ -377,7 +466,7 @@ fn issue_ca(
         ),
     );
     params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(CA_PATH_LEN));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -385,6 +474,36 @@ fn issue_ca(
     ];
     validity(&mut params, now, unix_seconds(now)? + secs(lifetime));
     let cert = params.self_signed(&key).map_err(err)?;
+    Ok(CertKeyPem {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
+}
+
+/// The intermediate CA the controller signs the proxies' client certificates with.
+fn issue_proxy_issuer(
+    common_name: &str,
+    issuer: &Issuer<'_, KeyPair>,
+    now: SystemTime,
+    not_after: i64,
+) -> Result<CertKeyPem, rcgen::Error> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    // No intermediates below it, and (through the extended key usage, which verifiers apply to
+    // every certificate of a chain) nothing but client certificates: a controller holding this
+    // key cannot mint an xDS server certificate.
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, now, not_after);
+    let cert = params.signed_by(&key, issuer)?;
     Ok(CertKeyPem {
         cert: cert.pem(),
         key: key.serialize_pem(),
@@ -438,7 +557,7 @@ mod tests {
         ExistingCertificates {
             ca: Some(s(&c.ca)),
             xds_server: Some(s(&c.xds_server)),
-            xds_client: Some(s(&c.xds_client)),
+            proxy_issuer: Some(s(&c.proxy_issuer)),
         }
     }
 
@@ -458,7 +577,7 @@ mod tests {
         assert_eq!(d.issued.len(), 3);
         assert!(d.issued.iter().all(|i| i.reason == IssueReason::Missing));
         let ca = parse(&d.certificates.ca.cert);
-        for leaf in [&d.certificates.xds_server, &d.certificates.xds_client] {
+        for leaf in [&d.certificates.xds_server, &d.certificates.proxy_issuer] {
             let info = parse(&leaf.cert);
             let (_, cert) = x509_parser::parse_x509_certificate(&info.der).expect("leaf");
             let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca.der).expect("ca");
@@ -508,7 +627,7 @@ mod tests {
             [
                 ("CA", IssueReason::Expiring),
                 ("xDS server", IssueReason::CaRotated),
-                ("proxy client", IssueReason::CaRotated)
+                ("proxy issuer", IssueReason::CaRotated)
             ]
         );
         let bundle = pem_blocks(&rotated.certificates.trust_bundle);
@@ -536,17 +655,24 @@ mod tests {
         let first =
             decide(&ExistingCertificates::default(), lifetimes(), &names(), t0).expect("first");
         let mut existing = live(&first.certificates);
-        // The same CA, but an environment with another name: the server SANs no longer match.
+        // The same CA, but an environment with another name: the server SANs and the issuer's
+        // name no longer match.
         let other = Names::new("eg-production", "staging");
         let d = decide(&existing, lifetimes(), &other, t0).expect("decide");
         assert_eq!(
             d.issued,
-            [Issued {
-                which: "xDS server",
-                reason: IssueReason::Mismatch
-            }]
+            [
+                Issued {
+                    which: "xDS server",
+                    reason: IssueReason::Mismatch
+                },
+                Issued {
+                    which: "proxy issuer",
+                    reason: IssueReason::Mismatch
+                }
+            ]
         );
-        existing.xds_client = Some(SecretPem {
+        existing.proxy_issuer = Some(SecretPem {
             tls_crt: "garbage".into(),
             ..SecretPem::default()
         });
@@ -554,9 +680,45 @@ mod tests {
         assert_eq!(
             d.issued,
             [Issued {
-                which: "proxy client",
+                which: "proxy issuer",
                 reason: IssueReason::Unreadable
             }]
         );
+    }
+
+    #[test]
+    fn a_ca_without_room_for_the_proxy_issuer_is_rotated() {
+        let t0 = UNIX_EPOCH + HOUR * 500_000;
+        let first =
+            decide(&ExistingCertificates::default(), lifetimes(), &names(), t0).expect("first");
+        // A CA as issued before the proxy issuer existed: no intermediates allowed below it.
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        validity(&mut params, t0, unix_seconds(t0 + HOUR * 10).expect("time"));
+        let old_ca = params.self_signed(&key).expect("old CA").pem();
+        let mut existing = live(&first.certificates);
+        existing.ca = Some(SecretPem {
+            ca_crt: old_ca.clone(),
+            tls_crt: old_ca.clone(),
+            tls_key: key.serialize_pem(),
+        });
+        let d = decide(&existing, lifetimes(), &names(), t0 + HOUR).expect("decide");
+        let reasons: Vec<_> = d.issued.iter().map(|i| (i.which, i.reason)).collect();
+        assert_eq!(
+            reasons,
+            [
+                ("CA", IssueReason::Mismatch),
+                ("xDS server", IssueReason::CaRotated),
+                ("proxy issuer", IssueReason::CaRotated)
+            ]
+        );
+        // Proxies and servers of the old CA keep connecting while the rotation rolls out.
+        let bundle = pem_blocks(&d.certificates.trust_bundle);
+        assert_eq!(bundle.len(), 2);
+        let new_ca = parse(&d.certificates.ca.cert);
+        let (_, cert) = x509_parser::parse_x509_certificate(&new_ca.der).expect("new CA");
+        let bc = cert.basic_constraints().expect("bc").expect("present");
+        assert_eq!(bc.value.path_len_constraint, Some(u32::from(CA_PATH_LEN)));
     }
 }

@@ -217,6 +217,6 @@ pub async fn existing_certificates(
     Ok(ExistingCertificates {
         ca: read(names.ca_secret()).await?,
         xds_server: read(names.xds_server_secret()).await?,
-        xds_client: read(names.xds_client_secret()).await?,
+        proxy_issuer: read(names.proxy_issuer_secret()).await?,
     })
 }

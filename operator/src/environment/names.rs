@@ -70,8 +70,9 @@ impl Names {
         format!("{}-xds-server", self.base)
     }
 
-    pub fn xds_client_secret(&self) -> String {
-        format!("{}-xds-client", self.base)
+    /// The intermediate CA the controller signs each Gateway's proxy certificate with.
+    pub fn proxy_issuer_secret(&self) -> String {
+        format!("{}-proxy-issuer", self.base)
     }
 
     /// Cluster-scoped names must be unique across environments, so they carry the namespace.

@@ -111,7 +111,8 @@ pub struct FleetEnvironment {
     pub xds_server_name: String,
 }
 
-/// The proxies' xDS client certificate, as in the environment's client Secret.
+/// The Gateway's xDS client certificate (see [`super::certificate`]): the trust bundle, the leaf
+/// followed by the proxy issuer, and the leaf's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCertificate {
     pub ca_crt: String,

@@ -1,7 +1,8 @@
 //! Proxy fleets: each Gateway of the environment's class is served by its own Envoy fleet —
 //! ServiceAccount, bootstrap ConfigMap, xDS client certificate Secret, Deployment (or
 //! DaemonSet), Service, HorizontalPodAutoscaler, PodDisruptionBudget — in the Gateway's
-//! namespace, owned by the Gateway.
+//! namespace, owned by the Gateway. The client certificate is the Gateway's own, signed by the
+//! environment's proxy issuer ([`certificate`]), so its proxies can be served only its config.
 //!
 //! The same pipeline shape as [`crate::environment`]: [`settings`] (pure: EnvoyProxy layers →
 //! validated settings) → [`build`] (pure: the desired graph) → apply and prune through
@@ -9,6 +10,7 @@
 //! is the I/O shell, a task of the controller that acts only while its replica leads.
 
 pub mod build;
+pub mod certificate;
 pub mod run;
 pub mod settings;
 pub mod status;

@@ -3,8 +3,10 @@
 //! which also carries certificate rotations into the fleets) runs one pass over every Gateway
 //! of the environment's class:
 //!
-//! read the EnvoyProxy layers → [`resolve`] → [`build`] → plan against the Gateway's live fleet →
-//! conflict check → [`apply`] (server-side apply, prune by the Gateway-UID label) → status.
+//! read the EnvoyProxy layers → [`resolve`] → the Gateway's client certificate
+//! ([`certificate::decide`], signed with the proxy issuer, the live one kept while valid) →
+//! [`build`] → plan against the Gateway's live fleet → conflict check → [`apply`] (server-side
+//! apply, prune by the Gateway-UID label) → status.
 //!
 //! A Gateway whose settings do not resolve keeps its previous fleet untouched and gets a False
 //! condition naming the field. Fleets whose Gateway left the class are pruned; fleets of deleted
@@ -25,16 +27,19 @@ use kube::{Api, Client};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::build::{BuildError, ClientCertificate, FleetEnvironment, FleetInputs, build};
+use super::build::{BuildError, FleetEnvironment, FleetInputs, FleetNames, build};
+use super::certificate::{self, CertificateError, ProxyIssuer, Signer};
 use super::settings::{Layer, SettingsError, resolve};
 use super::status::{Verdict, addresses, reason, status_patch};
 use super::{FLEET_COMPONENT, FLEET_GATEWAY_UID_LABEL, FLEET_KINDS};
 use crate::environment::apply::{ApplyError, ApplyOutcome, apply};
 use crate::environment::build::proxy_defaults_spec;
+use crate::environment::certificates::SecretPem;
 use crate::environment::dereference::{
     DereferenceError, api_resource, foreign_objects, labelled_objects,
 };
 use crate::environment::names::{ENVIRONMENT_LABEL, FIELD_MANAGER, MANAGED_BY};
+use crate::xds::identity::EnvironmentIdentity;
 
 /// Errors of one pass that stop it as a whole (per-Gateway problems become conditions).
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +50,10 @@ pub enum FleetError {
         #[source]
         source: Box<kube::Error>,
     },
-    #[error("the proxies' client certificate Secret {0} is missing or incomplete")]
-    Certificate(String),
+    #[error("the proxy issuer Secret {0} is missing or incomplete")]
+    Issuer(String),
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
     #[error(transparent)]
     Dereference(#[from] DereferenceError),
     #[error(transparent)]
@@ -62,7 +69,8 @@ impl FleetError {
     pub fn category(&self) -> &'static str {
         match self {
             FleetError::List { .. } => "list",
-            FleetError::Certificate(_) => "certificate",
+            FleetError::Issuer(_) => "issuer",
+            FleetError::Certificate(e) => e.category(),
             FleetError::Dereference(e) => e.category(),
             FleetError::Build(e) => e.category(),
             FleetError::Apply(e) => e.category(),
@@ -81,8 +89,8 @@ pub struct FleetConfig {
     pub environment: FleetEnvironment,
     /// `EnvoyGateway.spec.proxy`: the least specific settings layer.
     pub proxy_defaults: ProxySpec,
-    /// Namespace and name of the environment's proxy client certificate Secret.
-    pub client_secret: (String, String),
+    /// Namespace and name of the environment's proxy issuer Secret.
+    pub issuer_secret: (String, String),
     /// A pass runs at least this often.
     pub resync: Duration,
 }
@@ -284,12 +292,9 @@ fn ownership(config: &FleetConfig, gateway_uid: &str) -> Ownership {
     }
 }
 
-async fn client_certificate(
-    client: &Client,
-    config: &FleetConfig,
-) -> Result<ClientCertificate, FleetError> {
-    let (ns, name) = &config.client_secret;
-    let missing = || FleetError::Certificate(format!("{ns}/{name}"));
+async fn proxy_issuer(client: &Client, config: &FleetConfig) -> Result<ProxyIssuer, FleetError> {
+    let (ns, name) = &config.issuer_secret;
+    let missing = || FleetError::Issuer(format!("{ns}/{name}"));
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let secret = api
         .get_opt(name)
@@ -303,10 +308,10 @@ async fn client_certificate(
             .filter(|s| !s.is_empty())
     };
     match (text("ca.crt"), text("tls.crt"), text("tls.key")) {
-        (Some(ca_crt), Some(tls_crt), Some(tls_key)) => Ok(ClientCertificate {
-            ca_crt,
-            tls_crt,
-            tls_key,
+        (Some(trust_bundle), Some(cert), Some(key)) => Ok(ProxyIssuer {
+            trust_bundle,
+            cert,
+            key,
         }),
         _ => Err(missing()),
     }
@@ -413,7 +418,7 @@ pub async fn pass(client: &Client, config: &FleetConfig) -> Result<(), FleetErro
         .filter(|g| g.metadata.deletion_timestamp.is_none())
         .collect();
     let mut live = fleet_objects(client, config).await?;
-    let certificate = client_certificate(client, config).await?;
+    let signer = Signer::new(proxy_issuer(client, config).await?)?;
     let defaults = proxy_defaults_spec(&config.proxy_defaults).map_err(FleetError::Defaults)?;
 
     let mut kept = BTreeSet::new();
@@ -429,16 +434,8 @@ pub async fn pass(client: &Client, config: &FleetConfig) -> Result<(), FleetErro
         );
         let owned = live.remove(&uid).unwrap_or_default();
         let class = &ours[&gateway.spec.gateway_class_name];
-        let outcome = reconcile_gateway(
-            client,
-            config,
-            gateway,
-            class,
-            &defaults,
-            &certificate,
-            &owned,
-        )
-        .await;
+        let outcome =
+            reconcile_gateway(client, config, gateway, class, &defaults, &signer, &owned).await;
         let (verdict, service) = match outcome {
             Ok(v) => v,
             Err(e) => {
@@ -476,7 +473,7 @@ async fn reconcile_gateway(
     gateway: &Gateway,
     class: &GatewayClass,
     defaults: &Value,
-    certificate: &ClientCertificate,
+    signer: &Signer,
     owned: &[Value],
 ) -> Result<(Verdict, Option<Value>), FleetError> {
     let resolved = match layers(client, defaults, class, gateway).await {
@@ -502,11 +499,29 @@ async fn reconcile_gateway(
         }
     };
     let uid = gateway.metadata.uid.clone().unwrap_or_default();
+    let namespace = gateway.metadata.namespace.as_deref().unwrap_or_default();
+    let name = gateway.metadata.name.as_deref().unwrap_or_default();
+    let names = &config.environment.names;
+    let secret_name = FleetNames::new(namespace, name).certificate_secret();
+    let decision = certificate::decide(
+        signer,
+        &EnvironmentIdentity::new(names.namespace(), names.environment()),
+        (namespace, name),
+        live_secret(owned, &secret_name).as_ref(),
+        std::time::SystemTime::now(),
+    )?;
+    if let Some(reason) = decision.issued {
+        tracing::info!(
+            gateway = %format!("{namespace}/{name}"),
+            reason = reason.as_str(),
+            "proxy client certificate issued"
+        );
+    }
     let desired = build(&FleetInputs {
         environment: &config.environment,
         gateway,
         settings: &settings,
-        certificate,
+        certificate: &decision.certificate,
     })?;
     let steps = plan(&desired, owned, &ownership(config, &uid));
     let conflicts = foreign_objects(client, &desired, owned).await?;
@@ -549,6 +564,28 @@ async fn reconcile_gateway(
         },
         service,
     ))
+}
+
+/// The PEM contents of the live fleet Secret `name` among a fleet's objects.
+fn live_secret(owned: &[Value], name: &str) -> Option<SecretPem> {
+    use base64::Engine as _;
+    let secret = owned.iter().find(|o| {
+        o.get("kind").and_then(Value::as_str) == Some("Secret")
+            && o.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
+    })?;
+    let text = |key: &str| {
+        secret
+            .pointer(&format!("/data/{}", key.replace('/', "~1")))
+            .and_then(Value::as_str)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    Some(SecretPem {
+        ca_crt: text("ca.crt"),
+        tls_crt: text("tls.crt"),
+        tls_key: text("tls.key"),
+    })
 }
 
 async fn write_status(

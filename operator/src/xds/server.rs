@@ -2,6 +2,11 @@
 //! snapshot store and the sans-IO [`protocol`](super::protocol) state, which decides every
 //! response. Proxies are grouped by `node.cluster` (`namespace/gateway`): each group sees only
 //! its own Gateway's snapshot. ACKs and NACKs are published as [`ProxyEvent`]s for status.
+//!
+//! `node.cluster` is the proxy's own claim. Before anything is served, the claim is checked
+//! against the peer's client certificate by [`identity::authorize`](super::identity::authorize):
+//! a proxy holding Gateway A's certificate that claims Gateway B is refused (PermissionDenied, a
+//! [`ProxyEvent::Refused`] and a warning naming both), so it receives nothing.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -19,6 +24,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::identity::{PeerPolicy, authorize};
 use super::protocol::{
     DeltaConnection, DeltaRequest, DeltaResponse, ProtocolError, ProtocolEvent, Snapshot,
     SotwConnection, SotwRequest, SotwResponse,
@@ -47,6 +53,14 @@ pub enum ProxyEvent {
     Disconnected {
         gateway: String,
         node: String,
+    },
+    /// A stream claiming `gateway` was refused before anything was served; `reason` names the
+    /// certified and the claimed Gateway, or what was missing.
+    Refused {
+        gateway: String,
+        node: String,
+        category: &'static str,
+        reason: String,
     },
 }
 
@@ -80,13 +94,23 @@ impl SnapshotStore {
 pub struct AdsServer {
     store: SnapshotStore,
     events: broadcast::Sender<ProxyEvent>,
+    peers: PeerPolicy,
 }
 
 impl AdsServer {
+    /// A server without TLS (Unix socket, local development): `node.cluster` is trusted, and a
+    /// peer presenting a certificate is refused (see [`PeerPolicy::TrustNodeCluster`]).
     pub fn new(store: SnapshotStore) -> Self {
+        Self::with_peer_policy(store, PeerPolicy::TrustNodeCluster)
+    }
+
+    /// A server whose streams are authorized by `peers`; a mutual-TLS server passes
+    /// [`PeerPolicy::Certificate`].
+    pub fn with_peer_policy(store: SnapshotStore, peers: PeerPolicy) -> Self {
         Self {
             store,
             events: broadcast::channel(1024).0,
+            peers,
         }
     }
 
@@ -256,11 +280,14 @@ impl AdsServer {
     /// Drives one ADS stream: requests and snapshot changes in, responses and events out.
     async fn serve_stream<F: Flavour>(
         &self,
-        mut inbound: Streaming<F::PbRequest>,
+        request: Request<Streaming<F::PbRequest>>,
     ) -> Result<Response<ResponseStream<F::PbResponse>>, Status>
     where
         Streaming<F::PbRequest>: Send,
     {
+        // The chain rustls verified at the handshake (leaf first); none without TLS.
+        let peer_certs = request.peer_certs();
+        let mut inbound = request.into_inner();
         let first = inbound
             .message()
             .await?
@@ -270,6 +297,26 @@ impl AdsServer {
                 "the first request must carry node.cluster (namespace/gateway)",
             )
         })?;
+        if let Err(e) = authorize(
+            &self.peers,
+            peer_certs.as_deref().map(Vec::as_slice),
+            &gateway,
+        ) {
+            tracing::warn!(
+                gateway = %gateway,
+                node = %node,
+                category = e.category(),
+                error = %e,
+                "xDS stream refused"
+            );
+            let _ = self.events.send(ProxyEvent::Refused {
+                gateway,
+                node,
+                category: e.category(),
+                reason: e.to_string(),
+            });
+            return Err(Status::permission_denied(e.to_string()));
+        }
         let mut snapshots = self.store.watch(&gateway);
         let events = self.events.clone();
         let (tx, rx) = mpsc::channel(16);
@@ -335,15 +382,13 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.serve_stream::<SotwConnection>(request.into_inner())
-            .await
+        self.serve_stream::<SotwConnection>(request).await
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.serve_stream::<DeltaConnection>(request.into_inner())
-            .await
+        self.serve_stream::<DeltaConnection>(request).await
     }
 }
