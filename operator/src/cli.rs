@@ -42,6 +42,9 @@ pub enum Command {
     /// Run Envoy Gateway on this machine without Kubernetes: manifests from a directory (watched),
     /// one Envoy child process per Gateway, an admin API with status and metrics.
     Standalone(StandaloneArgs),
+    /// Run in a proxy pod beside Envoy: on `/shutdown` (the Envoy container's preStop hook),
+    /// drain Envoy's listeners gracefully and answer once connections are gone.
+    ShutdownManager(ShutdownManagerArgs),
     /// Run the operator: reconcile every EnvoyGateway in the cluster (kubeconfig or in-cluster
     /// service account).
     Operator(OperatorArgs),
@@ -64,6 +67,22 @@ pub struct ControllerArgs {
     /// Address the proxies bind their listeners to.
     #[arg(long, default_value = "0.0.0.0")]
     pub listener_ip: std::net::IpAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct ShutdownManagerArgs {
+    /// Envoy's admin address (loopback in the pod).
+    #[arg(long, default_value = crate::fleet::build::ADMIN_ADDRESS)]
+    pub admin_address: std::net::SocketAddr,
+    /// Where `/shutdown` and `/healthz` are served.
+    #[arg(long, default_value = "0.0.0.0:19002")]
+    pub listen: std::net::SocketAddr,
+    /// Keep serving at least this long once a shutdown starts.
+    #[arg(long, default_value_t = 0)]
+    pub min_drain_seconds: u64,
+    /// Stop waiting for open connections after this long.
+    #[arg(long, default_value_t = 60)]
+    pub drain_seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -283,6 +302,25 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     envoy_log_level,
                 },
             ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ShutdownManager(ShutdownManagerArgs {
+            admin_address,
+            listen,
+            min_drain_seconds,
+            drain_seconds,
+        }) => {
+            let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
+            runtime
+                .block_on(crate::fleet::shutdown::run(
+                    listen,
+                    admin_address,
+                    crate::fleet::shutdown::DrainPolicy {
+                        min: std::time::Duration::from_secs(min_drain_seconds),
+                        timeout: std::time::Duration::from_secs(drain_seconds),
+                    },
+                ))
+                .map_err(CliError::Runtime)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Translate(TranslateArgs {

@@ -52,18 +52,24 @@ pub struct EnvoyProcess {
 impl EnvoyProcess {
     /// Starts Envoy from a YAML bootstrap and waits until its admin reports `LIVE`.
     pub async fn start(bootstrap_yaml: &str) -> Result<Self, EnvoyError> {
-        Self::start_until(bootstrap_yaml, |state| state == "LIVE").await
+        Self::start_until(bootstrap_yaml, &[], |state| state == "LIVE").await
+    }
+
+    /// [`Self::start`] with extra command-line arguments (e.g. drain settings).
+    pub async fn start_with_args(bootstrap_yaml: &str, args: &[&str]) -> Result<Self, EnvoyError> {
+        Self::start_until(bootstrap_yaml, args, |state| state == "LIVE").await
     }
 
     /// Starts Envoy and returns as soon as its admin answers, whatever its state: for a proxy
     /// that is expected never to get its initial configuration (it stays `INITIALIZING`).
     pub async fn start_unready(bootstrap_yaml: &str) -> Result<Self, EnvoyError> {
-        Self::start_until(bootstrap_yaml, |_| true).await
+        Self::start_until(bootstrap_yaml, &[], |_| true).await
     }
 
     /// Starts Envoy and waits until its admin's `/ready` body satisfies `ready`.
     async fn start_until(
         bootstrap_yaml: &str,
+        extra_args: &[&str],
         ready: impl Fn(&str) -> bool,
     ) -> Result<Self, EnvoyError> {
         let bin = tools::envoy_bin()?;
@@ -78,7 +84,8 @@ impl EnvoyProcess {
             .arg(&admin_path)
             // Several Envoys run at once in tests; hot restart's shared memory would collide.
             .arg("--disable-hot-restart")
-            .args(["--concurrency", "1", "--log-level", "info"]);
+            .args(["--concurrency", "1", "--log-level", "info"])
+            .args(extra_args);
         let mut process =
             ManagedProcess::spawn("envoy", cmd, &dir.path().join("envoy.log"), Lifetime::Owned)?;
         let http = reqwest::Client::builder()

@@ -23,6 +23,9 @@ pub struct ControllerConfig {
     /// `EnvoyGateway.spec.proxy`, the defaults of every proxy fleet.
     #[serde(default)]
     pub proxy_defaults: eg_crds::envoy_gateway::ProxySpec,
+    /// The control plane's own image; the proxies' shutdown-manager sidecar runs it.
+    #[serde(default)]
+    pub image: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -84,6 +84,7 @@ pub fn fleet_config(config: &ControllerConfig) -> crate::fleet::run::FleetConfig
                 port: config.xds.port,
             },
             xds_server_name: host,
+            shutdown_manager_image: (!config.image.is_empty()).then(|| config.image.clone()),
             names: names.clone(),
         },
         proxy_defaults: config.proxy_defaults.clone(),

@@ -265,6 +265,7 @@ pub fn build(inputs: &BuildInputs<'_>) -> Result<ResourceGraph, BuildError> {
             cert_dir: CERT_DIR.into(),
         },
         proxy_defaults: env.proxy.clone(),
+        image: control_plane_image(image_repository, env),
     };
     let config_yaml = serde_yaml_ng::to_string(&config).map_err(|e| BuildError::Serialize {
         kind: "ConfigMap",
@@ -584,6 +585,11 @@ pub fn anti_affinity(mode: AntiAffinity, selector: &BTreeMap<String, String>) ->
     }
 }
 
+/// The control plane's image: the operand version of this environment.
+fn control_plane_image(image_repository: &str, env: &Environment) -> String {
+    format!("{image_repository}:v{}", env.version)
+}
+
 fn control_plane_deployment(
     env: &Environment,
     labels: &BTreeMap<String, String>,
@@ -623,7 +629,7 @@ fn control_plane_deployment(
     };
     let container = Container {
         name: "controller".into(),
-        image: Some(format!("{image_repository}:v{}", env.version)),
+        image: Some(control_plane_image(image_repository, env)),
         args: Some(vec![
             "controller".into(),
             format!("--config={CONFIG_DIR}/config.yaml"),

@@ -41,6 +41,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
 use super::settings::parse_duration;
+use super::shutdown::{SHUTDOWN_PATH, SHUTDOWN_PORT};
 use super::{FLEET_COMPONENT, FLEET_GATEWAY_UID_LABEL, OWNING_GATEWAY_NAMESPACE_LABEL};
 use crate::environment::build::{OWNING_GATEWAY_LABEL, anti_affinity};
 use crate::environment::names::{ENVIRONMENT_LABEL, MANAGED_BY, Names};
@@ -109,6 +110,9 @@ pub struct FleetEnvironment {
     pub xds: XdsAddress,
     /// Name the xDS server certificate carries.
     pub xds_server_name: String,
+    /// Image of the proxies' shutdown-manager sidecar (this project's own); without one, the
+    /// Envoy container only waits the minimum drain duration before it is stopped.
+    pub shutdown_manager_image: Option<String>,
 }
 
 /// The Gateway's xDS client certificate (see [`super::certificate`]): the trust bundle, the leaf
@@ -411,6 +415,7 @@ pub fn build(inputs: &FleetInputs<'_>) -> Result<ResourceGraph, BuildError> {
         ports: &ports,
         drain_seconds: drain,
         min_drain_seconds: min_drain,
+        shutdown_manager_image: environment.shutdown_manager_image.as_deref(),
     };
 
     let hpa_wanted = envoy_hpa.is_some() && envoy_daemon_set.is_none();
@@ -626,6 +631,7 @@ struct PodInputs<'a> {
     ports: &'a [(i32, &'static str)],
     drain_seconds: u64,
     min_drain_seconds: u64,
+    shutdown_manager_image: Option<&'a str>,
 }
 
 fn pod_template(
@@ -643,6 +649,7 @@ fn pod_template(
         ports,
         drain_seconds,
         min_drain_seconds,
+        shutdown_manager_image,
     } = inputs;
     let KubernetesPodSpec {
         annotations,
@@ -738,13 +745,25 @@ fn pod_template(
             failure_threshold: Some(1),
             ..Probe::default()
         }),
-        // Keep serving while the endpoint removal propagates to load balancers, then stop.
+        // Envoy exits at once on SIGTERM: before it is sent, the shutdown manager drains the
+        // listeners and waits for connections to close (at least the minimum drain duration,
+        // at most the drain timeout). Without the sidecar, only the minimum is waited.
         lifecycle: Some(Lifecycle {
-            pre_stop: Some(LifecycleHandler {
-                sleep: Some(SleepAction {
-                    seconds: i64::try_from(*min_drain_seconds).unwrap_or(i64::MAX),
-                }),
-                ..LifecycleHandler::default()
+            pre_stop: Some(match shutdown_manager_image {
+                Some(_) => LifecycleHandler {
+                    http_get: Some(HTTPGetAction {
+                        path: Some(SHUTDOWN_PATH.into()),
+                        port: IntOrString::Int(i32::from(SHUTDOWN_PORT)),
+                        ..HTTPGetAction::default()
+                    }),
+                    ..LifecycleHandler::default()
+                },
+                None => LifecycleHandler {
+                    sleep: Some(SleepAction {
+                        seconds: i64::try_from(*min_drain_seconds).unwrap_or(i64::MAX),
+                    }),
+                    ..LifecycleHandler::default()
+                },
             }),
             ..Lifecycle::default()
         }),
@@ -775,6 +794,54 @@ fn pod_template(
         ]),
         ..Container::default()
     };
+    // A native sidecar (an init container that keeps running): started before Envoy and
+    // stopped only after it, so it is there for the whole of Envoy's preStop hook.
+    let shutdown_manager = shutdown_manager_image.map(|image| Container {
+        name: "shutdown-manager".into(),
+        image: Some(image.to_owned()),
+        restart_policy: Some("Always".into()),
+        args: Some(vec![
+            "shutdown-manager".into(),
+            "--admin-address".into(),
+            ADMIN_ADDRESS.into(),
+            "--listen".into(),
+            format!("0.0.0.0:{SHUTDOWN_PORT}"),
+            "--min-drain-seconds".into(),
+            min_drain_seconds.to_string(),
+            "--drain-seconds".into(),
+            drain_seconds.to_string(),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("shutdown".into()),
+            container_port: i32::from(SHUTDOWN_PORT),
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        resources: Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                (
+                    "cpu".to_owned(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("10m".into()),
+                ),
+                (
+                    "memory".to_owned(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("16Mi".into()),
+                ),
+            ])),
+            ..k8s_openapi::api::core::v1::ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    });
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(all_labels),
@@ -809,6 +876,7 @@ fn pod_template(
             termination_grace_period_seconds: Some(
                 i64::try_from(drain_seconds + min_drain_seconds + 15).unwrap_or(i64::MAX),
             ),
+            init_containers: shutdown_manager.map(|c| vec![c]),
             containers: vec![envoy],
             volumes: Some(vec![
                 Volume {
@@ -848,6 +916,7 @@ mod tests {
                 port: 18000,
             },
             xds_server_name: "production-envoy-gateway.eg-production.svc".into(),
+            shutdown_manager_image: Some("quay.io/eg-operator/eg-operator:v1.9.1".into()),
         }
     }
 

@@ -8,11 +8,13 @@
 //! validated settings) → [`build`] (pure: the desired graph) → apply and prune through
 //! [`crate::environment::apply`] → [`status`] (pure: addresses and the fleet condition). [`run`]
 //! is the I/O shell, a task of the controller that acts only while its replica leads.
+//! [`shutdown`] is the proxies' drain-on-termination sidecar.
 
 pub mod build;
 pub mod certificate;
 pub mod run;
 pub mod settings;
+pub mod shutdown;
 pub mod status;
 
 /// Label holding the UID of the Gateway a fleet object belongs to; pruning goes by it.
