@@ -520,6 +520,50 @@ async fn envoy_runs_from_the_generated_bootstrap_over_mutual_tls() {
         "only the stats page of the admin is exposed"
     );
 
+    // Rotation: the fleet task writes a new certificate into the Secret and the kubelet moves
+    // it into the mounted directory; Envoy's SDS file watch picks it up without a restart.
+    let serials = |certs: String| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&certs).unwrap_or_default();
+        let mut out: Vec<String> = v["certificates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["cert_chain"].as_array().cloned().unwrap_or_default())
+            .filter_map(|c| c["serial_number"].as_str().map(str::to_owned))
+            .collect();
+        out.sort();
+        out
+    };
+    let before = serials(envoy.admin_get("/certs").await.expect("/certs"));
+    assert!(!before.is_empty(), "Envoy lists its client certificate");
+    let rotated = gateway_certificate(&certs, &names, ("shop", "public"));
+    assert_ne!(rotated.tls_crt, public.tls_crt);
+    let staging = dir.path().join("staging");
+    std::fs::create_dir_all(&staging).expect("staging dir");
+    for (name, text) in [("tls.crt", &rotated.tls_crt), ("tls.key", &rotated.tls_key)] {
+        std::fs::write(staging.join(name), text).expect("write rotated cert");
+        std::fs::rename(staging.join(name), cert_dir.join(name)).expect("move rotated cert");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = serials(envoy.admin_get("/certs").await.expect("/certs"));
+        if now != before && !now.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Envoy still holds the old client certificate: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let still_ready = http
+        .get(format!("http://127.0.0.1:{ready}/ready"))
+        .send()
+        .await
+        .expect("readiness endpoint")
+        .status();
+    assert_eq!(still_ready, 200, "rotation needs no restart");
+
     // The same certificate behind a bootstrap that claims shop/admin: refused, nothing served.
     let impostor = start_bootstrapped_proxy(
         &environment,
@@ -608,8 +652,6 @@ fn certificates_for(
 ) {
     use eg_operator::environment::certificates::{ExistingCertificates, decide};
     use eg_operator::environment::validate::CertificateLifetimes;
-    use eg_operator::fleet::certificate::{self, ProxyIssuer, Signer};
-    use eg_operator::xds::identity::EnvironmentIdentity;
     let now = std::time::SystemTime::now();
     let lifetimes = CertificateLifetimes {
         duration: Duration::from_secs(3600),
@@ -618,10 +660,28 @@ fn certificates_for(
     let certs = decide(&ExistingCertificates::default(), lifetimes, names, now)
         .expect("environment certificates")
         .certificates;
-    let signer = Signer::new(ProxyIssuer::from(&certs)).expect("proxy issuer");
-    let identity = EnvironmentIdentity::new(names.namespace(), names.environment());
-    let gateway = certificate::decide(&signer, &identity, (namespace, name), None, now)
-        .expect("gateway certificate")
-        .certificate;
+    let gateway = gateway_certificate(&certs, names, (namespace, name));
     (certs, gateway)
+}
+
+/// A fresh client certificate of Gateway `namespace/name`, signed by the environment's proxy
+/// issuer as the fleet task signs it.
+fn gateway_certificate(
+    certs: &eg_operator::environment::build::EnvironmentCertificates,
+    names: &Names,
+    (namespace, name): (&str, &str),
+) -> eg_operator::fleet::build::ClientCertificate {
+    use eg_operator::fleet::certificate::{self, ProxyIssuer, Signer};
+    use eg_operator::xds::identity::EnvironmentIdentity;
+    let signer = Signer::new(ProxyIssuer::from(certs)).expect("proxy issuer");
+    let identity = EnvironmentIdentity::new(names.namespace(), names.environment());
+    certificate::decide(
+        &signer,
+        &identity,
+        (namespace, name),
+        None,
+        std::time::SystemTime::now(),
+    )
+    .expect("gateway certificate")
+    .certificate
 }
