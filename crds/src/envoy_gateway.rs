@@ -86,6 +86,23 @@ pub struct EnvoyGatewaySpec {
     /// certificates).
     #[serde(default)]
     pub certificates: CertificatesSpec,
+
+    /// Envoy Gateway extension APIs that are off unless enabled, as in upstream's EnvoyGateway
+    /// configuration.
+    #[serde(default)]
+    pub extension_apis: ExtensionApisSpec,
+}
+
+/// Upstream's `extensionApis`: APIs that can route traffic where a route author should not be
+/// able to without the platform team's consent.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionApisSpec {
+    /// Let routes send traffic to `Backend` resources (`gateway.envoyproxy.io`): IP, hostname
+    /// or Unix-socket endpoints outside Services. Off by default: a Backend can point at
+    /// addresses no Service exposes, including the proxies' own loopback.
+    #[serde(default)]
+    pub enable_backend: bool,
 }
 
 fn default_version() -> String {

@@ -51,6 +51,7 @@ async fn controller_process_serves_an_httproute_over_mtls_xds() {
             xds: XdsConfig { port: xds_port, cert_dir: server_dir.clone() },
             proxy_defaults: Default::default(),
             image: String::new(),
+            backend_api: false,
         };
         let config_path = write("config.yaml", &serde_yaml_ng::to_string(&config)?);
 

@@ -282,3 +282,112 @@ async fn a_rejected_configuration_shows_on_the_gateway_and_the_last_good_one_ser
     })
     .await;
 }
+
+/// With the Backend API on (`extensionApis.enableBackend`), a route reaches an Envoy Gateway
+/// `Backend` created in the apiserver; with it off, the same route reports `InvalidKind`.
+#[tokio::test]
+async fn backends_are_served_only_when_the_backend_api_is_enabled() {
+    with_temp_namespace(|client, ns| async move {
+        let echo_bin = Path::new(env!("CARGO_BIN_EXE_eg-echo"));
+        let a = EchoHost::start("a", echo_bin).await?;
+        let controller_name = format!("example.com/backend-{ns}");
+        let port = free_port(LOOPBACK)?;
+        eg_e2e::manifests::http_gateway(
+            &client,
+            &ns,
+            "public",
+            &format!("gc-{ns}"),
+            &controller_name,
+            port,
+        )
+        .await;
+        apply(
+            &client,
+            Some(&ns),
+            json!({"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "Backend",
+            "metadata": {"name": "external"},
+            "spec": {"endpoints": [{"ip": {"address": a.address().to_string(), "port": 8080}}]}}),
+        )
+        .await;
+        apply(
+            &client,
+            Some(&ns),
+            route(
+                "to-backend",
+                "backend.test",
+                json!([{"backendRefs": [
+            {"group": "gateway.envoyproxy.io", "kind": "Backend", "name": "external"}]}]),
+            ),
+        )
+        .await;
+        let resolved = |client: kube::Client, ns: String| async move {
+            let routes: Api<gateway_api::apis::standard::httproutes::HttpRoute> =
+                Api::namespaced(client, &ns);
+            let route = routes.get("to-backend").await.ok()?;
+            let c = route
+                .status?
+                .parents
+                .first()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "ResolvedRefs")?
+                .clone();
+            Some((c.status, c.reason))
+        };
+
+        {
+            let _off = common::start_control_plane_with(
+                client.clone(),
+                &controller_name,
+                vec![ns.clone()],
+                false,
+            )
+            .await;
+            let ((status, reason), _) = until!(
+                "InvalidKind with the API off",
+                Duration::from_secs(15),
+                resolved(client.clone(), ns.clone())
+                    .await
+                    .filter(|(s, _)| s == "False")
+            );
+            assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidKind"));
+        }
+
+        let on = common::start_control_plane_with(
+            client.clone(),
+            &controller_name,
+            vec![ns.clone()],
+            true,
+        )
+        .await;
+        let _envoy = common::envoy_for(on.xds, &ns, "public", AdsFlavour::Delta).await;
+        until!(
+            "resolved with the API on",
+            Duration::from_secs(15),
+            resolved(client.clone(), ns.clone())
+                .await
+                .filter(|(s, _)| s == "True")
+        );
+        let http = reqwest::Client::new();
+        let (echo, _) = until!(
+            "the Backend answers through Envoy",
+            Duration::from_secs(20),
+            async {
+                let r = http
+                    .get(format!("http://127.0.0.1:{port}/"))
+                    .header("host", "backend.test")
+                    .send()
+                    .await
+                    .ok()?;
+                if r.status() != 200 {
+                    return None;
+                }
+                r.json::<Echo>().await.ok()
+            }
+            .await
+        );
+        assert_eq!(echo.backend, "a");
+        Ok(())
+    })
+    .await;
+}

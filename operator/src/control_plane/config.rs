@@ -26,6 +26,9 @@ pub struct ControllerConfig {
     /// The control plane's own image; the proxies' shutdown-manager sidecar runs it.
     #[serde(default)]
     pub image: String,
+    /// Routes may send to Envoy Gateway `Backend`s (`extensionApis.enableBackend`).
+    #[serde(default)]
+    pub backend_api: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

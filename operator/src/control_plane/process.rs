@@ -189,6 +189,7 @@ pub async fn run_controller(
             controller_name: config.controller_name,
             watch_namespaces: config.watch_namespaces,
             binding: options.binding,
+            backend_api: config.backend_api,
         },
         store,
         events,

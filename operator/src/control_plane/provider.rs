@@ -76,6 +76,13 @@ pub const KINDS: &[WatchedKind] = &[
     },
 ];
 
+/// Envoy Gateway's `Backend`, watched when the environment enables the Backend API.
+pub const BACKEND_KIND: WatchedKind = WatchedKind {
+    api_version: "gateway.envoyproxy.io/v1alpha1",
+    kind: "Backend",
+    namespaced: true,
+};
+
 type Key = (String, String);
 
 /// The objects of one kind, with the buffer of a watch (re)list in progress (pure).
@@ -189,6 +196,7 @@ impl ClusterState {
 pub fn watch_all(
     client: Client,
     namespaces: &[String],
+    backend_api: bool,
 ) -> (
     Arc<Mutex<ClusterState>>,
     watch::Receiver<u64>,
@@ -198,7 +206,9 @@ pub fn watch_all(
     let (tx, rx) = watch::channel(0u64);
     let tx = Arc::new(tx);
     let mut tasks = Vec::new();
-    for kind in KINDS {
+    // Backends only when their API is on: the kind's CRD may not even be installed otherwise.
+    let backend = backend_api.then_some(&BACKEND_KIND);
+    for kind in KINDS.iter().chain(backend) {
         let (group, version) = kind
             .api_version
             .split_once('/')

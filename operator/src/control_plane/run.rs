@@ -35,6 +35,8 @@ pub struct ControlPlaneSettings {
     /// Namespaces served; empty means all.
     pub watch_namespaces: Vec<String>,
     pub binding: ListenerBinding,
+    /// Watch Envoy Gateway `Backend`s and let routes use them.
+    pub backend_api: bool,
 }
 
 /// Builds the translator's input from the provider's state; objects that do not decode are
@@ -42,6 +44,7 @@ pub struct ControlPlaneSettings {
 pub fn api_snapshot(
     state: &ClusterState,
     controller_name: &str,
+    backend_api: bool,
 ) -> (ApiSnapshot, Vec<DecodeProblem>) {
     let mut problems = Vec::new();
     fn decode<K: DeserializeOwned>(
@@ -63,9 +66,9 @@ pub fn api_snapshot(
         endpoint_slices: decode(state, "EndpointSlice", &mut problems),
         secrets: decode(state, "Secret", &mut problems),
         namespaces: decode(state, "Namespace", &mut problems),
-        // The controller does not watch Backends yet; refs to them report the API disabled.
-        backends: Vec::new(),
-        backend_api: false,
+        // Empty unless the Backend API is on: then the provider watches them.
+        backends: decode(state, "Backend", &mut problems),
+        backend_api,
     };
     (snapshot, problems)
 }
@@ -79,7 +82,11 @@ pub async fn run(
     events: broadcast::Receiver<ProxyEvent>,
     leading: watch::Receiver<bool>,
 ) {
-    let (state, mut changes, _watches) = watch_all(client.clone(), &settings.watch_namespaces);
+    let (state, mut changes, _watches) = watch_all(
+        client.clone(),
+        &settings.watch_namespaces,
+        settings.backend_api,
+    );
     // Status goes out from its own task, so API latency never delays the next translation.
     let (statuses, latest) = watch::channel(None);
     let writer = StatusWriter::new(client, settings.controller_name.clone());
@@ -98,7 +105,7 @@ pub async fn run(
                 let started = Instant::now();
                 let translation = {
                     let state = state.lock().unwrap_or_else(|p| p.into_inner());
-                    let (input, problems) = api_snapshot(&state, &settings.controller_name);
+                    let (input, problems) = api_snapshot(&state, &settings.controller_name, settings.backend_api);
                     for p in problems {
                         tracing::warn!(object = %p.object, error = %p.message, "object skipped: cannot be read");
                     }

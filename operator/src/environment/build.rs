@@ -266,6 +266,7 @@ pub fn build(inputs: &BuildInputs<'_>) -> Result<ResourceGraph, BuildError> {
         },
         proxy_defaults: env.proxy.clone(),
         image: control_plane_image(image_repository, env),
+        backend_api: env.backend_api,
     };
     let config_yaml = serde_yaml_ng::to_string(&config).map_err(|e| BuildError::Serialize {
         kind: "ConfigMap",

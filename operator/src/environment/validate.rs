@@ -64,6 +64,8 @@ pub struct Environment {
     pub watch_namespaces: Vec<String>,
     pub control_plane: ControlPlane,
     pub proxy: ProxySpec,
+    /// `spec.extensionApis.enableBackend`.
+    pub backend_api: bool,
     pub certificates: CertificateLifetimes,
 }
 
@@ -105,7 +107,9 @@ pub fn validate(eg: &EnvoyGateway) -> Result<Environment, ValidationError> {
         control_plane,
         proxy,
         certificates,
+        extension_apis,
     } = &eg.spec;
+    let eg_crds::envoy_gateway::ExtensionApisSpec { enable_backend } = extension_apis;
     let ControlPlaneSpec {
         replicas,
         anti_affinity,
@@ -155,6 +159,7 @@ pub fn validate(eg: &EnvoyGateway) -> Result<Environment, ValidationError> {
             resources: resources.clone(),
         },
         proxy: proxy.clone(),
+        backend_api: *enable_backend,
         certificates: CertificateLifetimes {
             duration,
             renew_before,

@@ -36,6 +36,16 @@ pub async fn start_control_plane(
     controller_name: &str,
     namespaces: Vec<String>,
 ) -> ControlPlane {
+    start_control_plane_with(client, controller_name, namespaces, false).await
+}
+
+/// [`start_control_plane`], with the Backend API on or off.
+pub async fn start_control_plane_with(
+    client: kube::Client,
+    controller_name: &str,
+    namespaces: Vec<String>,
+    backend_api: bool,
+) -> ControlPlane {
     let store = SnapshotStore::default();
     let ads = AdsServer::new(store.clone());
     let events = ads.events();
@@ -57,6 +67,7 @@ pub async fn start_control_plane(
             ip: LOOPBACK,
             port_offset: 0,
         },
+        backend_api,
     };
     let loop_task = tokio::spawn(run(client, settings, store, events, leading));
     ControlPlane {
