@@ -5,11 +5,17 @@ use sha2::{Digest, Sha256};
 
 /// The first `bytes` bytes of SHA-256 of `data`, as lowercase hex.
 pub fn short_sha256_hex(data: &[u8], bytes: usize) -> String {
-    Sha256::digest(data)
-        .iter()
-        .take(bytes)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex_prefix(&Sha256::digest(data), bytes)
+}
+
+/// The first `bytes` bytes of an already computed digest, as lowercase hex.
+pub fn hex_prefix(digest: &[u8], bytes: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(2 * bytes);
+    for b in digest.iter().take(bytes) {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 #[cfg(test)]

@@ -298,12 +298,17 @@ impl ListenerCtx {
         }
         let port = u16::try_from(self.port).ok()?;
         let protocol = self.protocol?;
-        let mut by_host: HashMap<Arc<str>, Sources> = HashMap::new();
-        for (host, entries) in self.routes {
-            by_host.entry(host).or_default().push(entries);
+        // Group by hostname by sorting rather than through a map: the sort is needed anyway,
+        // and a stable one keeps each hostname's lists in route order.
+        let mut routes = self.routes;
+        routes.sort_by_cached_key(|(host, _)| hostname::SpecificityKey::new(host));
+        let mut hosts: Vec<(Arc<str>, Sources)> = Vec::with_capacity(routes.len());
+        for (host, entries) in routes {
+            match hosts.last_mut() {
+                Some((last, sources)) if *last == host => sources.push(entries),
+                _ => hosts.push((host, vec![entries])),
+            }
         }
-        let mut hosts: Vec<(Arc<str>, Sources)> = by_host.into_iter().collect();
-        hosts.sort_by_cached_key(|(host, _)| hostname::SpecificityKey::new(host));
         let cache_key = (gateway_key.to_owned(), self.name.clone());
         let mut previous = cache.previous.remove(&cache_key).unwrap_or_default();
         let mut current = HashMap::with_capacity(hosts.len());
