@@ -586,6 +586,21 @@ pub fn anti_affinity(mode: AntiAffinity, selector: &BTreeMap<String, String>) ->
     }
 }
 
+/// A container security context meeting the "restricted" Pod Security Standard, for every
+/// container the operator and the control plane run.
+pub fn restricted_container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        ..SecurityContext::default()
+    }
+}
+
 /// The control plane's image: the operand version of this environment.
 fn control_plane_image(image_repository: &str, env: &Environment) -> String {
     format!("{image_repository}:v{}", env.version)
@@ -647,17 +662,7 @@ fn control_plane_deployment(
         readiness_probe: Some(probe("/readyz")),
         liveness_probe: Some(probe("/healthz")),
         resources: env.control_plane.resources.clone(),
-        // The "restricted" Pod Security Standard.
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted_container_security()),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "config".into(),

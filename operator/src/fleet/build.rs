@@ -30,10 +30,10 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, SleepAction, Sysctl, Volume, VolumeMount,
+    PodTemplateSpec, Probe, SeccompProfile, Secret, SecretVolumeSource, Service, ServiceAccount,
+    ServicePort, ServiceSpec, SleepAction, Sysctl, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -43,6 +43,7 @@ use serde::Serialize;
 use super::settings::parse_duration;
 use super::shutdown::{SHUTDOWN_PATH, SHUTDOWN_PORT};
 use super::{FLEET_COMPONENT, FLEET_GATEWAY_UID_LABEL, OWNING_GATEWAY_NAMESPACE_LABEL};
+use crate::environment::build::restricted_container_security;
 use crate::environment::build::{OWNING_GATEWAY_LABEL, anti_affinity};
 use crate::environment::names::{ENVIRONMENT_LABEL, MANAGED_BY, Names};
 use crate::short_hash::short_sha256_hex;
@@ -768,16 +769,7 @@ fn pod_template(
             ..Lifecycle::default()
         }),
         resources,
-        security_context: Some(container_security.unwrap_or_else(|| SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            ..SecurityContext::default()
-        })),
+        security_context: Some(container_security.unwrap_or_else(restricted_container_security)),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "bootstrap".into(),
@@ -830,16 +822,7 @@ fn pod_template(
             ])),
             ..k8s_openapi::api::core::v1::ResourceRequirements::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted_container_security()),
         ..Container::default()
     });
     PodTemplateSpec {
