@@ -155,6 +155,16 @@ impl Standalone {
             .expect("JSON")
     }
 
+    async fn metrics(&self) -> Result<String, Error> {
+        Ok(self
+            .http
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await?
+            .text()
+            .await?)
+    }
+
     fn write(&self, file: &str, text: &str) {
         // Write-then-rename, as editors do, so a reload never sees half a file.
         let tmp = self.config.join(format!(".{file}.tmp"));
@@ -193,6 +203,16 @@ fn children_of(parent: u32) -> Vec<u32> {
                 == Some(parent)
         })
         .collect()
+}
+
+/// The quickstart's docs Backend as a backendRef.
+const BACKEND_DOCS: &str = "{group: gateway.envoyproxy.io, kind: Backend, name: docs}";
+
+/// An HTTPRoute on Gateway `eg` with one rule: one path match, one backendRef (flow YAML).
+fn route_yaml(name: &str, path_type: &str, path: &str, backend_ref: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}}}\nspec:\n  parentRefs: [{{name: eg}}]\n  rules:\n  - matches: [{{path: {{type: {path_type}, value: {path:?}}}}}]\n    backendRefs: [{backend_ref}]\n"
+    )
 }
 
 fn condition<'a>(conditions: &'a Value, type_: &str) -> Option<&'a Value> {
@@ -242,13 +262,7 @@ async fn quickstart_routes_by_path_header_and_weight() -> Result<(), Error> {
         Some(&"True".into())
     );
 
-    let metrics = s
-        .http
-        .get(format!("http://{}/metrics", s.admin))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = s.metrics().await?;
     assert!(
         metrics.contains("eg_operator_standalone_gateways 1"),
         "{metrics}"
@@ -266,7 +280,7 @@ async fn edits_apply_live_and_a_broken_file_keeps_the_last_good_config() -> Resu
     // A new file with a new route serves within a second.
     s.write(
         "extra.yaml",
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: extra}\nspec:\n  parentRefs: [{name: eg}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /extra}}]\n    backendRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: docs}]\n",
+        &route_yaml("extra", "PathPrefix", "/extra", BACKEND_DOCS),
     );
     let (_, took) = eventually("the new route serves", Duration::from_secs(5), || async {
         (s.backend("/extra", &[]).await.as_deref() == Some("docs")).then_some(())
@@ -310,7 +324,12 @@ async fn edits_apply_live_and_a_broken_file_keeps_the_last_good_config() -> Resu
     // A route to a Backend that does not exist: ResolvedRefs=False in /status.
     s.write(
         "missing.yaml",
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: missing}\nspec:\n  parentRefs: [{name: eg}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /missing}}]\n    backendRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: nowhere}]\n",
+        &route_yaml(
+            "missing",
+            "PathPrefix",
+            "/missing",
+            "{group: gateway.envoyproxy.io, kind: Backend, name: nowhere}",
+        ),
     );
     let (resolved, _) = eventually(
         "missing Backend reported",
@@ -357,13 +376,7 @@ async fn a_killed_envoy_restarts_and_sigterm_leaves_no_child() -> Result<(), Err
         (restarted && s.backend("/docs", &[]).await.as_deref() == Some("docs")).then_some(())
     })
     .await;
-    let metrics = s
-        .http
-        .get(format!("http://{}/metrics", s.admin))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = s.metrics().await?;
     assert!(
         metrics.contains("eg_operator_standalone_envoy_restarts_total{gateway=\"default/eg\"} 1"),
         "{metrics}"
@@ -493,7 +506,7 @@ async fn a_rejected_configuration_is_reported_and_the_last_good_one_serves() -> 
     let s = Standalone::start().await?;
     s.write(
         "nack.yaml",
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: nack}\nspec:\n  parentRefs: [{name: eg}]\n  rules:\n  - matches: [{path: {type: RegularExpression, value: \"/x{1001}\"}}]\n    backendRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: docs}]\n",
+        &route_yaml("nack", "RegularExpression", "/x{1001}", BACKEND_DOCS),
     );
     let (programmed, _) = eventually(
         "the rejection is reported",
@@ -611,9 +624,7 @@ async fn app_protocols_select_h2c_and_websocket_upstreams() -> Result<(), Error>
         )
     };
     let route = |name: &str, prefix: &str, backend_ref: &str| {
-        format!(
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}}}\nspec:\n  parentRefs: [{{name: eg}}]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    backendRefs: [{backend_ref}]\n---\n"
-        )
+        route_yaml(name, "PathPrefix", prefix, backend_ref) + "---\n"
     };
     let manifests = format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: eg}}\nspec: {{controllerName: gateway.envoyproxy.io/gatewayclass-controller}}\n---\n\
