@@ -4,11 +4,16 @@
 //! certificate carries requests for an HTTPRoute created in the real apiserver to a backend on a
 //! test host. The same certificate claiming another Gateway is refused, and the controller says so.
 
+// Shared with the eg-e2e tests that start proxies with real mutual TLS.
+#[path = "../../tests/tests/common/certs.rs"]
+mod certs;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use certs::certificates_for;
 use eg_e2e::backend::Echo;
 use eg_e2e::envoy::EnvoyProcess;
 use eg_e2e::manifests::{apply, http_gateway, service_with_endpoint};
@@ -155,34 +160,4 @@ async fn controller_process_serves_an_httproute_over_mtls_xds() {
         Ok(())
     })
     .await;
-}
-
-/// The environment's certificates (valid for an hour) and the client certificate of Gateway
-/// `namespace/name` as its fleet Secret holds it, made by the functions the operator and the
-/// fleet task call.
-fn certificates_for(
-    names: &Names,
-    (namespace, name): (&str, &str),
-) -> (
-    eg_operator::environment::build::EnvironmentCertificates,
-    eg_operator::fleet::build::ClientCertificate,
-) {
-    use eg_operator::environment::certificates::{ExistingCertificates, decide};
-    use eg_operator::environment::validate::CertificateLifetimes;
-    use eg_operator::fleet::certificate::{self, ProxyIssuer, Signer};
-    use eg_operator::xds::identity::EnvironmentIdentity;
-    let now = std::time::SystemTime::now();
-    let lifetimes = CertificateLifetimes {
-        duration: Duration::from_secs(3600),
-        renew_before: Duration::from_secs(600),
-    };
-    let certs = decide(&ExistingCertificates::default(), lifetimes, names, now)
-        .expect("environment certificates")
-        .certificates;
-    let signer = Signer::new(ProxyIssuer::from(&certs)).expect("proxy issuer");
-    let identity = EnvironmentIdentity::new(names.namespace(), names.environment());
-    let gateway = certificate::decide(&signer, &identity, (namespace, name), None, now)
-        .expect("gateway certificate")
-        .certificate;
-    (certs, gateway)
 }

@@ -29,6 +29,8 @@ use serde_json::{Value, json};
 
 mod common;
 
+use common::certs::{certificates_for, gateway_certificate};
+
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn gateway(name: &str, class: &str, ports: &[i32], parameters: Option<&str>) -> Value {
@@ -638,50 +640,4 @@ async fn envoy_runs_from_the_generated_bootstrap_over_mutual_tls() {
     impostor.envoy.stop();
     envoy.stop();
     server.abort();
-}
-
-/// The environment's certificates (valid for an hour) and the client certificate of Gateway
-/// `namespace/name` as its fleet Secret holds it, made by the functions the operator and the
-/// fleet task call.
-fn certificates_for(
-    names: &Names,
-    (namespace, name): (&str, &str),
-) -> (
-    eg_operator::environment::build::EnvironmentCertificates,
-    eg_operator::fleet::build::ClientCertificate,
-) {
-    use eg_operator::environment::certificates::{ExistingCertificates, decide};
-    use eg_operator::environment::validate::CertificateLifetimes;
-    let now = std::time::SystemTime::now();
-    let lifetimes = CertificateLifetimes {
-        duration: Duration::from_secs(3600),
-        renew_before: Duration::from_secs(600),
-    };
-    let certs = decide(&ExistingCertificates::default(), lifetimes, names, now)
-        .expect("environment certificates")
-        .certificates;
-    let gateway = gateway_certificate(&certs, names, (namespace, name));
-    (certs, gateway)
-}
-
-/// A fresh client certificate of Gateway `namespace/name`, signed by the environment's proxy
-/// issuer as the fleet task signs it.
-fn gateway_certificate(
-    certs: &eg_operator::environment::build::EnvironmentCertificates,
-    names: &Names,
-    (namespace, name): (&str, &str),
-) -> eg_operator::fleet::build::ClientCertificate {
-    use eg_operator::fleet::certificate::{self, ProxyIssuer, Signer};
-    use eg_operator::xds::identity::EnvironmentIdentity;
-    let signer = Signer::new(ProxyIssuer::from(certs)).expect("proxy issuer");
-    let identity = EnvironmentIdentity::new(names.namespace(), names.environment());
-    certificate::decide(
-        &signer,
-        &identity,
-        (namespace, name),
-        None,
-        std::time::SystemTime::now(),
-    )
-    .expect("gateway certificate")
-    .certificate
 }

@@ -5,10 +5,14 @@
 //! backends, follows configuration changes, and a configuration Envoy rejects is reported as a
 //! NACK with Envoy's message while the previous configuration keeps serving.
 
+#[path = "common/certs.rs"]
+mod certs;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use certs::certificates_for;
 use eg_e2e::backend::{Echo, EchoBackend};
 use eg_e2e::envoy::EnvoyProcess;
 use eg_e2e::{LOOPBACK, free_port};
@@ -290,34 +294,4 @@ async fn envoy_follows_state_of_the_world_ads_and_reports_nacks() {
 #[tokio::test]
 async fn envoy_follows_delta_ads_over_mutual_tls() {
     run_scenario(AdsFlavour::Delta, true).await;
-}
-
-/// The environment's certificates (valid for an hour) and the client certificate of Gateway
-/// `namespace/name` as its fleet Secret holds it, made by the functions the operator and the
-/// fleet task call.
-fn certificates_for(
-    names: &Names,
-    (namespace, name): (&str, &str),
-) -> (
-    eg_operator::environment::build::EnvironmentCertificates,
-    eg_operator::fleet::build::ClientCertificate,
-) {
-    use eg_operator::environment::certificates::{ExistingCertificates, decide};
-    use eg_operator::environment::validate::CertificateLifetimes;
-    use eg_operator::fleet::certificate::{self, ProxyIssuer, Signer};
-    use eg_operator::xds::identity::EnvironmentIdentity;
-    let now = std::time::SystemTime::now();
-    let lifetimes = CertificateLifetimes {
-        duration: Duration::from_secs(3600),
-        renew_before: Duration::from_secs(600),
-    };
-    let certs = decide(&ExistingCertificates::default(), lifetimes, names, now)
-        .expect("environment certificates")
-        .certificates;
-    let signer = Signer::new(ProxyIssuer::from(&certs)).expect("proxy issuer");
-    let identity = EnvironmentIdentity::new(names.namespace(), names.environment());
-    let gateway = certificate::decide(&signer, &identity, (namespace, name), None, now)
-        .expect("gateway certificate")
-        .certificate;
-    (certs, gateway)
 }

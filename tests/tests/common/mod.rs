@@ -4,6 +4,8 @@
 //! Shared by the Gateway API end-to-end tests and the latency benchmark: an in-process control
 //! plane (provider, translator, ADS server) for some namespaces, and an Envoy for one Gateway.
 
+pub mod certs;
+
 use std::net::SocketAddr;
 
 use eg_e2e::LOOPBACK;
