@@ -182,7 +182,9 @@ spec:
   - {name: https-no-refs, port: 444, protocol: HTTPS, tls: {}}
   - {name: http-with-tls, port: 82, protocol: HTTP, tls: {certificateRefs: [{name: x}]}}
   - {name: selector-missing, port: 83, protocol: HTTP, allowedRoutes: {namespaces: {from: Selector}}}
-  - {name: udp, port: 53, protocol: UDP}
+  - {name: udp, port: 53, protocol: UDP, tls: {mode: Passthrough}}
+  - {name: tls-no-mode-no-refs, port: 8443, protocol: TLS, tls: {}}
+  - {name: sctp, port: 9, protocol: SCTP}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -215,7 +217,7 @@ spec:
     assert_eq!(translation, translate(&shuffled(&snapshot, 3)));
     let gateway = &translation.status.gateways["/gw"];
     let listeners = gateway.listeners.as_ref().expect("listener statuses");
-    assert_eq!(listeners.len(), 9);
+    assert_eq!(listeners.len(), 11);
     // Only the first "dup" survives validation; everything else is rejected.
     let valid: Vec<&str> = translation.gateways[0]
         .listeners
@@ -247,13 +249,16 @@ fn ports_group_listeners() {
         .expect("https-tls case");
     let translation = translate(&snapshot);
     let ports = translation.gateways[0].ports();
-    let grouped: Vec<(u16, Vec<&str>)> = ports
+    let grouped: Vec<((bool, u16), Vec<&str>)> = ports
         .iter()
         .map(|(port, ls)| (*port, ls.iter().map(|l| l.name.as_str()).collect()))
         .collect();
     assert_eq!(
         grouped,
-        [(80, vec!["http"]), (443, vec!["secure", "granted"])]
+        [
+            ((false, 80), vec!["http"]),
+            ((false, 443), vec!["secure", "granted"])
+        ]
     );
 }
 

@@ -76,6 +76,9 @@ golden! {
     cors => "cors",
     backend_filters => "backend-filters",
     invalid_weight => "invalid-weight",
+    grpc_routes => "grpc-routes",
+    tls_routes => "tls-routes",
+    tcp_udp_routes => "tcp-udp-routes",
 }
 
 /// Every fixture directory is listed above, so none is silently skipped.

@@ -27,7 +27,7 @@ pub struct WatchedKind {
     pub namespaced: bool,
 }
 
-/// Everything the HTTP translator reads.
+/// Everything the translator reads.
 pub const KINDS: &[WatchedKind] = &[
     WatchedKind {
         api_version: "gateway.networking.k8s.io/v1",
@@ -42,6 +42,26 @@ pub const KINDS: &[WatchedKind] = &[
     WatchedKind {
         api_version: "gateway.networking.k8s.io/v1",
         kind: "HTTPRoute",
+        namespaced: true,
+    },
+    WatchedKind {
+        api_version: "gateway.networking.k8s.io/v1",
+        kind: "GRPCRoute",
+        namespaced: true,
+    },
+    WatchedKind {
+        api_version: "gateway.networking.k8s.io/v1",
+        kind: "TLSRoute",
+        namespaced: true,
+    },
+    WatchedKind {
+        api_version: "gateway.networking.k8s.io/v1alpha2",
+        kind: "TCPRoute",
+        namespaced: true,
+    },
+    WatchedKind {
+        api_version: "gateway.networking.k8s.io/v1alpha2",
+        kind: "UDPRoute",
         namespaced: true,
     },
     WatchedKind {

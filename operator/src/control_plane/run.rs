@@ -8,8 +8,7 @@ use std::time::Instant;
 
 use gateway_api::apis::standard::gatewayclasses::GatewayClass;
 use gateway_api::apis::standard::gateways::Gateway;
-use gateway_api::apis::standard::httproutes::HttpRoute;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Api, Client};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -18,7 +17,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::AbortOnDrop;
 use super::programmed::ProgrammedState;
-use super::provider::{ClusterState, DecodeProblem, watch_all};
+use super::provider::{ClusterState, DecodeProblem, KINDS, watch_all};
 use super::publish::Publisher;
 use crate::translate::{Snapshot as ApiSnapshot, Translation, Translator};
 use crate::xds::from_ir::ListenerBinding;
@@ -61,6 +60,10 @@ pub fn api_snapshot(
         gateway_classes: decode(state, "GatewayClass", &mut problems),
         gateways: decode(state, "Gateway", &mut problems),
         http_routes: decode(state, "HTTPRoute", &mut problems),
+        grpc_routes: decode(state, "GRPCRoute", &mut problems),
+        tls_routes: decode(state, "TLSRoute", &mut problems),
+        tcp_routes: decode(state, "TCPRoute", &mut problems),
+        udp_routes: decode(state, "UDPRoute", &mut problems),
         reference_grants: decode(state, "ReferenceGrant", &mut problems),
         services: decode(state, "Service", &mut problems),
         endpoint_slices: decode(state, "EndpointSlice", &mut problems),
@@ -206,34 +209,44 @@ impl StatusWriter {
             programmed.refine(key, &mut status);
             self.patch(&api, "Gateway", key, name, &status).await;
         }
-        for (key, status) in &t.status.http_routes {
-            let (ns, name) = key.split_once('/').unwrap_or(("", key));
-            let api: Api<HttpRoute> = Api::namespaced(self.client.clone(), ns);
-            let Ok(ours) = serde_json::to_value(status) else {
+        for (kind, statuses) in t.status.routes() {
+            let Some(resource) = route_resource(kind) else {
                 continue;
             };
-            let id = format!("HTTPRoute {key}");
-            if self.unchanged(&id, &ours) {
-                continue;
-            }
-            // Route status is shared by every controller the route attaches to: keep the
-            // parents entries other controllers wrote, replace only ours. Read only when ours
-            // changed, so a quiet route costs no API call.
-            let mut merged = ours.clone();
-            if let Ok(Some(live)) = api.get_opt(name).await {
-                let others: Vec<serde_json::Value> = live
-                    .status
-                    .map(|s| s.parents)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|p| p.controller_name != self.controller_name)
-                    .filter_map(|p| serde_json::to_value(p).ok())
-                    .collect();
-                if let Some(parents) = merged.get_mut("parents").and_then(|p| p.as_array_mut()) {
-                    parents.extend(others);
+            for (key, status) in statuses {
+                let (ns, name) = key.split_once('/').unwrap_or(("", key));
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(self.client.clone(), ns, &resource);
+                let Ok(ours) = serde_json::to_value(status) else {
+                    continue;
+                };
+                let id = format!("{kind} {key}");
+                if self.unchanged(&id, &ours) {
+                    continue;
                 }
+                // Route status is shared by every controller the route attaches to: keep the
+                // parents entries other controllers wrote, replace only ours. Read only when
+                // ours changed, so a quiet route costs no API call.
+                let mut merged = ours.clone();
+                if let Ok(Some(live)) = api.get_opt(name).await {
+                    let others = live
+                        .data
+                        .pointer("/status/parents")
+                        .and_then(serde_json::Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| {
+                            p.get("controllerName").and_then(serde_json::Value::as_str)
+                                != Some(self.controller_name.as_str())
+                        })
+                        .cloned();
+                    if let Some(parents) = merged.get_mut("parents").and_then(|p| p.as_array_mut())
+                    {
+                        parents.extend(others);
+                    }
+                }
+                self.send(&api, &id, name, ours, merged).await;
             }
-            self.send(&api, &id, name, ours, merged).await;
         }
     }
 
@@ -283,6 +296,15 @@ impl StatusWriter {
         }
         self.send(api, &id, name, desired.clone(), desired).await;
     }
+}
+
+/// The API resource of a route kind, at the version the provider watches it in.
+fn route_resource(kind: &str) -> Option<ApiResource> {
+    let watched = KINDS.iter().find(|k| k.kind == kind)?;
+    let (group, version) = watched.api_version.split_once('/')?;
+    Some(ApiResource::from_gvk(&GroupVersionKind::gvk(
+        group, version, kind,
+    )))
 }
 
 /// Replaces the translator's epoch placeholders with now.

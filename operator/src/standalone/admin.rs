@@ -58,6 +58,10 @@ impl AdminState {
             "gatewayClasses": t.status.gateway_classes,
             "gateways": gateways,
             "httpRoutes": t.status.http_routes,
+            "grpcRoutes": t.status.grpc_routes,
+            "tlsRoutes": t.status.tls_routes,
+            "tcpRoutes": t.status.tcp_routes,
+            "udpRoutes": t.status.udp_routes,
         }));
         keep_transition_times(&self.status, &mut next);
         self.status = next;

@@ -226,6 +226,18 @@ pub fn complete_like_the_api_server(s: &mut Snapshot) {
     for r in &mut s.http_routes {
         fill(&mut r.metadata, &mut used);
     }
+    for r in &mut s.grpc_routes {
+        fill(&mut r.metadata, &mut used);
+    }
+    for r in &mut s.tls_routes {
+        fill(&mut r.metadata, &mut used);
+    }
+    for r in &mut s.tcp_routes {
+        fill(&mut r.metadata, &mut used);
+    }
+    for r in &mut s.udp_routes {
+        fill(&mut r.metadata, &mut used);
+    }
     for g in &mut s.reference_grants {
         fill(&mut g.metadata, &mut used);
     }

@@ -16,6 +16,7 @@ use eg_crds::upstream::Backend;
 use super::index::Index;
 use super::ir::{ClusterIr, ClusterSourceIr, EndpointIr, UpstreamProtocol};
 use super::refs::{GATEWAY_GROUP, Referent, Referrer, reference_allowed};
+use super::route_kind::RouteKind;
 
 /// Envoy Gateway's own API group, home of its `Backend` kind.
 const ENVOY_GATEWAY_GROUP: &str = "gateway.envoyproxy.io";
@@ -45,11 +46,12 @@ pub(super) enum BackendError {
         name: String,
         problem: String,
     },
-    #[error("TCP port {port} not found on Service {namespace}/{name}")]
+    #[error("{protocol} port {port} not found on Service {namespace}/{name}")]
     PortNotFound {
         namespace: String,
         name: String,
         port: i32,
+        protocol: &'static str,
     },
 }
 
@@ -92,23 +94,49 @@ pub(super) struct BackendTarget<'a> {
     pub port: Option<i32>,
 }
 
-/// Resolves a backend referenced from an HTTPRoute in `route_namespace`.
+/// Resolves a backend referenced from a route of `kind` in `route_namespace`. Kinds that
+/// speak one protocol to every backend (gRPC, TCP, UDP) get it on the cluster; when that is
+/// not the protocol the Service port declares, the cluster name says so (`…/h2c`, `…/tcp`,
+/// `…/udp`), so an HTTPRoute and a TCPRoute sending to one port never share a cluster.
 pub(super) fn resolve(
     index: &Index<'_>,
+    kind: RouteKind,
+    route_namespace: &str,
+    target: BackendTarget<'_>,
+) -> Result<ClusterIr, BackendError> {
+    let mut cluster = resolve_natural(index, kind, route_namespace, target)?;
+    if let Some(forced) = kind.forced_protocol().filter(|p| *p != cluster.protocol) {
+        cluster.protocol = forced;
+        cluster.name.push('/');
+        cluster.name.push_str(match forced {
+            UpstreamProtocol::H2c => "h2c",
+            UpstreamProtocol::Tcp => "tcp",
+            UpstreamProtocol::Udp => "udp",
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::WebSocket => "ws",
+        });
+    }
+    Ok(cluster)
+}
+
+/// The cluster of a backend with the protocol its Service port or Backend declares.
+fn resolve_natural(
+    index: &Index<'_>,
+    kind: RouteKind,
     route_namespace: &str,
     target: BackendTarget<'_>,
 ) -> Result<ClusterIr, BackendError> {
     let group = target.group.unwrap_or("");
-    let kind = target.kind.unwrap_or("Service");
-    match (group, kind) {
+    let target_kind = target.kind.unwrap_or("Service");
+    match (group, target_kind) {
         ("", "Service") => {}
         (ENVOY_GATEWAY_GROUP, "Backend") => {
-            return resolve_backend(index, route_namespace, target);
+            return resolve_backend(index, kind, route_namespace, target);
         }
         _ => {
             return Err(BackendError::UnsupportedKind {
                 group: if group.is_empty() { "core" } else { group }.to_owned(),
-                kind: kind.to_owned(),
+                kind: target_kind.to_owned(),
             });
         }
     }
@@ -121,7 +149,7 @@ pub(super) fn resolve(
         &index.grants,
         Referrer {
             group: GATEWAY_GROUP,
-            kind: "HTTPRoute",
+            kind: kind.name(),
             namespace: route_namespace,
         },
         Referent {
@@ -149,13 +177,14 @@ pub(super) fn resolve(
         .and_then(|s| s.ports.as_ref())
         .into_iter()
         .flatten()
-        .find(|p| p.port == port && p.protocol.as_deref().unwrap_or("TCP") == "TCP");
+        .find(|p| p.port == port && p.protocol.as_deref().unwrap_or("TCP") == kind.port_protocol());
     let (Some(service_port), Ok(port_u16)) = (service_port, u16::try_from(port)) else {
         let (namespace, name) = ids();
         return Err(BackendError::PortNotFound {
             namespace,
             name,
             port,
+            protocol: kind.port_protocol(),
         });
     };
     Ok(ClusterIr {
@@ -189,13 +218,20 @@ pub(super) fn fill_endpoints(index: &Index<'_>, cluster: &mut ClusterIr) {
             return;
         }
     };
+    let port_protocol = if cluster.protocol == UpstreamProtocol::Udp {
+        "UDP"
+    } else {
+        "TCP"
+    };
     let service_port = index
         .service(namespace, name)
         .and_then(|s| s.spec.as_ref())
         .and_then(|s| s.ports.as_ref())
         .into_iter()
         .flatten()
-        .find(|p| p.port == i32::from(*port) && p.protocol.as_deref().unwrap_or("TCP") == "TCP");
+        .find(|p| {
+            p.port == i32::from(*port) && p.protocol.as_deref().unwrap_or("TCP") == port_protocol
+        });
     cluster.endpoints = service_port
         .map(|p| endpoints(index, namespace, name, p))
         .unwrap_or_default();
@@ -205,6 +241,7 @@ pub(super) fn fill_endpoints(index: &Index<'_>, cluster: &mut ClusterIr) {
 /// endpoint of a Backend carries its own.
 fn resolve_backend(
     index: &Index<'_>,
+    kind: RouteKind,
     route_namespace: &str,
     target: BackendTarget<'_>,
 ) -> Result<ClusterIr, BackendError> {
@@ -221,7 +258,7 @@ fn resolve_backend(
         &index.grants,
         Referrer {
             group: GATEWAY_GROUP,
-            kind: "HTTPRoute",
+            kind: kind.name(),
             namespace: route_namespace,
         },
         Referent {

@@ -27,11 +27,9 @@ use super::ir::{
 };
 use super::precedence::{self, PrecedenceKey};
 use super::refs::{GATEWAY_GROUP, NamespacePolicy};
+use super::route_kind::RouteKind;
 use super::routes::RouteOutcome;
 use super::tls;
-
-/// The only route kind this translator attaches.
-pub(super) const HTTP_ROUTE_KIND: &str = "HTTPRoute";
 
 /// Gateway API v1.5.1 feature names (`pkg/features`) this implementation really serves, sorted
 /// as the spec asks. Conformance suites read the list to pick their tests, so a name belongs
@@ -173,7 +171,9 @@ pub(super) struct ListenerCtx {
     pub protocol: Option<ListenerProtocol>,
     pub hostname: Option<String>,
     pub namespaces: NamespacePolicy,
-    pub allows_http_route: bool,
+    /// Route kinds that may attach: those of `allowedRoutes.kinds` this listener's protocol
+    /// carries, or all it carries when none are listed.
+    allowed_kinds: Vec<RouteKind>,
     supported_kinds: Vec<GatewayStatusListenersSupportedKinds>,
     tls: Option<TlsIr>,
     accepted: Option<Problem>,
@@ -200,7 +200,7 @@ impl ListenerCtx {
                 .filter(|h| !h.is_empty())
                 .map(str::to_ascii_lowercase),
             namespaces: NamespacePolicy::Same,
-            allows_http_route: false,
+            allowed_kinds: Vec::new(),
             supported_kinds: Vec::new(),
             tls: None,
             accepted: None,
@@ -227,6 +227,11 @@ impl ListenerCtx {
                 "Listener is invalid, see other Conditions for details.",
             ));
         }
+    }
+
+    /// Whether routes of `kind` may attach here.
+    pub fn allows(&self, kind: RouteKind) -> bool {
+        self.allowed_kinds.contains(&kind)
     }
 
     /// Valid listeners get IR; invalid ones only status.
@@ -553,10 +558,13 @@ fn validate_listener(spec: &GatewayListeners, namespace: &str, index: &Index<'_>
     listener.protocol = match spec.protocol.as_str() {
         "HTTP" => Some(ListenerProtocol::Http),
         "HTTPS" => Some(ListenerProtocol::Https),
+        "TLS" => Some(ListenerProtocol::Tls),
+        "TCP" => Some(ListenerProtocol::Tcp),
+        "UDP" => Some(ListenerProtocol::Udp),
         other => {
             listener.reject(Problem::new(
                 reason::UNSUPPORTED_PROTOCOL,
-                format!("Protocol {other} is unsupported, must be HTTP or HTTPS."),
+                format!("Protocol {other} is unsupported, must be HTTP, HTTPS, TLS, TCP or UDP."),
             ));
             None
         }
@@ -567,7 +575,11 @@ fn validate_listener(spec: &GatewayListeners, namespace: &str, index: &Index<'_>
     };
 
     let allowed = spec.allowed_routes.as_ref();
-    validate_kinds(&mut listener, allowed.and_then(|a| a.kinds.as_deref()));
+    validate_kinds(
+        &mut listener,
+        protocol,
+        allowed.and_then(|a| a.kinds.as_deref()),
+    );
 
     let (policy, selector_error) =
         NamespacePolicy::parse(allowed.and_then(|a| a.namespaces.as_ref()));
@@ -578,21 +590,44 @@ fn validate_listener(spec: &GatewayListeners, namespace: &str, index: &Index<'_>
     }
 
     match (protocol, spec.tls.as_ref()) {
-        (ListenerProtocol::Http, Some(_)) => listener.reject(Problem::new(
+        (ListenerProtocol::Http | ListenerProtocol::Tcp | ListenerProtocol::Udp, Some(_)) => {
+            listener.reject(Problem::new(
+                reason::INVALID,
+                format!(
+                    "Listener must not have TLS set when protocol is {}.",
+                    spec.protocol
+                ),
+            ))
+        }
+        (ListenerProtocol::Http | ListenerProtocol::Tcp | ListenerProtocol::Udp, None) => {}
+        (ListenerProtocol::Https | ListenerProtocol::Tls, None) => listener.reject(Problem::new(
             reason::INVALID,
-            "Listener must not have TLS set when protocol is HTTP.",
+            format!(
+                "Listener must have TLS set when protocol is {}.",
+                spec.protocol
+            ),
         )),
-        (ListenerProtocol::Http, None) => {}
-        (ListenerProtocol::Https, None) => listener.reject(Problem::new(
-            reason::INVALID,
-            "Listener must have TLS set when protocol is HTTPS.",
-        )),
-        (ListenerProtocol::Https, Some(tls_spec)) => {
-            if matches!(tls_spec.mode, Some(GatewayListenersTlsMode::Passthrough)) {
+        (ListenerProtocol::Https | ListenerProtocol::Tls, Some(tls_spec)) => {
+            let passthrough = matches!(tls_spec.mode, Some(GatewayListenersTlsMode::Passthrough));
+            if passthrough && protocol == ListenerProtocol::Https {
                 listener.reject(Problem::new(
                     reason::UNSUPPORTED_TLS_MODE,
                     "TLS Passthrough mode is not supported, TLS mode must be Terminate.",
                 ));
+                return listener;
+            }
+            if passthrough {
+                // SNI routing only: the backends present their own certificates.
+                if tls_spec
+                    .certificate_refs
+                    .as_ref()
+                    .is_some_and(|r| !r.is_empty())
+                {
+                    listener.reject(Problem::new(
+                        reason::INVALID,
+                        "Listener must not have TLS certificate refs set for TLS mode Passthrough.",
+                    ));
+                }
                 return listener;
             }
             let refs = tls_spec.certificate_refs.as_deref().unwrap_or_default();
@@ -625,38 +660,52 @@ fn validate_listener(spec: &GatewayListeners, namespace: &str, index: &Index<'_>
 /// supported kind remains (routes of that kind can still attach).
 fn validate_kinds(
     listener: &mut ListenerCtx,
+    protocol: ListenerProtocol,
     kinds: Option<&[gateway_api::apis::standard::gateways::GatewayListenersAllowedRoutesKinds]>,
 ) {
-    let http_route = || GatewayStatusListenersSupportedKinds {
-        group: Some(GATEWAY_GROUP.to_owned()),
-        kind: HTTP_ROUTE_KIND.to_owned(),
+    let carried: &[RouteKind] = match protocol {
+        ListenerProtocol::Http | ListenerProtocol::Https => &[RouteKind::Http, RouteKind::Grpc],
+        ListenerProtocol::Tls => &[RouteKind::Tls],
+        ListenerProtocol::Tcp => &[RouteKind::Tcp],
+        ListenerProtocol::Udp => &[RouteKind::Udp],
     };
     let kinds = kinds.unwrap_or_default();
-    if kinds.is_empty() {
-        listener.supported_kinds = vec![http_route()];
-        listener.allows_http_route = true;
-        return;
-    }
     let mut invalid = Vec::new();
+    if kinds.is_empty() {
+        listener.allowed_kinds = carried.to_vec();
+    }
     for k in kinds {
         let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
-        if group == GATEWAY_GROUP && k.kind == HTTP_ROUTE_KIND {
-            if !listener.allows_http_route {
-                listener.supported_kinds.push(http_route());
-                listener.allows_http_route = true;
+        match RouteKind::from_name(&k.kind) {
+            Some(kind) if group == GATEWAY_GROUP && carried.contains(&kind) => {
+                if !listener.allowed_kinds.contains(&kind) {
+                    listener.allowed_kinds.push(kind);
+                }
             }
-        } else {
-            invalid.push(format!("{group}/{}", k.kind));
+            _ => invalid.push(format!("{group}/{}", k.kind)),
         }
     }
+    listener.supported_kinds = listener
+        .allowed_kinds
+        .iter()
+        .map(|kind| GatewayStatusListenersSupportedKinds {
+            group: Some(GATEWAY_GROUP.to_owned()),
+            kind: kind.name().to_owned(),
+        })
+        .collect();
     if !invalid.is_empty() {
-        let fatal = !listener.allows_http_route;
+        let fatal = listener.allowed_kinds.is_empty();
+        let expected: Vec<String> = carried
+            .iter()
+            .map(|k| format!("{GATEWAY_GROUP}/{k}"))
+            .collect();
         listener.unresolved(
             Problem::new(
                 reason::INVALID_ROUTE_KINDS,
                 format!(
-                    "Route kind(s) [{}] not supported, kind must be {GATEWAY_GROUP}/{HTTP_ROUTE_KIND}",
-                    invalid.join(", ")
+                    "Route kind(s) [{}] not supported, kind must be one of [{}]",
+                    invalid.join(", "),
+                    expected.join(", ")
                 ),
             ),
             fatal,
@@ -665,19 +714,24 @@ fn validate_kinds(
 }
 
 /// Marks listeners that cannot be told apart (Gateway API "Handling indistinct Listeners"):
-/// on one port, HTTP and HTTPS cannot mix (`ProtocolConflict`, on every listener of the port),
+/// on one port, protocols cannot mix (`ProtocolConflict`, on every listener of the port),
 /// and no two listeners may share a hostname, "no hostname" included (`HostnameConflict`, on
 /// each listener sharing it). No conflicting listener wins: all are left out, per spec.
-/// Listeners of unsupported protocols take no part (the spec exempts implementations that do
-/// not serve TCP/UDP from the TCP sharing rule).
+/// UDP is its own port space: a UDP and a TCP-based listener may share a number. HTTPS and
+/// TLS on one port are reported as a protocol conflict (one Envoy listener would have to mix
+/// terminated HTTP and passed-through chains; not supported yet). Listeners of unsupported
+/// protocols take no part.
 fn detect_conflicts(listeners: &mut [ListenerCtx]) {
-    let mut by_port: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    let mut by_port: BTreeMap<(bool, i32), Vec<usize>> = BTreeMap::new();
     for (i, l) in listeners.iter().enumerate() {
-        if l.protocol.is_some() {
-            by_port.entry(l.port).or_default().push(i);
+        if let Some(protocol) = l.protocol {
+            by_port
+                .entry((protocol == ListenerProtocol::Udp, l.port))
+                .or_default()
+                .push(i);
         }
     }
-    for (port, members) in by_port {
+    for ((_, port), members) in by_port {
         let protocols: BTreeSet<ListenerProtocol> = members
             .iter()
             .filter_map(|&i| listeners[i].protocol)

@@ -44,12 +44,17 @@ pub struct GatewayIr {
 }
 
 impl GatewayIr {
-    /// Listeners grouped by port, ports ascending, listeners in spec order. Envoy binds once per
-    /// port; conflict detection guarantees all listeners of a group share one protocol.
-    pub fn ports(&self) -> BTreeMap<u16, Vec<&ListenerIr>> {
-        let mut ports: BTreeMap<u16, Vec<&ListenerIr>> = BTreeMap::new();
+    /// Listeners grouped by port, TCP-based ports first then UDP ones, each ascending,
+    /// listeners in spec order. Envoy binds once per port (and transport); conflict detection
+    /// guarantees all listeners of a group share one protocol.
+    pub fn ports(&self) -> BTreeMap<(bool, u16), Vec<&ListenerIr>> {
+        let mut ports: BTreeMap<(bool, u16), Vec<&ListenerIr>> = BTreeMap::new();
         for listener in &self.listeners {
-            ports.entry(listener.port).or_default().push(listener);
+            let udp = listener.protocol == ListenerProtocol::Udp;
+            ports
+                .entry((udp, listener.port))
+                .or_default()
+                .push(listener);
         }
         ports
     }
@@ -66,7 +71,7 @@ pub struct ListenerIr {
     /// for; `None` means "any SNI / any Host" (the fallback chain of the port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// Present exactly when `protocol` is HTTPS.
+    /// Present exactly when `protocol` is HTTPS, or TLS in `Terminate` mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsIr>,
     /// Most specific hostname first; empty when no route is attached (Envoy answers 404).
@@ -74,13 +79,30 @@ pub struct ListenerIr {
     pub virtual_hosts: Vec<Arc<VirtualHostIr>>,
 }
 
-/// Listener protocols this translator programs. TCP, UDP and TLS listeners are rejected with
-/// `UnsupportedProtocol` and never reach the IR.
+/// Listener protocols this translator programs.
+///
+/// On TLS, TCP and UDP listeners the virtual hosts are not Host headers: a TLS listener's are
+/// the SNI names its TLSRoutes serve (a filter chain each), a TCP or UDP listener has the single
+/// virtual host `*`. The first route entry of such a virtual host carries its connections (the
+/// oldest route, by Gateway API precedence); its action is always `forward` or a 500
+/// `direct_response`, meaning "no valid backend: refuse the connection".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ListenerProtocol {
     Http,
     Https,
+    /// TLS passthrough (no `tls` on the listener IR) or TLS termination (`tls` present) in
+    /// front of raw TCP backends.
+    Tls,
+    Tcp,
+    Udp,
+}
+
+impl ListenerProtocol {
+    /// Whether the listener's traffic is HTTP (routes match requests) rather than connections.
+    pub fn is_http(self) -> bool {
+        matches!(self, Self::Http | Self::Https)
+    }
 }
 
 /// TLS termination for an HTTPS listener.
@@ -395,6 +417,10 @@ pub enum UpstreamProtocol {
     /// HTTP/1.1 expected to carry WebSocket upgrades (`kubernetes.io/ws` or `kubernetes.io/wss`).
     #[serde(rename = "websocket")]
     WebSocket,
+    /// Raw TCP (TLSRoute, TCPRoute backends).
+    Tcp,
+    /// UDP datagrams (UDPRoute backends).
+    Udp,
 }
 
 /// One ready endpoint. IP endpoints serialise as `{ip, port}`.

@@ -178,6 +178,18 @@ fn add(
         ("gateway.networking.k8s.io", "HTTPRoute") => {
             snapshot.http_routes.push(ctx.decode(value)?);
         }
+        ("gateway.networking.k8s.io", "GRPCRoute") => {
+            snapshot.grpc_routes.push(ctx.decode(value)?);
+        }
+        ("gateway.networking.k8s.io", "TLSRoute") => {
+            snapshot.tls_routes.push(ctx.decode(value)?);
+        }
+        ("gateway.networking.k8s.io", "TCPRoute") => {
+            snapshot.tcp_routes.push(ctx.decode(value)?);
+        }
+        ("gateway.networking.k8s.io", "UDPRoute") => {
+            snapshot.udp_routes.push(ctx.decode(value)?);
+        }
         ("gateway.networking.k8s.io", "ReferenceGrant") => {
             snapshot.reference_grants.push(ctx.decode(value)?);
         }
@@ -200,10 +212,7 @@ fn add(
                 add(snapshot, skipped, line, Source::Item, item)?;
             }
         }
-        (
-            "gateway.networking.k8s.io",
-            "GRPCRoute" | "TLSRoute" | "TCPRoute" | "UDPRoute" | "BackendTLSPolicy",
-        )
+        ("gateway.networking.k8s.io", "BackendTLSPolicy")
         | ("gateway.envoyproxy.io", _)
         | ("", "ConfigMap") => skipped.push(Skipped { line, object }),
         _ => {

@@ -1,5 +1,6 @@
-//! The pure HTTP translator: Gateway API resources in, per-Gateway Envoy intent ([`ir`]) and
-//! the status of every GatewayClass, Gateway, listener and HTTPRoute out.
+//! The pure translator: Gateway API resources in, per-Gateway Envoy intent ([`ir`]) and the
+//! status of every GatewayClass, Gateway, listener and route (HTTPRoute, GRPCRoute, TLSRoute,
+//! TCPRoute, UDPRoute) out.
 //!
 //! Pure means: no I/O, no clock, no async, no Kubernetes client and no Envoy types. The same
 //! [`Snapshot`] always yields the same [`Translation`], whatever order its objects are in,
@@ -12,6 +13,8 @@
 //! - `gateways`: GatewayClass acceptance, listener validation and conflicts, Gateway status;
 //! - `tls`: listener certificates;
 //! - `routes`: parentRef attachment, `attachedRoutes`, route status;
+//! - `route_kind`, `as_http`: what differs between route kinds, and every kind seen as the
+//!   HTTPRoute routing the same traffic;
 //! - `rules`: matches, filters, timeouts, invalid-rule handling;
 //! - `backends`: backendRefs to clusters and endpoints;
 //! - `hostname`: hostname intersection and listener isolation;
@@ -20,6 +23,7 @@
 //! - `conditions`: condition vocabulary and the `lastTransitionTime` placeholder;
 //! - `load`: YAML snapshots for tests and the CLI.
 
+mod as_http;
 mod backends;
 mod conditions;
 mod gateways;
@@ -29,6 +33,7 @@ pub mod ir;
 mod load;
 mod precedence;
 mod refs;
+mod route_kind;
 mod routes;
 mod rules;
 mod tls;
@@ -36,16 +41,22 @@ mod tls;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use gateway_api::apis::experimental::tcproutes::TcpRoute;
+use gateway_api::apis::experimental::udproutes::UdpRoute;
 use gateway_api::apis::standard::gatewayclasses::{GatewayClass, GatewayClassStatus};
 use gateway_api::apis::standard::gateways::{Gateway, GatewayStatus};
+use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteStatus};
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
+use gateway_api::apis::standard::tlsroutes::TlsRoute;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Serialize;
 
+pub use as_http::ConversionError;
 pub use ir::GatewayIr;
 pub use load::{LoadError, Skipped, load_yaml, snapshot_from_yaml};
+use route_kind::RouteKind;
 
 /// Everything the translator reads: the objects the shell's informers hold, plus the
 /// `controllerName` that identifies our GatewayClasses.
@@ -55,6 +66,10 @@ pub struct Snapshot {
     pub gateway_classes: Vec<GatewayClass>,
     pub gateways: Vec<Gateway>,
     pub http_routes: Vec<HttpRoute>,
+    pub grpc_routes: Vec<GrpcRoute>,
+    pub tls_routes: Vec<TlsRoute>,
+    pub tcp_routes: Vec<TcpRoute>,
+    pub udp_routes: Vec<UdpRoute>,
     pub reference_grants: Vec<ReferenceGrant>,
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
@@ -77,6 +92,10 @@ impl Snapshot {
             gateway_classes,
             gateways,
             http_routes,
+            grpc_routes,
+            tls_routes,
+            tcp_routes,
+            udp_routes,
             reference_grants,
             services,
             endpoint_slices,
@@ -86,6 +105,10 @@ impl Snapshot {
             backend_api,
         } = other;
         self.backend_api |= backend_api;
+        self.grpc_routes.extend(grpc_routes);
+        self.tls_routes.extend(tls_routes);
+        self.tcp_routes.extend(tcp_routes);
+        self.udp_routes.extend(udp_routes);
         self.gateway_classes.extend(gateway_classes);
         self.gateways.extend(gateways);
         self.http_routes.extend(http_routes);
@@ -114,7 +137,7 @@ pub struct Translation {
 /// One problem found during translation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
-    /// `"Gateway ns/name"`, `"Gateway ns/name listener l"` or `"HTTPRoute ns/name"`.
+    /// `"Gateway ns/name"`, `"Gateway ns/name listener l"` or `"{route kind} ns/name"`.
     pub object: String,
     /// The failing error's `category()`: stable and low-cardinality, fit for a metric label.
     pub category: &'static str,
@@ -134,6 +157,43 @@ pub struct Statuses {
     /// By `"{namespace}/{name}"`; only routes with at least one parentRef to one of our
     /// Gateways, with one `parents` entry per such parentRef.
     pub http_routes: BTreeMap<String, HttpRouteStatus>,
+    /// The other route kinds, likewise. Their statuses have HTTPRoute's shape (`parents`
+    /// with the same fields), which is what is written.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub grpc_routes: BTreeMap<String, HttpRouteStatus>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tls_routes: BTreeMap<String, HttpRouteStatus>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tcp_routes: BTreeMap<String, HttpRouteStatus>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub udp_routes: BTreeMap<String, HttpRouteStatus>,
+}
+
+impl Statuses {
+    /// Route statuses by kind name (`"HTTPRoute"`, `"GRPCRoute"`, …), for writers.
+    pub fn routes(&self) -> [(&'static str, &BTreeMap<String, HttpRouteStatus>); 5] {
+        RouteKind::ALL.map(|kind| (kind.name(), self.routes_of(kind)))
+    }
+
+    fn routes_of(&self, kind: RouteKind) -> &BTreeMap<String, HttpRouteStatus> {
+        match kind {
+            RouteKind::Http => &self.http_routes,
+            RouteKind::Grpc => &self.grpc_routes,
+            RouteKind::Tls => &self.tls_routes,
+            RouteKind::Tcp => &self.tcp_routes,
+            RouteKind::Udp => &self.udp_routes,
+        }
+    }
+
+    fn routes_mut(&mut self, kind: RouteKind) -> &mut BTreeMap<String, HttpRouteStatus> {
+        match kind {
+            RouteKind::Http => &mut self.http_routes,
+            RouteKind::Grpc => &mut self.grpc_routes,
+            RouteKind::Tls => &mut self.tls_routes,
+            RouteKind::Tcp => &mut self.tcp_routes,
+            RouteKind::Udp => &mut self.udp_routes,
+        }
+    }
 }
 
 /// Translates a snapshot. Total and deterministic; see the module docs.
@@ -159,7 +219,7 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
 pub struct Translator {
     /// The inputs route contributions depend on besides the route itself, as last seen.
     world: Option<World>,
-    routes: HashMap<Arc<str>, CachedRoute>,
+    routes: HashMap<(RouteKind, Arc<str>), CachedRoute>,
     virtual_hosts: gateways::VirtualHostCache,
 }
 
@@ -258,25 +318,62 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
         .map(|(i, g)| (g.key.clone(), i))
         .collect();
 
+    let mut route_diagnostics = Vec::new();
+    // Every other kind as the HTTPRoute routing the same traffic (see `as_http`).
+    let mut converted: Vec<(RouteKind, HttpRoute)> = Vec::new();
+    let conversions = (snapshot.grpc_routes.iter().map(as_http::grpc))
+        .map(|r| (RouteKind::Grpc, r))
+        .chain(
+            snapshot
+                .tls_routes
+                .iter()
+                .map(|r| (RouteKind::Tls, as_http::tls(r))),
+        )
+        .chain(
+            snapshot
+                .tcp_routes
+                .iter()
+                .map(|r| (RouteKind::Tcp, as_http::tcp(r))),
+        )
+        .chain(
+            snapshot
+                .udp_routes
+                .iter()
+                .map(|r| (RouteKind::Udp, as_http::udp(r))),
+        );
+    for (kind, result) in conversions {
+        match result {
+            Ok(route) => converted.push((kind, route)),
+            Err(e) => route_diagnostics.push(Diagnostic {
+                object: format!("{} {}", e.kind, e.key),
+                category: e.category(),
+                message: e.to_string(),
+            }),
+        }
+    }
     // Route order does not change the IR (entries are sorted by precedence) but fixing it
     // keeps every intermediate step reproducible.
-    let mut http_routes: Vec<(Arc<str>, &HttpRoute)> = snapshot
+    let mut all_routes: Vec<(RouteKind, Arc<str>, &HttpRoute)> = snapshot
         .http_routes
         .iter()
-        .map(|r| (Arc::from(object_key(&r.metadata)), r))
+        .map(|r| (RouteKind::Http, r))
+        .chain(converted.iter().map(|(kind, r)| (*kind, r)))
+        .map(|(kind, r)| (kind, Arc::from(object_key(&r.metadata)), r))
         .collect();
-    http_routes.sort_by(|a, b| a.0.cmp(&b.0));
+    all_routes.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     let mut previous = memo
         .as_deref_mut()
         .map(|m| std::mem::take(&mut m.routes))
         .unwrap_or_default();
-    let mut route_diagnostics = Vec::new();
-    for (key, route) in http_routes {
-        let reused = previous.remove(&key).filter(|c| c.route == *route);
+    for (kind, key, route) in all_routes {
+        let reused = previous
+            .remove(&(kind, key.clone()))
+            .filter(|c| c.route == *route);
         let outcome = match &reused {
             Some(c) => c.outcome.clone(),
             None => routes::process(
                 route,
+                kind,
                 &key,
                 &contexts,
                 &by_key,
@@ -290,19 +387,19 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
                 route: route.clone(),
                 outcome: outcome.clone(),
             });
-            m.routes.insert(key.clone(), cached);
+            m.routes.insert((kind, key.clone()), cached);
         }
         if let Some(outcome) = outcome {
             gateways::GatewayCtx::apply(&mut contexts, &outcome);
             route_diagnostics.extend(outcome.diagnostics.iter().map(|(category, message)| {
                 Diagnostic {
-                    object: format!("HTTPRoute {key}"),
+                    object: format!("{kind} {key}"),
                     category,
                     message: message.clone(),
                 }
             }));
             status
-                .http_routes
+                .routes_mut(kind)
                 .insert(key.to_string(), outcome.status.clone());
         }
     }

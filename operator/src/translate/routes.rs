@@ -34,6 +34,7 @@ use super::index::Index;
 use super::ir::{ClusterIr, RouteActionIr};
 use super::precedence::PrecedenceKey;
 use super::refs::GATEWAY_GROUP;
+use super::route_kind::RouteKind;
 use super::rules::{self, CompiledRoute};
 
 /// Everything one HTTPRoute contributes to the translation. It depends only on the route and on
@@ -66,10 +67,11 @@ pub(super) struct Placement {
     pub entries: Arc<[PlacedEntry]>,
 }
 
-/// Attaches `route` to our Gateways, or `None` when no parentRef is ours. `key` is the route's
-/// `"{namespace}/{name}"`.
+/// Attaches `route` (of `kind`, seen as an HTTPRoute) to our Gateways, or `None` when no
+/// parentRef is ours. `key` is the route's `"{namespace}/{name}"`.
 pub(super) fn process(
     route: &HttpRoute,
+    kind: RouteKind,
     key: &Arc<str>,
     gateways: &[GatewayCtx],
     by_key: &BTreeMap<String, usize>,
@@ -102,9 +104,10 @@ pub(super) fn process(
         return None;
     }
 
-    let compiled = rules::compile(route, index);
+    let compiled = rules::compile(route, kind, index);
     let ctx = RouteCtx {
         key,
+        kind,
         namespace,
         route,
         compiled: &compiled,
@@ -193,6 +196,7 @@ pub(super) fn process(
 /// One HTTPRoute being attached.
 struct RouteCtx<'r> {
     key: &'r Arc<str>,
+    kind: RouteKind,
     namespace: &'r str,
     route: &'r HttpRoute,
     compiled: &'r CompiledRoute,
@@ -230,7 +234,7 @@ impl RouteCtx<'_> {
             .into_iter()
             .filter(|&i| {
                 let l = &gateway.listeners[i];
-                l.allows_http_route
+                l.allows(self.kind)
                     && l.namespaces
                         .allows(&gateway.namespace, self.namespace, route_namespace)
             })
@@ -254,7 +258,10 @@ impl RouteCtx<'_> {
         if attachable.is_empty() {
             return Err(Problem::new(
                 reason::NO_MATCHING_LISTENER_HOSTNAME,
-                "There were no hostname intersections between the HTTPRoute and this parent ref's Listener(s).",
+                format!(
+                    "There were no hostname intersections between the {} and this parent ref's Listener(s).",
+                    self.kind
+                ),
             ));
         }
         if self.compiled.all_rules_dropped() {

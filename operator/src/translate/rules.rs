@@ -30,6 +30,7 @@ use super::ir::{
     MirrorIr, PathMatchIr, PathModifierIr, QueryMatchIr, RedirectIr, RouteActionIr, RouteFiltersIr,
     RouteIr, StringMatchIr, TimeoutsIr, UrlRewriteIr, WeightedBackendIr,
 };
+use super::route_kind::RouteKind;
 
 /// Why a rule is dropped. All map to `UnsupportedValue`.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +141,7 @@ impl CompiledRoute {
 }
 
 /// Compiles every rule of `route`.
-pub(super) fn compile(route: &HttpRoute, index: &Index<'_>) -> CompiledRoute {
+pub(super) fn compile(route: &HttpRoute, kind: RouteKind, index: &Index<'_>) -> CompiledRoute {
     let namespace = route.metadata.namespace.as_deref().unwrap_or_default();
     let name = route.metadata.name.as_deref().unwrap_or_default();
     let key = format!("{namespace}/{name}");
@@ -150,7 +151,7 @@ pub(super) fn compile(route: &HttpRoute, index: &Index<'_>) -> CompiledRoute {
         ..CompiledRoute::default()
     };
     for (i, rule) in rules.iter().enumerate() {
-        match compile_rule(index, namespace, &key, i, rule, &mut out) {
+        match compile_rule(index, kind, namespace, &key, i, rule, &mut out) {
             Ok(entries) => out.entries.extend(entries),
             Err(e) => {
                 out.diagnostics
@@ -194,6 +195,7 @@ struct MirrorSpec {
 
 fn compile_rule(
     index: &Index<'_>,
+    kind: RouteKind,
     namespace: &str,
     key: &str,
     rule_index: usize,
@@ -240,7 +242,7 @@ fn compile_rule(
         rule.backend_refs.iter().flatten().zip(backend_filters)
     {
         let weight = u32::try_from(backend.weight.unwrap_or(1)).unwrap_or(0);
-        match backends::resolve(index, namespace, target_of(backend)) {
+        match backends::resolve(index, kind, namespace, target_of(backend)) {
             Ok(cluster) => {
                 if weight > 0 {
                     backends.push(WeightedBackendIr {
@@ -269,7 +271,7 @@ fn compile_rule(
             namespace: m.namespace.as_deref(),
             port: m.port,
         };
-        match backends::resolve(index, namespace, target) {
+        match backends::resolve(index, kind, namespace, target) {
             Ok(cluster) => {
                 mirrors.push(MirrorIr {
                     cluster: cluster.name.clone(),
@@ -337,7 +339,10 @@ fn compile_rule(
             rule: rule_index,
             match_index,
             route: Arc::new(RouteIr {
-                name: format!("httproute/{key}/rule/{rule_index}/match/{match_index}"),
+                name: format!(
+                    "{}/{key}/rule/{rule_index}/match/{match_index}",
+                    kind.prefix()
+                ),
                 source: key.to_owned(),
                 rule_name: rule.name.clone(),
                 path: m.path,

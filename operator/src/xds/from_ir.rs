@@ -35,14 +35,19 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::Address;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, Http2ProtocolOptions, RuntimeFractionalPercent,
     TransportSocket, header_value_option, transport_socket,
 };
+use envoy_types::pb::envoy::config::core::v3::{Locality, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::envoy::config::listener::v3::UdpListenerConfig;
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
 };
@@ -58,6 +63,10 @@ use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::Tl
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use envoy_types::pb::envoy::extensions::filters::udp::udp_proxy::v3::{
+    Route as UdpRoute, UdpProxyConfig, udp_proxy_config,
+};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret, TlsCertificate, secret,
 };
@@ -69,6 +78,8 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 };
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{BoolValue, Duration as PbDuration, UInt32Value};
+use envoy_types::pb::xds::core::v3::TypedExtensionConfig;
+use envoy_types::pb::xds::r#type::matcher::v3::{Matcher as XdsMatcher, matcher as xds_matcher};
 
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
@@ -202,9 +213,13 @@ impl SnapshotBuilder {
         version: &str,
     ) -> Snapshot {
         let mut snap = Snapshot::new(version);
-        for (port, listeners) in gateway.ports() {
+        for ((udp, port), listeners) in gateway.ports() {
             let bind = SocketAddr::new(binding.ip, port.saturating_add(binding.port_offset));
-            let listener_name = format!("{}/{port}", gateway.name);
+            let listener_name = if udp {
+                format!("{}/{port}/udp", gateway.name)
+            } else {
+                format!("{}/{port}", gateway.name)
+            };
             match listeners.first().map(|l| l.protocol) {
                 Some(ListenerProtocol::Http) | None => {
                     let route_name = listener_name.clone();
@@ -240,6 +255,37 @@ impl SnapshotBuilder {
                             &listener(&listener_name, bind, chains, true),
                         ),
                     );
+                }
+                Some(ListenerProtocol::Tls) => {
+                    let chains: Vec<FilterChain> = listeners
+                        .iter()
+                        .flat_map(|l| tls_chains(&mut snap, &listener_name, l))
+                        .collect();
+                    // No route, no chain: Envoy then refuses connections, as Gateway API
+                    // wants for a listener nothing is attached to.
+                    if !chains.is_empty() {
+                        let envoy = listener(&listener_name, bind, chains, true);
+                        snap.insert(LISTENER, resource(&listener_name, &envoy));
+                    }
+                }
+                Some(ListenerProtocol::Tcp) => {
+                    if let Some(forward) = listeners.iter().find_map(|l| carrier(l)) {
+                        let chain = FilterChain {
+                            filters: vec![tcp_proxy_filter(&listener_name, forward)],
+                            ..FilterChain::default()
+                        };
+                        let envoy = listener(&listener_name, bind, vec![chain], false);
+                        snap.insert(LISTENER, resource(&listener_name, &envoy));
+                    }
+                }
+                Some(ListenerProtocol::Udp) => {
+                    if let Some(forward) = listeners.iter().find_map(|l| carrier(l)) {
+                        let (envoy, set) = udp_listener(&listener_name, bind, forward, gateway);
+                        snap.insert(LISTENER, resource(&listener_name, &envoy));
+                        if let Some(set) = set {
+                            snap.insert(CLUSTER, resource(&set.name, &set));
+                        }
+                    }
                 }
             }
         }
@@ -452,6 +498,240 @@ fn hcm_filter(stat_prefix: &str, route_name: &str) -> Filter {
 }
 
 fn https_chain(snap: &mut Snapshot, route_name: &str, l: &ListenerIr) -> FilterChain {
+    FilterChain {
+        filter_chain_match: l.hostname.as_ref().map(|h| FilterChainMatch {
+            server_names: vec![h.clone()],
+            ..FilterChainMatch::default()
+        }),
+        filters: vec![hcm_filter(route_name, route_name)],
+        transport_socket: Some(downstream_tls(snap, l, &["h2", "http/1.1"])),
+        ..FilterChain::default()
+    }
+}
+
+/// The route that carries a TCP or UDP listener's connections: the first entry of its only
+/// virtual host (see [`ListenerProtocol`]).
+fn carrier(l: &ListenerIr) -> Option<Connections<'_>> {
+    l.virtual_hosts
+        .first()
+        .and_then(|v| v.routes.first())
+        .map(|r| connections_of(r))
+}
+
+/// Where a stream route sends connections.
+#[derive(Debug, Clone, Copy)]
+enum Connections<'a> {
+    /// Weighted clusters, plus the weight of invalid backendRefs whose share is refused.
+    Forward(&'a ForwardIr),
+    /// No valid backend: every connection is refused.
+    Refuse,
+}
+
+fn connections_of(r: &RouteIr) -> Connections<'_> {
+    match &r.action {
+        RouteActionIr::Forward(f) => Connections::Forward(f),
+        _ => Connections::Refuse,
+    }
+}
+
+/// One filter chain per SNI name a TLS listener serves: passed through to the backends as is,
+/// or (with `tls` on the listener) terminated with the listener's certificates first.
+fn tls_chains(snap: &mut Snapshot, listener_name: &str, l: &ListenerIr) -> Vec<FilterChain> {
+    let mut chains = Vec::with_capacity(l.virtual_hosts.len());
+    for vhost in &l.virtual_hosts {
+        let Some(route) = vhost.routes.first() else {
+            continue;
+        };
+        let server_names: Vec<String> = vhost
+            .domains
+            .iter()
+            .filter(|d| *d != "*")
+            .cloned()
+            .collect();
+        let stat_prefix = format!("{listener_name}/{}", l.name);
+        chains.push(FilterChain {
+            filter_chain_match: (!server_names.is_empty()).then(|| FilterChainMatch {
+                server_names,
+                ..FilterChainMatch::default()
+            }),
+            filters: vec![tcp_proxy_filter(&stat_prefix, connections_of(route))],
+            transport_socket: l.tls.is_some().then(|| downstream_tls(snap, l, &[])),
+            ..FilterChain::default()
+        });
+    }
+    chains
+}
+
+fn tcp_proxy_filter(stat_prefix: &str, connections: Connections<'_>) -> Filter {
+    let mut weights: Vec<(&str, u32)> = Vec::new();
+    match connections {
+        Connections::Forward(f) => {
+            weights.extend(f.backends.iter().map(|b| (b.cluster.as_str(), b.weight)));
+            if f.invalid_weight > 0 {
+                weights.push((INVALID_BACKEND_CLUSTER, f.invalid_weight));
+            }
+        }
+        // A cluster that never exists: Envoy closes each connection at once.
+        Connections::Refuse => weights.push((INVALID_BACKEND_CLUSTER, 1)),
+    }
+    let cluster_specifier = match weights.as_slice() {
+        [(single, _)] => tcp_proxy::ClusterSpecifier::Cluster((*single).to_owned()),
+        many => tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+            clusters: many
+                .iter()
+                .map(
+                    |(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
+                        name: (*name).to_owned(),
+                        weight: *weight,
+                        ..tcp_proxy::weighted_cluster::ClusterWeight::default()
+                    },
+                )
+                .collect(),
+        }),
+    };
+    let proxy = TcpProxy {
+        stat_prefix: stat_prefix.to_owned(),
+        cluster_specifier: Some(cluster_specifier),
+        ..TcpProxy::default()
+    };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(&proxy))),
+    }
+}
+
+/// A UDP listener proxying datagrams to the route's backend. `udp_proxy` routes to a single
+/// cluster, so a split over several backends goes to a cluster of its own whose localities are
+/// the backends, weighted as the route says (named after the split, so it stays put while the
+/// split does); it is returned beside the listener.
+fn udp_listener(
+    name: &str,
+    bind: SocketAddr,
+    connections: Connections<'_>,
+    gateway: &GatewayIr,
+) -> (Listener, Option<Cluster>) {
+    let (cluster, set) = match connections {
+        Connections::Forward(f) if f.backends.len() == 1 && f.invalid_weight == 0 => {
+            (f.backends[0].cluster.clone(), None)
+        }
+        Connections::Forward(f) => {
+            let set = weighted_set_cluster(f, gateway);
+            (set.name.clone(), Some(set))
+        }
+        Connections::Refuse => (INVALID_BACKEND_CLUSTER.to_owned(), None),
+    };
+    let route = TypedExtensionConfig {
+        name: "route".into(),
+        typed_config: Some(any(&UdpRoute { cluster })),
+    };
+    let proxy = UdpProxyConfig {
+        stat_prefix: name.to_owned(),
+        route_specifier: Some(udp_proxy_config::RouteSpecifier::Matcher(XdsMatcher {
+            on_no_match: Some(Box::new(xds_matcher::OnMatch {
+                on_match: Some(xds_matcher::on_match::OnMatch::Action(route)),
+                ..xds_matcher::OnMatch::default()
+            })),
+            ..XdsMatcher::default()
+        })),
+        ..UdpProxyConfig::default()
+    };
+    let mut address = socket_address(bind);
+    if let Some(envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(a)) =
+        address.address.as_mut()
+    {
+        a.protocol = socket_address::Protocol::Udp as i32;
+    }
+    let listener = Listener {
+        name: name.to_owned(),
+        address: Some(address),
+        udp_listener_config: Some(UdpListenerConfig::default()),
+        listener_filters: vec![ListenerFilter {
+            name: "envoy.filters.udp_listener.udp_proxy".into(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(any(&proxy))),
+            ..ListenerFilter::default()
+        }],
+        ..Listener::default()
+    };
+    (listener, set)
+}
+
+/// A static cluster over every endpoint of a split's clusters, one locality per backend
+/// carrying its weight; invalid backendRefs' weight is a locality without endpoints, so that
+/// share of datagrams finds no host and is dropped.
+fn weighted_set_cluster(f: &ForwardIr, gateway: &GatewayIr) -> Cluster {
+    let mut id = String::new();
+    for b in &f.backends {
+        id.push_str(&format!("{}={};", b.cluster, b.weight));
+    }
+    id.push_str(&format!("invalid={}", f.invalid_weight));
+    let name = format!(
+        "udp-split/{}",
+        hex_prefix(Sha256::digest(id.as_bytes()).as_slice(), 8)
+    );
+    let mut localities: Vec<LocalityLbEndpoints> = f
+        .backends
+        .iter()
+        .map(|b| LocalityLbEndpoints {
+            locality: Some(Locality {
+                sub_zone: b.cluster.clone(),
+                ..Locality::default()
+            }),
+            lb_endpoints: gateway
+                .clusters
+                .get(&b.cluster)
+                .into_iter()
+                .flat_map(|c| c.endpoints.iter().filter_map(address_of))
+                .map(lb_endpoint)
+                .collect(),
+            load_balancing_weight: Some(UInt32Value { value: b.weight }),
+            ..LocalityLbEndpoints::default()
+        })
+        .collect();
+    if f.invalid_weight > 0 {
+        localities.push(LocalityLbEndpoints {
+            locality: Some(Locality {
+                sub_zone: INVALID_BACKEND_CLUSTER.to_owned(),
+                ..Locality::default()
+            }),
+            load_balancing_weight: Some(UInt32Value {
+                value: f.invalid_weight,
+            }),
+            ..LocalityLbEndpoints::default()
+        });
+    }
+    Cluster {
+        name: name.clone(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.clone(),
+            endpoints: localities,
+            ..ClusterLoadAssignment::default()
+        }),
+        common_lb_config: Some(cluster::CommonLbConfig {
+            locality_config_specifier: Some(
+                cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                    cluster::common_lb_config::LocalityWeightedLbConfig::default(),
+                ),
+            ),
+            ..cluster::CommonLbConfig::default()
+        }),
+        ..Cluster::default()
+    }
+}
+
+fn lb_endpoint(address: Address) -> LbEndpoint {
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(address),
+            ..Endpoint::default()
+        })),
+        ..LbEndpoint::default()
+    }
+}
+
+/// The TLS transport socket of a listener that terminates TLS, its certificates delivered over
+/// SDS (added to `snap`), offering `alpn`.
+fn downstream_tls(snap: &mut Snapshot, l: &ListenerIr, alpn: &[&str]) -> TransportSocket {
     let certificates = l
         .tls
         .as_ref()
@@ -476,22 +756,14 @@ fn https_chain(snap: &mut Snapshot, route_name: &str, l: &ListenerIr) -> FilterC
     let tls = DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_certificate_sds_secret_configs: sds,
-            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+            alpn_protocols: alpn.iter().map(|p| (*p).to_owned()).collect(),
             ..CommonTlsContext::default()
         }),
         ..DownstreamTlsContext::default()
     };
-    FilterChain {
-        filter_chain_match: l.hostname.as_ref().map(|h| FilterChainMatch {
-            server_names: vec![h.clone()],
-            ..FilterChainMatch::default()
-        }),
-        filters: vec![hcm_filter(route_name, route_name)],
-        transport_socket: Some(TransportSocket {
-            name: "envoy.transport_sockets.tls".into(),
-            config_type: Some(transport_socket::ConfigType::TypedConfig(any(&tls))),
-        }),
-        ..FilterChain::default()
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(&tls))),
     }
 }
 
