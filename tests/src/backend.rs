@@ -80,6 +80,15 @@ impl EchoBackend {
 
     /// HTTPS with `cert`, offering ALPN `h2` and `http/1.1`.
     pub async fn https(name: &str, ip: IpAddr, cert: &CertPair) -> Result<Self, BackendError> {
+        Self::https_on(name, SocketAddr::new(ip, 0), cert).await
+    }
+
+    /// HTTPS with `cert` on exactly `addr`.
+    pub async fn https_on(
+        name: &str,
+        addr: SocketAddr,
+        cert: &CertPair,
+    ) -> Result<Self, BackendError> {
         let certs = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| BackendError::Certificate(e.to_string()))?;
@@ -94,7 +103,7 @@ impl EchoBackend {
             .map_err(|e| BackendError::Certificate(e.to_string()))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        Self::start(name, SocketAddr::new(ip, 0), Some(acceptor)).await
+        Self::start(name, addr, Some(acceptor)).await
     }
 
     async fn start(
@@ -160,6 +169,64 @@ impl EchoBackend {
 impl Drop for EchoBackend {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A raw stream echo on one address, TCP and UDP: every TCP read and every datagram is answered
+/// with `NAME:` followed by the bytes received, so a test can tell which backend a proxied
+/// connection reached. Stops when dropped.
+#[derive(Debug)]
+pub struct StreamEcho {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl StreamEcho {
+    pub async fn start(name: &str, addr: SocketAddr) -> Result<Self, BackendError> {
+        let bind = |source| BackendError::Bind { addr, source };
+        let tcp = TcpListener::bind(addr).await.map_err(bind)?;
+        let udp = tokio::net::UdpSocket::bind(addr).await.map_err(bind)?;
+        let prefix: Arc<[u8]> = Arc::from(format!("{name}:").into_bytes());
+        let tcp_prefix = prefix.clone();
+        let tcp_task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((mut stream, _)) = tcp.accept().await else {
+                    continue;
+                };
+                let prefix = tcp_prefix.clone();
+                connections.spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                        let mut reply = prefix.to_vec();
+                        reply.extend_from_slice(&buf[..n]);
+                        if stream.write_all(&reply).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        let udp_task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+                let mut reply = prefix.to_vec();
+                reply.extend_from_slice(&buf[..n]);
+                let _ = udp.send_to(&reply, from).await;
+            }
+        });
+        Ok(Self {
+            tasks: vec![tcp_task, udp_task],
+        })
+    }
+}
+
+impl Drop for StreamEcho {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 

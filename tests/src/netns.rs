@@ -125,15 +125,21 @@ impl EchoHost {
     /// Starts `eg-echo NAME ADDR` (the binary at `echo_bin`) on a new test host and waits until
     /// it accepts connections.
     pub async fn start(name: &str, echo_bin: &Path) -> Result<Self, NetnsError> {
+        Self::start_with(name, echo_bin, &[]).await
+    }
+
+    /// Like [`EchoHost::start`], with `eg-echo`'s mode arguments (`--tls CERT KEY`, `--stream`).
+    pub async fn start_with(
+        name: &str,
+        echo_bin: &Path,
+        mode: &[String],
+    ) -> Result<Self, NetnsError> {
         let host = TestHost::create()?;
         let addr = std::net::SocketAddr::new(std::net::IpAddr::V4(host.address), 8080);
         let logs = tempfile::tempdir()?;
-        let process = host.spawn(
-            name,
-            echo_bin,
-            &[name.to_owned(), addr.to_string()],
-            &logs.path().join("echo.log"),
-        )?;
+        let mut args = vec![name.to_owned(), addr.to_string()];
+        args.extend_from_slice(mode);
+        let process = host.spawn(name, echo_bin, &args, &logs.path().join("echo.log"))?;
         let start = std::time::Instant::now();
         while tokio::net::TcpStream::connect(addr).await.is_err() {
             if start.elapsed() > std::time::Duration::from_secs(10) {

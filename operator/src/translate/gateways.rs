@@ -36,8 +36,10 @@ use super::tls;
 /// here only once its behaviour is translated and reaches Envoy; listed deliberately, not
 /// derived, so a feature is claimed by a reviewed change. Left out: destination port
 /// matching, static or empty Gateway addresses, 421 for misdirected HTTPS requests, client
-/// certificates, ListenerSets, and every route kind but HTTPRoute.
+/// certificates, ListenerSets, TLS modes mixed on one port, and BackendTLSPolicy.
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
     "Gateway",
     "GatewayHTTPListenerIsolation",
     // Spec.infrastructure labels and annotations go on every proxy fleet object.
@@ -67,6 +69,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
+    "TLSRoute",
+    "TLSRouteModeTerminate",
+    "UDPRoute",
 ];
 
 /// Decides which GatewayClasses are ours and accepted, returning their statuses by name.
@@ -825,8 +830,8 @@ mod tests {
                 "{name} is not a v1.5.1 feature"
             );
         }
-        // Route kinds that never reach the IR are not claimed.
-        for kind in ["GRPCRoute", "TLSRoute", "UDPRoute", "BackendTLSPolicy"] {
+        // What is not translated is not claimed.
+        for kind in ["BackendTLSPolicy", "ListenerSet", "TLSRouteModeMixed"] {
             assert!(!SUPPORTED_FEATURES.contains(&kind), "{kind}");
         }
     }
