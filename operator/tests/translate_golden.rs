@@ -79,6 +79,7 @@ golden! {
     grpc_routes => "grpc-routes",
     tls_routes => "tls-routes",
     tcp_udp_routes => "tcp-udp-routes",
+    backend_tls_policy => "backend-tls-policy",
 }
 
 /// Every fixture directory is listed above, so none is silently skipped.

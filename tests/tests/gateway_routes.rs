@@ -244,3 +244,103 @@ async fn grpc_tls_tcp_and_udp_routes_carry_traffic_through_envoy() {
     })
     .await;
 }
+
+/// The status our controller wrote on BackendTLSPolicy `name`: `(Accepted, ResolvedRefs)`
+/// statuses of its first ancestor.
+async fn policy_verdict(client: &kube::Client, ns: &str, name: &str) -> Option<(String, String)> {
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        "BackendTLSPolicy",
+    ));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let policy = api.get(name).await.ok()?;
+    let conditions = policy
+        .data
+        .pointer("/status/ancestors/0/conditions")?
+        .as_array()?
+        .clone();
+    let of = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c["type"] == t)
+            .and_then(|c| c["status"].as_str())
+            .map(str::to_owned)
+    };
+    Some((of("Accepted")?, of("ResolvedRefs")?))
+}
+
+#[tokio::test]
+async fn backend_tls_policy_reaches_only_backends_whose_certificate_matches() {
+    with_temp_namespace(|client, ns| async move {
+        let echo_bin = Path::new(env!("CARGO_BIN_EXE_eg-echo"));
+        let ca = TestCa::new("backend-ca")?;
+        let pair = ca.server_cert("backend.internal", &["backend.internal"])?;
+        let certs = tempfile::tempdir()?;
+        let (cert, key) = (certs.path().join("b.crt"), certs.path().join("b.key"));
+        std::fs::write(&cert, &pair.cert_pem)?;
+        std::fs::write(&key, &pair.key_pem)?;
+        let mode = vec!["--tls".to_owned(), cert.display().to_string(), key.display().to_string()];
+        let backend = EchoHost::start_with("tls-backend", echo_bin, &mode).await?;
+        // Three Services in front of the same TLS backend, each with its own policy.
+        for name in ["good", "wrong-name", "no-ca"] {
+            service_with_endpoint(&client, &ns, name, backend.address()).await;
+        }
+        apply(&client, Some(&ns), json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "backend-ca"},
+            "data": {"ca.crt": ca.cert_pem}})).await;
+        for (name, hostname, ca_map) in [("good", "backend.internal", "backend-ca"),
+                                         ("wrong-name", "other.internal", "backend-ca"),
+                                         ("no-ca", "backend.internal", "missing-ca")] {
+            apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
+                "metadata": {"name": name},
+                "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": name}],
+                         "validation": {"caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": ca_map}],
+                                        "hostname": hostname}}})).await;
+        }
+        let controller_name = format!("example.com/backend-tls-{ns}");
+        let class = format!("gc-{ns}");
+        let port = free_port(LOOPBACK)?;
+        gateway_class(&client, &class, &controller_name).await;
+        apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "gw"},
+            "spec": {"gatewayClassName": class, "listeners": [{"name": "http", "protocol": "HTTP", "port": port}]}})).await;
+        let rules: Vec<serde_json::Value> = ["good", "wrong-name", "no-ca"].iter().map(|name| json!({
+            "matches": [{"path": {"type": "PathPrefix", "value": format!("/{name}")}}],
+            "backendRefs": [{"name": name, "port": 80}]})).collect();
+        apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "r"},
+            "spec": {"parentRefs": [{"name": "gw"}], "rules": rules}})).await;
+
+        let control_plane = common::start_control_plane(client.clone(), &controller_name, vec![ns.clone()]).await;
+        let envoy = common::envoy_for(control_plane.xds, &ns, "gw", AdsFlavour::StateOfTheWorld).await;
+        let http = reqwest::Client::new();
+        let get = |path: &'static str| {
+            let http = http.clone();
+            async move { http.get(format!("http://127.0.0.1:{port}{path}")).send().await.ok() }
+        };
+        let (echo, _) = until!("TLS to the backend whose certificate matches", Duration::from_secs(20), async {
+            get("/good").await.filter(|r| r.status() == 200)?.json::<Echo>().await.ok()
+        }.await);
+        assert!(echo.tls, "the backend saw a TLS connection");
+        assert_eq!(echo.sni.as_deref(), Some("backend.internal"));
+        // The same backend behind a policy naming another host, or trusting nothing: refused.
+        for path in ["/wrong-name", "/no-ca"] {
+            let status = get(path).await.expect("answer").status();
+            assert_eq!(status, 503, "{path} must fail the TLS handshake");
+        }
+        let stats = envoy.admin_get("/stats").await?;
+        assert!(stats.lines().any(|l| l.contains(&format!("service/{ns}/wrong-name/80.ssl.fail_verify_san")) && !l.ends_with(": 0")),
+            "Envoy counted the SAN mismatch");
+
+        let (good, _) = until!("good policy status", Duration::from_secs(10),
+            policy_verdict(&client, &ns, "good").await);
+        assert_eq!(good, ("True".to_owned(), "True".to_owned()));
+        let (no_ca, _) = until!("no-ca policy status", Duration::from_secs(10),
+            policy_verdict(&client, &ns, "no-ca").await);
+        assert_eq!(no_ca, ("False".to_owned(), "False".to_owned()));
+        envoy.stop();
+        drop(control_plane);
+        Ok(())
+    })
+    .await;
+}

@@ -65,6 +65,11 @@ pub const KINDS: &[WatchedKind] = &[
         namespaced: true,
     },
     WatchedKind {
+        api_version: "gateway.networking.k8s.io/v1",
+        kind: "BackendTLSPolicy",
+        namespaced: true,
+    },
+    WatchedKind {
         api_version: "gateway.networking.k8s.io/v1beta1",
         kind: "ReferenceGrant",
         namespaced: true,

@@ -68,6 +68,8 @@ pub fn api_snapshot(
         services: decode(state, "Service", &mut problems),
         endpoint_slices: decode(state, "EndpointSlice", &mut problems),
         secrets: decode(state, "Secret", &mut problems),
+        config_maps: decode(state, "ConfigMap", &mut problems),
+        backend_tls_policies: decode(state, "BackendTLSPolicy", &mut problems),
         namespaces: decode(state, "Namespace", &mut problems),
         // Empty unless the Backend API is on: then the provider watches them.
         backends: decode(state, "Backend", &mut problems),
@@ -209,45 +211,76 @@ impl StatusWriter {
             programmed.refine(key, &mut status);
             self.patch(&api, "Gateway", key, name, &status).await;
         }
-        for (kind, statuses) in t.status.routes() {
-            let Some(resource) = route_resource(kind) else {
+        let as_json = |statuses: Vec<(&String, serde_json::Result<serde_json::Value>)>| {
+            statuses
+                .into_iter()
+                .filter_map(|(key, value)| Some((key.clone(), value.ok()?)))
+                .collect::<Vec<_>>()
+        };
+        let mut shared: Vec<(&str, &str, Vec<(String, serde_json::Value)>)> = t
+            .status
+            .routes()
+            .into_iter()
+            .map(|(kind, statuses)| {
+                let values = statuses
+                    .iter()
+                    .map(|(k, v)| (k, serde_json::to_value(v)))
+                    .collect();
+                (kind, "parents", as_json(values))
+            })
+            .collect();
+        let policies = t
+            .status
+            .backend_tls_policies
+            .iter()
+            .map(|(k, v)| (k, serde_json::to_value(v)))
+            .collect();
+        shared.push(("BackendTLSPolicy", "ancestors", as_json(policies)));
+        for (kind, list, statuses) in shared {
+            let Some(resource) = status_resource(kind) else {
                 continue;
             };
-            for (key, status) in statuses {
-                let (ns, name) = key.split_once('/').unwrap_or(("", key));
-                let api: Api<DynamicObject> =
-                    Api::namespaced_with(self.client.clone(), ns, &resource);
-                let Ok(ours) = serde_json::to_value(status) else {
-                    continue;
-                };
-                let id = format!("{kind} {key}");
-                if self.unchanged(&id, &ours) {
-                    continue;
-                }
-                // Route status is shared by every controller the route attaches to: keep the
-                // parents entries other controllers wrote, replace only ours. Read only when
-                // ours changed, so a quiet route costs no API call.
-                let mut merged = ours.clone();
-                if let Ok(Some(live)) = api.get_opt(name).await {
-                    let others = live
-                        .data
-                        .pointer("/status/parents")
-                        .and_then(serde_json::Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter(|p| {
-                            p.get("controllerName").and_then(serde_json::Value::as_str)
-                                != Some(self.controller_name.as_str())
-                        })
-                        .cloned();
-                    if let Some(parents) = merged.get_mut("parents").and_then(|p| p.as_array_mut())
-                    {
-                        parents.extend(others);
-                    }
-                }
-                self.send(&api, &id, name, ours, merged).await;
+            for (key, ours) in statuses {
+                self.write_shared(&resource, kind, list, &key, ours).await;
             }
         }
+    }
+
+    /// Writes the status of a route or policy, whose `list` (`parents`, `ancestors`) is shared
+    /// by every controller involved: the entries other controllers wrote are kept, only ours
+    /// replaced. Read only when ours changed, so a quiet object costs no API call.
+    async fn write_shared(
+        &self,
+        resource: &ApiResource,
+        kind: &str,
+        list: &str,
+        key: &str,
+        ours: serde_json::Value,
+    ) {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, resource);
+        let id = format!("{kind} {key}");
+        if self.unchanged(&id, &ours) {
+            return;
+        }
+        let mut merged = ours.clone();
+        if let Ok(Some(live)) = api.get_opt(name).await {
+            let others = live
+                .data
+                .pointer(&format!("/status/{list}"))
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|p| {
+                    p.get("controllerName").and_then(serde_json::Value::as_str)
+                        != Some(self.controller_name.as_str())
+                })
+                .cloned();
+            if let Some(entries) = merged.get_mut(list).and_then(|p| p.as_array_mut()) {
+                entries.extend(others);
+            }
+        }
+        self.send(&api, &id, name, ours, merged).await;
     }
 
     fn unchanged(&self, id: &str, desired: &serde_json::Value) -> bool {
@@ -298,8 +331,8 @@ impl StatusWriter {
     }
 }
 
-/// The API resource of a route kind, at the version the provider watches it in.
-fn route_resource(kind: &str) -> Option<ApiResource> {
+/// The API resource of a route or policy kind, at the version the provider watches it in.
+fn status_resource(kind: &str) -> Option<ApiResource> {
     let watched = KINDS.iter().find(|k| k.kind == kind)?;
     let (group, version) = watched.api_version.split_once('/')?;
     Some(ApiResource::from_gvk(&GroupVersionKind::gvk(

@@ -197,6 +197,7 @@ fn resolve_natural(
         protocol: upstream_protocol(service_port.app_protocol.as_deref()),
         // Filled in by `fill_endpoints`, once per cluster of a Gateway.
         endpoints: Vec::new(),
+        tls: None,
     })
 }
 
@@ -310,6 +311,7 @@ fn resolve_backend(
         protocol,
         // Filled in by `fill_endpoints`, like a Service's.
         endpoints: Vec::new(),
+        tls: None,
     })
 }
 

@@ -36,8 +36,10 @@ use super::tls;
 /// here only once its behaviour is translated and reaches Envoy; listed deliberately, not
 /// derived, so a feature is claimed by a reviewed change. Left out: destination port
 /// matching, static or empty Gateway addresses, 421 for misdirected HTTPS requests, client
-/// certificates, ListenerSets, TLS modes mixed on one port, and BackendTLSPolicy.
+/// certificates, ListenerSets, and TLS modes mixed on one port.
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "BackendTLSPolicy",
+    "BackendTLSPolicySANValidation",
     "GRPCRoute",
     "GRPCRouteNamedRouteRule",
     "Gateway",
@@ -831,7 +833,7 @@ mod tests {
             );
         }
         // What is not translated is not claimed.
-        for kind in ["BackendTLSPolicy", "ListenerSet", "TLSRouteModeMixed"] {
+        for kind in ["ListenerSet", "TLSRouteModeMixed"] {
             assert!(!SUPPORTED_FEATURES.contains(&kind), "{kind}");
         }
     }

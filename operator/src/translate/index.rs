@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use eg_crds::upstream::Backend;
@@ -27,6 +27,7 @@ pub(super) struct Index<'a> {
     services: BTreeMap<(&'a str, &'a str), &'a Service>,
     endpoint_slices: BTreeMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     secrets: BTreeMap<(&'a str, &'a str), &'a Secret>,
+    config_maps: BTreeMap<(&'a str, &'a str), &'a ConfigMap>,
     backends: BTreeMap<(&'a str, &'a str), &'a Backend>,
     pub grants: Vec<&'a ReferenceGrant>,
     /// Whether backendRefs may name Envoy Gateway `Backend`s.
@@ -72,6 +73,14 @@ impl<'a> Index<'a> {
                     .or_insert(secret);
             }
         }
+        let mut config_maps = BTreeMap::new();
+        for map in &snapshot.config_maps {
+            if let (Some(ns), Some(name)) = (&map.metadata.namespace, &map.metadata.name) {
+                config_maps
+                    .entry((ns.as_str(), name.as_str()))
+                    .or_insert(map);
+            }
+        }
         let mut backends = BTreeMap::new();
         for backend in &snapshot.backends {
             if let (Some(ns), Some(name)) = (&backend.metadata.namespace, &backend.metadata.name) {
@@ -90,6 +99,7 @@ impl<'a> Index<'a> {
             services,
             endpoint_slices,
             secrets,
+            config_maps,
             backends,
             grants,
             backend_api: snapshot.backend_api,
@@ -121,5 +131,9 @@ impl<'a> Index<'a> {
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&'a Secret> {
         self.secrets.get(&(namespace, name)).copied()
+    }
+
+    pub fn config_map(&self, namespace: &str, name: &str) -> Option<&'a ConfigMap> {
+        self.config_maps.get(&(namespace, name)).copied()
     }
 }

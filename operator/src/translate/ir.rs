@@ -390,6 +390,41 @@ pub struct ClusterIr {
     /// Ready endpoints, sorted and deduplicated. Empty when the Service has none: Envoy then
     /// answers 503, which is what Gateway API recommends for a backend without endpoints.
     pub endpoints: Vec<EndpointIr>,
+    /// TLS to the endpoints, from the BackendTLSPolicy targeting the Service port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTlsIr>,
+}
+
+/// TLS Envoy originates to a backend (BackendTLSPolicy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamTlsIr {
+    /// `"{namespace}/{name}"` of the policy.
+    pub policy: String,
+    /// Sent as SNI; also the name the certificate must carry when `subject_alt_names` is empty.
+    pub sni: String,
+    pub trust: TrustIr,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<SubjectAltNameIr>,
+}
+
+/// Which CA certificates a backend's certificate must chain to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "pem", rename_all = "snake_case")]
+pub enum TrustIr {
+    /// The PEM bundle of the policy's `caCertificateRefs`.
+    Pem(String),
+    /// The proxy's system trust store.
+    System,
+    /// The policy's CA references cannot be read: no certificate may be trusted.
+    Unresolved,
+}
+
+/// A name the backend's certificate must carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum SubjectAltNameIr {
+    Hostname(String),
+    Uri(String),
 }
 
 /// Where a cluster's endpoints come from.

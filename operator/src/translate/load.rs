@@ -212,9 +212,11 @@ fn add(
                 add(snapshot, skipped, line, Source::Item, item)?;
             }
         }
-        ("gateway.networking.k8s.io", "BackendTLSPolicy")
-        | ("gateway.envoyproxy.io", _)
-        | ("", "ConfigMap") => skipped.push(Skipped { line, object }),
+        ("gateway.networking.k8s.io", "BackendTLSPolicy") => {
+            snapshot.backend_tls_policies.push(ctx.decode(value)?);
+        }
+        ("", "ConfigMap") if api_version == "v1" => snapshot.config_maps.push(ctx.decode(value)?),
+        ("gateway.envoyproxy.io", _) => skipped.push(Skipped { line, object }),
         _ => {
             return Err(LoadError::UnknownKind {
                 line,

@@ -17,6 +17,7 @@
 //!   HTTPRoute routing the same traffic;
 //! - `rules`: matches, filters, timeouts, invalid-rule handling;
 //! - `backends`: backendRefs to clusters and endpoints;
+//! - `backend_tls`: BackendTLSPolicy, TLS from Envoy to the Services it targets;
 //! - `hostname`: hostname intersection and listener isolation;
 //! - `precedence`: route ordering;
 //! - `refs`: ReferenceGrants and namespace selectors;
@@ -24,6 +25,7 @@
 //! - `load`: YAML snapshots for tests and the CLI.
 
 mod as_http;
+mod backend_tls;
 mod backends;
 mod conditions;
 mod gateways;
@@ -43,13 +45,14 @@ use std::sync::Arc;
 
 use gateway_api::apis::experimental::tcproutes::TcpRoute;
 use gateway_api::apis::experimental::udproutes::UdpRoute;
+use gateway_api::apis::standard::backendtlspolicies::{BackendTlsPolicy, BackendTlsPolicyStatus};
 use gateway_api::apis::standard::gatewayclasses::{GatewayClass, GatewayClassStatus};
 use gateway_api::apis::standard::gateways::{Gateway, GatewayStatus};
 use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteStatus};
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use gateway_api::apis::standard::tlsroutes::TlsRoute;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Serialize;
 
@@ -74,6 +77,9 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub secrets: Vec<Secret>,
+    /// Read for BackendTLSPolicy CA certificates (`ca.crt`).
+    pub config_maps: Vec<ConfigMap>,
+    pub backend_tls_policies: Vec<BackendTlsPolicy>,
     pub namespaces: Vec<Namespace>,
     /// Upstream Envoy Gateway `Backend`s (`gateway.envoyproxy.io`).
     pub backends: Vec<eg_crds::upstream::Backend>,
@@ -100,10 +106,14 @@ impl Snapshot {
             services,
             endpoint_slices,
             secrets,
+            config_maps,
+            backend_tls_policies,
             namespaces,
             backends,
             backend_api,
         } = other;
+        self.config_maps.extend(config_maps);
+        self.backend_tls_policies.extend(backend_tls_policies);
         self.backend_api |= backend_api;
         self.grpc_routes.extend(grpc_routes);
         self.tls_routes.extend(tls_routes);
@@ -167,6 +177,9 @@ pub struct Statuses {
     pub tcp_routes: BTreeMap<String, HttpRouteStatus>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub udp_routes: BTreeMap<String, HttpRouteStatus>,
+    /// By `"{namespace}/{name}"`; only policies a Gateway of ours uses, one ancestor each.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub backend_tls_policies: BTreeMap<String, BackendTlsPolicyStatus>,
 }
 
 impl Statuses {
@@ -229,7 +242,8 @@ struct CachedRoute {
     outcome: Option<Arc<routes::RouteOutcome>>,
 }
 
-/// Everything of a [`Snapshot`] but HTTPRoutes and EndpointSlices. (Backends carry their own
+/// Everything of a [`Snapshot`] but routes, EndpointSlices, ConfigMaps and BackendTLSPolicies
+/// (the last three are read after routes, for clusters only). (Backends carry their own
 /// endpoints, so a Backend change is a world change.)
 #[derive(Debug, PartialEq)]
 struct World {
@@ -411,14 +425,30 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
     };
     let mut irs = Vec::with_capacity(contexts.len());
     let mut diagnostics = Vec::new();
+    let policies = backend_tls::Policies::new(&index, &snapshot.backend_tls_policies);
+    let mut policy_usage = backend_tls::Usage::default();
     for context in contexts {
-        let (ir, gateway_status, problems) = context.finish(&index, virtual_hosts);
+        let (mut ir, gateway_status, problems) = context.finish(&index, virtual_hosts);
+        policies.apply(&index, &ir.name, &mut ir.clusters, &mut policy_usage);
         diagnostics.extend(problems);
         status.gateways.insert(ir.name.clone(), gateway_status);
         irs.push(ir);
     }
     virtual_hosts.finish_translation();
     diagnostics.extend(route_diagnostics);
+    if !policy_usage.is_empty() {
+        let (statuses, problems) = policies.statuses(&policy_usage, &snapshot.controller_name);
+        status.backend_tls_policies = statuses;
+        diagnostics.extend(
+            problems
+                .into_iter()
+                .map(|(object, category, message)| Diagnostic {
+                    object,
+                    category,
+                    message,
+                }),
+        );
+    }
     Translation {
         gateways: irs,
         status,

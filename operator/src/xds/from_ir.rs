@@ -35,6 +35,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use certificate_validation_context::SystemRootCerts;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::Address;
@@ -68,7 +69,9 @@ use envoy_types::pb::envoy::extensions::filters::udp::udp_proxy::v3::{
     Route as UdpRoute, UdpProxyConfig, udp_proxy_config,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret, TlsCertificate, secret,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
+    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext, certificate_validation_context,
+    common_tls_context, secret, subject_alt_name_matcher,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
@@ -94,7 +97,8 @@ use crate::short_hash::hex_prefix;
 use crate::translate::ir::{
     ClusterIr, CorsIr, EndpointIr, ForwardIr, GatewayIr, HeaderModifierIr, ListenerIr,
     ListenerProtocol, PathMatchIr, PathModifierIr, RedirectIr, RouteActionIr, RouteIr,
-    StringMatchIr, UpstreamProtocol, VirtualHostIr, WeightedBackendIr,
+    StringMatchIr, SubjectAltNameIr, TrustIr, UpstreamProtocol, UpstreamTlsIr, VirtualHostIr,
+    WeightedBackendIr,
 };
 
 /// Where the proxies bind their listeners.
@@ -729,6 +733,72 @@ fn lb_endpoint(address: Address) -> LbEndpoint {
     }
 }
 
+/// A SAN no certificate carries (`.invalid` is reserved, RFC 2606): the only name a backend
+/// behind a policy with unreadable CA certificates is checked against, so TLS to it fails.
+const UNSATISFIABLE_SAN: &str = "backendtlspolicy-ca-unresolved.invalid";
+
+/// TLS from Envoy to a backend: SNI, the trust the policy names, and the names the backend's
+/// certificate must carry (the SNI when the policy lists none). HTTP/2 backends are offered
+/// ALPN `h2`.
+fn upstream_tls(tls: &UpstreamTlsIr, protocol: UpstreamProtocol) -> TransportSocket {
+    let dns = |name: &str| SubjectAltNameMatcher {
+        san_type: subject_alt_name_matcher::SanType::Dns as i32,
+        matcher: Some(exact(name)),
+        ..SubjectAltNameMatcher::default()
+    };
+    let mut sans: Vec<SubjectAltNameMatcher> = tls
+        .subject_alt_names
+        .iter()
+        .map(|san| match san {
+            SubjectAltNameIr::Hostname(h) => dns(h),
+            SubjectAltNameIr::Uri(u) => SubjectAltNameMatcher {
+                san_type: subject_alt_name_matcher::SanType::Uri as i32,
+                matcher: Some(exact(u)),
+                ..SubjectAltNameMatcher::default()
+            },
+        })
+        .collect();
+    if sans.is_empty() {
+        sans.push(dns(&tls.sni));
+    }
+    let mut validation = CertificateValidationContext::default();
+    match &tls.trust {
+        TrustIr::Pem(pem) => validation.trusted_ca = Some(inline(pem)),
+        TrustIr::System => validation.system_root_certs = Some(SystemRootCerts::default()),
+        TrustIr::Unresolved => {
+            validation.system_root_certs = Some(SystemRootCerts::default());
+            sans = vec![dns(UNSATISFIABLE_SAN)];
+        }
+    }
+    validation.match_typed_subject_alt_names = sans;
+    let context = UpstreamTlsContext {
+        sni: tls.sni.clone(),
+        common_tls_context: Some(CommonTlsContext {
+            alpn_protocols: if protocol == UpstreamProtocol::H2c {
+                vec!["h2".into()]
+            } else {
+                Vec::new()
+            },
+            validation_context_type: Some(
+                common_tls_context::ValidationContextType::ValidationContext(validation),
+            ),
+            ..CommonTlsContext::default()
+        }),
+        ..UpstreamTlsContext::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(&context))),
+    }
+}
+
+fn exact(value: &str) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(string_matcher::MatchPattern::Exact(value.to_owned())),
+        ..StringMatcher::default()
+    }
+}
+
 /// The TLS transport socket of a listener that terminates TLS, its certificates delivered over
 /// SDS (added to `snap`), offering `alpn`.
 fn downstream_tls(snap: &mut Snapshot, l: &ListenerIr, alpn: &[&str]) -> TransportSocket {
@@ -1181,6 +1251,9 @@ fn regex_escape(text: &str) -> String {
 
 fn envoy_cluster(c: &ClusterIr) -> Cluster {
     let mut cluster = eds_cluster(&c.name);
+    if let Some(tls) = &c.tls {
+        cluster.transport_socket = Some(upstream_tls(tls, c.protocol));
+    }
     if c.protocol == UpstreamProtocol::H2c {
         let options = HttpProtocolOptions {
             upstream_protocol_options: Some(
