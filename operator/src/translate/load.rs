@@ -5,7 +5,7 @@
 //! names the line where the failing document starts (or where YAML broke), the object
 //! (`Kind namespace/name`) and, for objects that do not decode, the field path — a user fixing
 //! a file needs all three. Kinds this project knows but does not translate yet (policies,
-//! EnvoyProxy, ConfigMaps, other route kinds) are returned as [`Skipped`] so callers can say so;
+//! EnvoyProxy) are returned as [`Skipped`] so callers can say so;
 //! anything else is an error, because silently dropping a document would make a fixture test
 //! something other than what its author wrote.
 
@@ -320,7 +320,7 @@ items:
 
     #[test]
     fn recognised_but_untranslated_kinds_are_reported_as_skipped() {
-        let text = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: SecurityPolicy\nmetadata: {name: p, namespace: n}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n";
+        let text = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: SecurityPolicy\nmetadata: {name: p, namespace: n}\n---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyProxy\nmetadata: {name: c, namespace: n}\n";
         let (_, skipped) = load_yaml("c", text).expect("loads");
         assert_eq!(
             skipped,
@@ -331,7 +331,7 @@ items:
                 },
                 Skipped {
                     line: 5,
-                    object: "ConfigMap c".into()
+                    object: "EnvoyProxy n/c".into()
                 }
             ]
         );
