@@ -45,7 +45,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Serialize;
 
 pub use ir::GatewayIr;
-pub use load::{LoadError, Skipped, load_yaml, snapshot_from_yaml};
+pub use load::{Document, LoadError, Skipped, for_each_document, load_yaml, snapshot_from_yaml};
 
 /// Everything the translator reads: the objects the shell's informers hold, plus the
 /// `controllerName` that identifies our GatewayClasses.
