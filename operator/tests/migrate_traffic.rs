@@ -9,7 +9,7 @@
 //! The Services of the fixture are given EndpointSlices pointing at echo backends on loopback,
 //! as a cluster's endpoint controller would. Policies (auth, CIDR lists, rate limits) are not in
 //! this fixture: the translator does not program Envoy Gateway policies yet, so they are only
-//! checked against the real apiserver (`tests/tests/migrate_apply.rs`).
+//! checked against the real apiserver (`migrate_apply.rs`).
 
 mod common;
 

@@ -437,8 +437,8 @@ fn one(ctx: &Ctx<'_>, p: &mut Parsed, key: &str, value: &str) -> Outcome {
         "proxy-connect-timeout" => {
             let s = number(value)?;
             section(&mut p.traffic, &["timeout", "tcp"])
-                .insert("connectTimeout".into(), json!(format!("{s}s")));
-            translated(format!("BackendTrafficPolicy timeout.tcp.connectTimeout {s}s"))
+                .insert("connectTimeout".into(), json!(duration(s)));
+            translated(format!("BackendTrafficPolicy timeout.tcp.connectTimeout {}", duration(s)))
         }
         "proxy-read-timeout" | "proxy-send-timeout" => {
             // One Envoy timer covers both directions: the read timeout (waiting for the
@@ -447,9 +447,10 @@ fn one(ctx: &Ctx<'_>, p: &mut Parsed, key: &str, value: &str) -> Outcome {
             let send = get("proxy-send-timeout").map(number).transpose()?;
             let idle = read.unwrap_or_else(|| send.unwrap_or(60).max(60));
             section(&mut p.traffic, &["timeout", "http"])
-                .insert("streamIdleTimeout".into(), json!(format!("{idle}s")));
+                .insert("streamIdleTimeout".into(), json!(duration(idle)));
             partial(format!(
-                "BackendTrafficPolicy timeout.http.streamIdleTimeout {idle}s: one idle timer for both directions, where nginx times reads and sends separately"
+                "BackendTrafficPolicy timeout.http.streamIdleTimeout {}: one idle timer for both directions, where nginx times reads and sends separately",
+                duration(idle)
             ))
         }
         "proxy-body-size" => {
@@ -498,7 +499,7 @@ fn one(ctx: &Ctx<'_>, p: &mut Parsed, key: &str, value: &str) -> Outcome {
                 return Err(format!("affinity {value}: only cookie exists"));
             }
             let name = get("session-cookie-name").unwrap_or("INGRESSCOOKIE");
-            let ttl = format!("{}s", number(get("session-cookie-max-age").unwrap_or("172800"))?);
+            let ttl = duration(number(get("session-cookie-max-age").unwrap_or("172800"))?);
             section(&mut p.traffic, &["loadBalancer"]).extend([
                 ("type".to_owned(), json!("ConsistentHash")),
                 (
@@ -661,6 +662,18 @@ fn ext_auth(ctx: &Ctx<'_>, p: &mut Parsed, url: &str) -> Outcome {
     }
 }
 
+/// Seconds as an Envoy Gateway duration (`48h`, `1h30m5s`): at most five digits per unit.
+fn duration(seconds: u32) -> String {
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if out.is_empty() { "0s".to_owned() } else { out }
+}
+
 /// `10.0.0.0/8, 1.2.3.4` as CIDRs (single addresses get /32 or /128).
 fn cidrs(value: &str) -> Result<Vec<String>, String> {
     value
@@ -731,6 +744,9 @@ mod tests {
 
     #[test]
     fn sizes_cidrs_and_hashes() {
+        assert_eq!(duration(172_800), "48h");
+        assert_eq!(duration(5_405), "1h30m5s");
+        assert_eq!(duration(30), "30s");
         assert_eq!(body_size("8m"), Ok(Some("8Mi".into())));
         assert_eq!(body_size("100"), Ok(Some("100".into())));
         assert_eq!(body_size("0"), Ok(None));
