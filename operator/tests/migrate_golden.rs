@@ -15,31 +15,12 @@ use eg_operator::migrate::input::read_yaml;
 use eg_operator::migrate::{Input, Options, convert};
 use eg_operator::translate::load_yaml;
 
+mod common;
+
+use common::golden::{assert_every_case_listed, compare};
+
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/migrate/golden")
-}
-
-fn compare(case: &str, file: &str, actual: &str) {
-    let path = golden_dir().join(case).join(file);
-    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
-        fs::write(&path, actual).expect("golden file is writable");
-        return;
-    }
-    let expected = fs::read_to_string(&path).unwrap_or_default();
-    if expected != actual {
-        let line = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(e, a)| e != a)
-            .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "golden case {case} differs from {file} at line {}\n--- expected: {:?}\n+++ actual:   {:?}\n\
-             run `UPDATE_GOLDEN=1 cargo test -p eg-operator --test migrate_golden` and review the diff",
-            line + 1,
-            expected.lines().nth(line),
-            actual.lines().nth(line),
-        );
-    }
 }
 
 fn check(case: &str) {
@@ -50,8 +31,13 @@ fn check(case: &str) {
     let yaml = migration.to_yaml();
     load_yaml("gateway.envoyproxy.io/gatewayclass-controller", &yaml)
         .unwrap_or_else(|e| panic!("case {case}: output does not load: {e}\n{yaml}"));
-    compare(case, "output.yaml", &yaml);
-    compare(case, "report.txt", &migration.report.to_text());
+    let rerun = "cargo test -p eg-operator --test migrate_golden";
+    compare(&golden_dir().join(case).join("output.yaml"), &yaml, rerun);
+    compare(
+        &golden_dir().join(case).join("report.txt"),
+        &migration.report.to_text(),
+        rerun,
+    );
 }
 
 macro_rules! golden {
@@ -102,12 +88,5 @@ golden! {
 /// Every fixture directory is listed above, so none is silently skipped.
 #[test]
 fn every_case_is_listed() {
-    let mut dirs: Vec<String> = fs::read_dir(golden_dir())
-        .expect("tests/migrate/golden exists")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    dirs.sort();
-    let mut listed: Vec<String> = CASES.iter().map(|c| (*c).to_owned()).collect();
-    listed.sort();
-    assert_eq!(dirs, listed);
+    assert_every_case_listed(&golden_dir(), CASES);
 }

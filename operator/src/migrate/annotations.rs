@@ -263,9 +263,8 @@ fn one(ctx: &Ctx<'_>, p: &mut Parsed, key: &str, value: &str) -> Outcome {
                 translated(format!("RequestRedirect {code} to {value}"))
             }
         }
-        "permanent-redirect-code" | "temporal-redirect-code" => {
-            translated("status code of the redirect")
-        }
+        "permanent-redirect-code" => modifier(ctx, "permanent-redirect", None),
+        "temporal-redirect-code" => modifier(ctx, "temporal-redirect", None),
         "app-root" => {
             if !value.starts_with('/') {
                 return Err(format!("app-root {value:?} does not start with /"));
@@ -351,11 +350,7 @@ fn one(ctx: &Ctx<'_>, p: &mut Parsed, key: &str, value: &str) -> Outcome {
         }
         "cors-allow-origin" | "cors-allow-methods" | "cors-allow-headers"
         | "cors-expose-headers" | "cors-allow-credentials" | "cors-max-age" => {
-            if get("enable-cors") == Some("true") {
-                translated("field of the CORS filter")
-            } else {
-                translated("ignored without enable-cors, as in ingress-nginx")
-            }
+            modifier(ctx, "enable-cors", Some("true"))
         }
         "limit-rps" | "limit-rpm" => {
             let n = number(value)?;
@@ -389,22 +384,10 @@ fn one(ctx: &Ctx<'_>, p: &mut Parsed, key: &str, value: &str) -> Outcome {
                 "auth-type {other}: Envoy Gateway supports basic authentication only"
             )),
         },
-        "auth-secret" | "auth-secret-type" => {
-            if get("auth-type") == Some("basic") {
-                translated("used by the basic authentication")
-            } else {
-                Err("ignored without auth-type basic".to_owned())
-            }
-        }
+        "auth-secret" | "auth-secret-type" => modifier(ctx, "auth-type", Some("basic")),
         "auth-realm" => partial("Envoy's basic authentication does not send a realm"),
         "auth-url" => ext_auth(ctx, p, value),
-        "auth-response-headers" => {
-            if get("auth-url").is_some() {
-                translated("SecurityPolicy extAuth.headersToBackend")
-            } else {
-                Err("ignored without auth-url".to_owned())
-            }
-        }
+        "auth-response-headers" => modifier(ctx, "auth-url", None),
         "whitelist-source-range" | "allowlist-source-range" | "denylist-source-range" => {
             let cidrs = cidrs(value)?;
             let allow = key != "denylist-source-range";
@@ -512,11 +495,7 @@ fn one(ctx: &Ctx<'_>, p: &mut Parsed, key: &str, value: &str) -> Outcome {
             ))
         }
         "session-cookie-name" | "session-cookie-max-age" => {
-            if get("affinity") == Some("cookie") {
-                translated("used by the cookie affinity")
-            } else {
-                Err("ignored without affinity cookie".to_owned())
-            }
+            modifier(ctx, "affinity", Some("cookie"))
         }
         "custom-http-errors" => Err(
             "nginx sends these responses to the default backend; Envoy Gateway's BackendTrafficPolicy responseOverride can only return a fixed body or redirect".to_owned(),
@@ -529,6 +508,21 @@ fn one(ctx: &Ctx<'_>, p: &mut Parsed, key: &str, value: &str) -> Outcome {
             ctx.namespace, ctx.name
         )),
     }
+}
+
+/// An annotation that only refines `parent` (set to `value`, when given): carried over with it,
+/// and ignored without it, as ingress-nginx ignores it.
+fn modifier(ctx: &Ctx<'_>, parent: &str, value: Option<&str>) -> Outcome {
+    let parent_set = (ctx.get)(parent).is_some_and(|v| value.is_none_or(|w| v == w));
+    let parent = match value {
+        Some(v) => format!("{parent}: {v}"),
+        None => parent.to_owned(),
+    };
+    translated(if parent_set {
+        format!("carried over with {parent}")
+    } else {
+        format!("ignored without {parent}, as ingress-nginx does")
+    })
 }
 
 fn basic_auth(ctx: &Ctx<'_>, p: &mut Parsed) -> Outcome {

@@ -1,3 +1,4 @@
 //! Helpers shared by this crate's integration tests.
 
+pub mod golden;
 pub mod standalone;
