@@ -15,6 +15,7 @@ use eg_operator::migrate::input::read_yaml;
 use eg_operator::migrate::{Input, Options, convert};
 use eg_operator::translate::load_yaml;
 
+#[macro_use]
 mod common;
 
 use common::golden::{assert_every_case_listed, compare};
@@ -38,18 +39,6 @@ fn check(case: &str) {
         &migration.report.to_text(),
         rerun,
     );
-}
-
-macro_rules! golden {
-    ($($name:ident => $dir:literal),* $(,)?) => {
-        const CASES: &[&str] = &[$($dir),*];
-        $(
-            #[test]
-            fn $name() {
-                check($dir);
-            }
-        )*
-    };
 }
 
 golden! {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use eg_operator::translate::{snapshot_from_yaml, translate};
 
+#[macro_use]
 mod common;
 
 use common::golden::{assert_every_case_listed, compare};
@@ -35,18 +36,6 @@ fn check(case: &str) {
         &render(case),
         "cargo test -p eg-operator --test translate_golden",
     );
-}
-
-macro_rules! golden {
-    ($($name:ident => $dir:literal),* $(,)?) => {
-        const CASES: &[&str] = &[$($dir),*];
-        $(
-            #[test]
-            fn $name() {
-                check($dir);
-            }
-        )*
-    };
 }
 
 golden! {

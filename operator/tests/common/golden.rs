@@ -5,6 +5,21 @@
 
 use std::path::Path;
 
+/// Declares `CASES` and one `#[test]` per case (`test_name => "directory"`) that calls the
+/// test file's own `check(directory)`.
+#[allow(unused_macros)] // used by the golden test binaries only
+macro_rules! golden {
+    ($($name:ident => $dir:literal),* $(,)?) => {
+        const CASES: &[&str] = &[$($dir),*];
+        $(
+            #[test]
+            fn $name() {
+                check($dir);
+            }
+        )*
+    };
+}
+
 /// Compares `actual` with the golden file at `path` (rewrites it under `UPDATE_GOLDEN=1`);
 /// on a difference, panics naming the first differing line and how to regenerate (`rerun`).
 pub fn compare(path: &Path, actual: &str, rerun: &str) {
