@@ -497,6 +497,9 @@ fn one(ctx: &Ctx<'_>, p: &mut Parsed, key: &str, value: &str) -> Outcome {
         "session-cookie-name" | "session-cookie-max-age" => {
             modifier(ctx, "affinity", Some("cookie"))
         }
+        "auth-signin" => Err(
+            "Envoy Gateway's extAuth cannot send unauthenticated users to a sign-in page; its oidc SecurityPolicy does the whole login flow".to_owned(),
+        ),
         "custom-http-errors" => Err(
             "nginx sends these responses to the default backend; Envoy Gateway's BackendTrafficPolicy responseOverride can only return a fixed body or redirect".to_owned(),
         ),

@@ -108,6 +108,16 @@ struct Prepared<'a> {
     report: IngressReport,
 }
 
+impl Prepared<'_> {
+    /// Whether the Ingress belongs to another controller's class (reported, not migrated).
+    fn foreign(&self) -> bool {
+        self.report
+            .items
+            .iter()
+            .any(|it| it.subject == "spec.ingressClassName")
+    }
+}
+
 /// An HTTPRoute rule under construction.
 #[derive(Debug, Clone)]
 struct RuleDraft {
@@ -179,6 +189,14 @@ pub fn convert(input: &Input, options: &Options) -> Migration {
         grants: BTreeMap::new(),
         objects: Vec::new(),
     };
+    // TLS first: like nginx's server blocks, a host is HTTPS for every Ingress naming it once
+    // any Ingress of the class has a certificate for it.
+    for p in prepared
+        .iter_mut()
+        .filter(|p| p.parsed.canary.is_none() && !p.foreign())
+    {
+        b.tls(p);
+    }
     for i in 0..prepared.len() {
         if prepared[i].parsed.canary.is_none() {
             b.primary(&mut prepared, i, &regex_hosts);
@@ -405,8 +423,7 @@ impl Builder<'_> {
     }
 
     /// Registers the TLS hosts of an Ingress on its Gateway; reports each `spec.tls` entry.
-    fn tls(&mut self, p: &mut Prepared<'_>) -> BTreeSet<String> {
-        let mut served = BTreeSet::new();
+    fn tls(&mut self, p: &mut Prepared<'_>) {
         let tls = p.ingress.spec.iter().flat_map(|s| s.tls.iter().flatten());
         for (k, entry) in tls.enumerate() {
             let subject = format!("spec.tls[{k}]");
@@ -444,7 +461,6 @@ impl Builder<'_> {
                         }]},
                     }),
                 );
-                served.insert(host.clone());
             }
             if p.namespace != self.options.gateway_namespace {
                 self.grants
@@ -471,7 +487,6 @@ impl Builder<'_> {
                 )
             });
         }
-        served
     }
 
     /// The rule for one Ingress path, or why there is none.
@@ -554,20 +569,17 @@ impl Builder<'_> {
         regex_hosts: &BTreeSet<Option<String>>,
     ) {
         let p = &mut prepared[i];
-        if p.report
-            .items
-            .iter()
-            .any(|it| it.subject == "spec.ingressClassName")
-        {
+        if p.foreign() {
             return;
         }
-        let tls_hosts = self.tls(p);
         for (r, host, paths) in Self::ingress_rules(p) {
             let route_name = host
                 .as_deref()
                 .map_or_else(|| p.name.clone(), |h| format!("{}-{}", p.name, slug(h)));
             let key = (p.namespace.clone(), route_name.clone());
-            let https = host.as_ref().is_some_and(|h| tls_hosts.contains(h));
+            let https = host
+                .as_ref()
+                .is_some_and(|h| self.gateway(&p.class).certificates.contains_key(h));
             let redirect_http = (https && p.parsed.ssl_redirect) || p.parsed.force_ssl_redirect;
             let regex = regex_hosts.contains(&host);
             if regex && !p.parsed.regex {
@@ -740,12 +752,7 @@ impl Builder<'_> {
                 continue;
             };
             let subject = "spec.defaultBackend";
-            if p.parsed.canary.is_some()
-                || p.report
-                    .items
-                    .iter()
-                    .any(|it| it.subject == "spec.ingressClassName")
-            {
+            if p.parsed.canary.is_some() || p.foreign() {
                 p.report.items.push(Item::new(
                     subject,
                     Status::NotTranslated,
