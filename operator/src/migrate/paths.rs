@@ -6,7 +6,7 @@
 //!   `location /p` or `location ~* ^/p`: a *string* prefix or a case-insensitive regex anchored
 //!   only at the start. Literal paths become PathPrefix matches (exact when they end in `/`,
 //!   otherwise only whole segments match); `L(/|$)(.*)` (the documented "strip a prefix" idiom)
-//!   becomes PathPrefix `L`; other regexes become `(?i)` RegularExpression matches with `.*`
+//!   becomes PathPrefix `L` (partial: matched case-sensitively); other regexes become `(?i)` RegularExpression matches with `.*`
 //!   appended, because Envoy matches a regex against the whole path.
 //!
 //! `rewrite-target` replaces the whole URI with its value, `$n` naming the path regex's groups:
@@ -171,17 +171,17 @@ fn strip_prefix(path: &str, prefix: &str, target: Option<&str>) -> MappedPath {
     let (rewrite, status, detail) = match target {
         None => (
             Rewrite::None,
-            Status::Translated,
+            Status::Partial,
             format!("PathPrefix {prefix}; {case}"),
         ),
         Some("/$2") => (
             Rewrite::Prefix("/".to_owned()),
-            Status::Translated,
+            Status::Partial,
             format!("PathPrefix {prefix} with URLRewrite ReplacePrefixMatch /; {case}"),
         ),
         Some(t) if !t.contains('$') => (
             Rewrite::Full(t.to_owned()),
-            Status::Translated,
+            Status::Partial,
             format!("PathPrefix {prefix} with URLRewrite ReplaceFullPath {t}; {case}"),
         ),
         Some(t) => match t.strip_suffix("/$2").filter(|p| !p.contains('$')) {
@@ -196,7 +196,7 @@ fn strip_prefix(path: &str, prefix: &str, target: Option<&str>) -> MappedPath {
                 return MappedPath {
                     matched: PathMatch::Prefix(prefix.to_owned()),
                     rewrite: regex_rewrite(path, t),
-                    status: Status::Translated,
+                    status: Status::Partial,
                     detail: format!(
                         "PathPrefix {prefix}; rewrite to {t} through an HTTPRouteFilter ReplaceRegexMatch; {case}"
                     ),
@@ -281,7 +281,9 @@ mod tests {
         let m = mapped("/api(/|$)(.*)", "ImplementationSpecific", true, Some("/$2"));
         assert_eq!(m.matched, PathMatch::Prefix("/api".into()));
         assert_eq!(m.rewrite, Rewrite::Prefix("/".into()));
-        assert_eq!(m.status, Status::Translated);
+        // Only the case of the letters differs: Gateway API prefixes are case-sensitive.
+        assert_eq!(m.status, Status::Partial);
+        assert!(m.detail.contains("case-sensitively"), "{}", m.detail);
         let m = mapped("/api(/|$)(.*)", "Prefix", true, Some("/v2/$2"));
         assert_eq!(m.rewrite, Rewrite::Prefix("/v2".into()));
         assert_eq!(m.status, Status::Partial);
