@@ -7,8 +7,9 @@
 //! - One Gateway per ingress class (named after it, in `Options::gateway_namespace`), with an
 //!   HTTP listener per host, an HTTPS listener per TLS host (the Ingress's Secret as
 //!   certificateRef, with a ReferenceGrant when the Secret lives in another namespace) and a
-//!   hostless `http` listener for host-less rules and default backends. Routes may attach from
-//!   exactly the namespaces that had Ingresses.
+//!   hostless `http` listener for host-less rules and default backends (all HTTP routes share
+//!   it when per-host listeners would pass Gateway API's 64). Routes may attach from exactly
+//!   the namespaces that had Ingresses.
 //! - One HTTPRoute per Ingress and host, in the Ingress's namespace, so each Ingress's
 //!   policies (SecurityPolicy, BackendTrafficPolicy, named after the Ingress) target only its own
 //!   routes, as its annotations did. Routes of TLS hosts attach to the HTTPS listener; with
@@ -38,6 +39,8 @@ pub use report::{IngressReport, Item, Report, Status};
 pub const NGINX_CONTROLLER: &str = "k8s.io/ingress-nginx";
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+/// Gateway API's limit on `Gateway.spec.listeners`.
+const MAX_LISTENERS: usize = 64;
 const EG_API: &str = "gateway.envoyproxy.io/v1alpha1";
 
 /// An input object and where it came from (`file:line`, or the cluster).
@@ -409,6 +412,30 @@ impl Builder<'_> {
 
     fn gateway(&mut self, class: &str) -> &mut GatewayDraft {
         self.gateways.entry(class.to_owned()).or_default()
+    }
+
+    /// Classes whose Gateway would exceed Gateway API's 64 listeners with one HTTP listener per
+    /// host: their routes share the hostless `http` listener instead (routes still carry their
+    /// hostnames, so routing is the same; only per-host listener isolation is lost).
+    fn classes_over_listener_limit(
+        &self,
+        drafts: &BTreeMap<(String, String), RouteDraft>,
+    ) -> BTreeSet<String> {
+        let mut hosts: BTreeMap<&str, BTreeSet<Option<&str>>> = BTreeMap::new();
+        for d in drafts.values().filter(|d| !d.rules.is_empty()) {
+            hosts.entry(&d.class).or_default().insert(d.host.as_deref());
+        }
+        hosts
+            .into_iter()
+            .filter(|(class, hosts)| {
+                let https = self
+                    .gateways
+                    .get(*class)
+                    .map_or(0, |g| g.certificates.len());
+                hosts.len() + https > MAX_LISTENERS
+            })
+            .map(|(class, _)| class.to_owned())
+            .collect()
     }
 
     fn http_listener(&mut self, class: &str, host: Option<&str>) -> String {
@@ -817,11 +844,16 @@ impl Builder<'_> {
         let mut routes = Vec::new();
         let mut route_names: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         let drafts = std::mem::take(&mut self.routes);
+        let shared_http = self.classes_over_listener_limit(&drafts);
         for draft in drafts.into_values() {
             if draft.rules.is_empty() {
                 continue;
             }
-            let http = self.http_listener(&draft.class, draft.host.as_deref());
+            let host = draft
+                .host
+                .as_deref()
+                .filter(|_| !shared_http.contains(&draft.class));
+            let http = self.http_listener(&draft.class, host);
             self.gateway(&draft.class)
                 .namespaces
                 .insert(draft.namespace.clone());
@@ -997,4 +1029,68 @@ fn describe(object: &Value) -> String {
         object["metadata"]["namespace"].as_str().unwrap_or_default(),
         object["metadata"]["name"].as_str().unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingress(host: &str) -> Sourced<Ingress> {
+        let object = serde_json::from_value(json!({
+            "metadata": {"name": slug(host), "namespace": "apps"},
+            "spec": {"rules": [{"host": host, "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}},
+            ]}}]},
+        }))
+        .expect("valid Ingress");
+        Sourced {
+            object,
+            source: "test".into(),
+        }
+    }
+
+    fn listeners(m: &Migration) -> Vec<String> {
+        m.objects
+            .iter()
+            .filter(|o| o["kind"] == "Gateway")
+            .flat_map(|g| {
+                g["spec"]["listeners"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|l| l["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn many_hosts_share_one_http_listener_to_stay_within_64() {
+        let few = Input {
+            ingresses: (0..10)
+                .map(|i| ingress(&format!("h{i}.example.com")))
+                .collect(),
+            ..Input::default()
+        };
+        assert_eq!(listeners(&convert(&few, &Options::default())).len(), 10);
+        let many = Input {
+            ingresses: (0..70)
+                .map(|i| ingress(&format!("h{i}.example.com")))
+                .collect(),
+            ..Input::default()
+        };
+        let m = convert(&many, &Options::default());
+        assert_eq!(listeners(&m), ["http"]);
+        let routes: Vec<&Value> = m
+            .objects
+            .iter()
+            .filter(|o| o["kind"] == "HTTPRoute")
+            .collect();
+        assert_eq!(routes.len(), 70);
+        assert!(routes.iter().all(|r| {
+            r["spec"]["parentRefs"][0]["sectionName"] == "http"
+                && r["spec"]["hostnames"]
+                    .as_array()
+                    .is_some_and(|h| h.len() == 1)
+        }));
+    }
 }
