@@ -48,6 +48,57 @@ pub enum Command {
     /// Run the operator: reconcile every EnvoyGateway in the cluster (kubeconfig or in-cluster
     /// service account).
     Operator(OperatorArgs),
+    /// Migrate from another ingress controller to Gateway API and Envoy Gateway.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Convert ingress-nginx Ingresses (and their annotations) into Gateways, HTTPRoutes and
+    /// Envoy Gateway policies, with a report of what was carried over. Exits 3 with `--strict`
+    /// when anything was not translated.
+    IngressNginx(IngressNginxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IngressNginxArgs {
+    /// Files or directories (read recursively) holding Ingresses, IngressClasses and the
+    /// Services and Secrets they reference; other kinds are passed over.
+    #[arg(short = 'f', long = "filename", conflicts_with = "kubeconfig")]
+    pub files: Vec<PathBuf>,
+    /// Read the Ingresses from the cluster of this kubeconfig instead of files.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// With --kubeconfig: only this namespace's Ingresses (default: all namespaces).
+    #[arg(short = 'n', long, requires = "kubeconfig")]
+    pub namespace: Option<String>,
+    /// GatewayClass of the generated Gateways.
+    #[arg(long, default_value = "eg")]
+    pub gateway_class: String,
+    /// Namespace of the generated Gateways (one per ingress class, named after it).
+    #[arg(long, default_value = "default")]
+    pub gateway_namespace: String,
+    /// Port of the HTTP listeners.
+    #[arg(long, default_value_t = 80)]
+    pub http_port: u16,
+    /// Port of the HTTPS listeners.
+    #[arg(long, default_value_t = 443)]
+    pub https_port: u16,
+    /// Write the manifests into this directory, one `<namespace>.yaml` per namespace, and the
+    /// report to stdout (default: manifests to stdout, report to stderr).
+    #[arg(short = 'o', long = "output-dir")]
+    pub output_dir: Option<PathBuf>,
+    /// Format of the report.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub report_format: OutputFormat,
+    /// Exit 3 when anything was not translated.
+    #[arg(long)]
+    pub strict: bool,
+    /// With --kubeconfig: server-side apply the result next to the Ingresses (nothing is
+    /// deleted), then print how to compare and cut over.
+    #[arg(long, requires = "kubeconfig")]
+    pub apply: bool,
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +251,8 @@ pub enum CliError {
     Standalone(#[from] crate::standalone::StandaloneError),
     #[error("starting the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Migrate(#[from] crate::migrate_cmd::MigrateCmdError),
 }
 
 impl From<kube::Error> for CliError {
@@ -223,6 +276,7 @@ impl CliError {
             CliError::ControlPlane(e) => e.category(),
             CliError::Standalone(e) => e.category(),
             CliError::Runtime(_) => "runtime",
+            CliError::Migrate(e) => e.category(),
         }
     }
 }
@@ -384,6 +438,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Migrate(MigrateCommand::IngressNginx(args)) => migrate_ingress_nginx(args),
         Command::Crds(CrdsArgs {}) => {
             print(&eg_crds::render_yaml()?)?;
             Ok(ExitCode::SUCCESS)
@@ -432,4 +487,58 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             })
         }
     }
+}
+
+fn migrate_ingress_nginx(args: IngressNginxArgs) -> Result<ExitCode, CliError> {
+    use crate::migrate_cmd::{
+        MigrateCmdError, apply, cutover_instructions, read_cluster, read_files, write_dir,
+    };
+    let options = crate::migrate::Options {
+        gateway_class: args.gateway_class,
+        gateway_namespace: args.gateway_namespace,
+        http_port: args.http_port,
+        https_port: args.https_port,
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
+    let client = match &args.kubeconfig {
+        Some(path) => Some(runtime.block_on(client_from_kubeconfig(path))?),
+        None => None,
+    };
+    let input = match &client {
+        Some(client) => runtime.block_on(read_cluster(client, args.namespace.as_deref()))?,
+        None if args.files.is_empty() => {
+            return Err(MigrateCmdError::Usage("give -f FILES or --kubeconfig FILE").into());
+        }
+        None => read_files(&args.files)?,
+    };
+    let migration = crate::migrate::convert(&input, &options);
+    let report = match args.report_format {
+        OutputFormat::Text => migration.report.to_text(),
+        OutputFormat::Json => migration.report.to_json()? + "\n",
+    };
+    match &args.output_dir {
+        Some(dir) => {
+            for path in write_dir(dir, &migration)? {
+                tracing::info!(path = %path.display(), "wrote manifests");
+            }
+            print(&report)?;
+        }
+        None => {
+            print(&migration.to_yaml())?;
+            eprint!("{report}");
+        }
+    }
+    if let (true, Some(client)) = (args.apply, &client) {
+        let applied = runtime.block_on(apply(client, &migration.objects))?;
+        eprintln!("applied {} objects", applied.len());
+        eprint!(
+            "{}",
+            cutover_instructions(&migration, &options.gateway_namespace)
+        );
+    }
+    Ok(if args.strict && migration.report.has_untranslated() {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

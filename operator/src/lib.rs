@@ -8,6 +8,8 @@
 //! - [`control_plane`]: the environment's control plane loop (provider, translation, status).
 //! - [`fleet`]: the Envoy proxy fleet of each Gateway (settings, build, apply, status).
 //! - [`metrics`] and [`serve`]: Prometheus metrics and the health endpoints.
+//! - [`migrate`] and [`migrate_cmd`]: `migrate ingress-nginx`, Ingresses to Gateway API (pure
+//!   core, I/O shell).
 //! - [`cli`] and [`telemetry`]: the binary's surface.
 
 pub mod cli;
@@ -16,6 +18,8 @@ pub mod environment;
 pub mod fleet;
 pub mod leader;
 pub mod metrics;
+pub mod migrate;
+pub mod migrate_cmd;
 pub mod plan;
 pub mod serve;
 pub mod short_hash;

@@ -34,7 +34,7 @@ pub enum TranslateCmdError {
 }
 
 /// `line N: rest` as `N: rest`, so the error reads `file:N: rest` like a compiler's.
-fn strip_line(e: &LoadError) -> String {
+pub(crate) fn strip_line(e: &LoadError) -> String {
     let text = e.to_string();
     text.strip_prefix("line ")
         .map_or_else(|| format!(" {text}"), str::to_owned)

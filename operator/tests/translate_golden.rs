@@ -3,12 +3,18 @@
 //!
 //! Golden files make behaviour changes visible in review: a change to the translator shows up
 //! as a diff of what Envoy and users would see. Regenerate with
-//! `UPDATE_GOLDEN=1 cargo test --test golden`, then read the diff before keeping it.
+//! `UPDATE_GOLDEN=1 cargo test -p eg-operator --test translate_golden`, then read the diff
+//! before keeping it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use eg_operator::translate::{snapshot_from_yaml, translate};
+
+#[macro_use]
+mod common;
+
+use common::golden::{assert_every_case_listed, compare};
 
 /// The controllerName every fixture's own GatewayClass uses.
 const CONTROLLER: &str = "gateway.envoyproxy.io/gatewayclass-controller";
@@ -25,39 +31,11 @@ fn render(case: &str) -> String {
 }
 
 fn check(case: &str) {
-    let actual = render(case);
-    let path = golden_dir().join(case).join("output.yaml");
-    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
-        fs::write(&path, &actual).expect("output.yaml is writable");
-        return;
-    }
-    let expected = fs::read_to_string(&path).unwrap_or_default();
-    if expected != actual {
-        let line = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(e, a)| e != a)
-            .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "golden case {case} differs from output.yaml at line {}\n--- expected: {:?}\n+++ actual:   {:?}\n\
-             run `UPDATE_GOLDEN=1 cargo test --test golden` and review the diff",
-            line + 1,
-            expected.lines().nth(line),
-            actual.lines().nth(line),
-        );
-    }
-}
-
-macro_rules! golden {
-    ($($name:ident => $dir:literal),* $(,)?) => {
-        const CASES: &[&str] = &[$($dir),*];
-        $(
-            #[test]
-            fn $name() {
-                check($dir);
-            }
-        )*
-    };
+    compare(
+        &golden_dir().join(case).join("output.yaml"),
+        &render(case),
+        "cargo test -p eg-operator --test translate_golden",
+    );
 }
 
 golden! {
@@ -85,17 +63,5 @@ golden! {
 /// Every fixture directory is listed above, so none is silently skipped.
 #[test]
 fn every_case_is_listed() {
-    let mut dirs: Vec<String> = fs::read_dir(golden_dir())
-        .expect("tests/translate/golden exists")
-        .map(|e| {
-            e.expect("readable entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    dirs.sort();
-    let mut listed: Vec<String> = CASES.iter().map(|c| (*c).to_owned()).collect();
-    listed.sort();
-    assert_eq!(dirs, listed);
+    assert_every_case_listed(&golden_dir(), CASES);
 }

@@ -89,6 +89,21 @@ pub fn load_yaml(controller_name: &str, text: &str) -> Result<(Snapshot, Vec<Ski
         ..Snapshot::default()
     };
     let mut skipped = Vec::new();
+    for_each_document(text, |document| add(&mut snapshot, &mut skipped, document))?;
+    Ok((snapshot, skipped))
+}
+
+/// Calls `visit` with every object of a YAML/JSON stream, in order: empty documents are
+/// skipped and the items of a `v1` `List` are visited one by one. Other loaders (the Ingress
+/// migration) share this walk, and with it the line numbers and field paths of its errors.
+///
+/// # Errors
+///
+/// Invalid YAML, a document without `apiVersion`/`kind`, or the first error of `visit`.
+pub fn for_each_document(
+    text: &str,
+    mut visit: impl FnMut(Document<'_>) -> Result<(), LoadError>,
+) -> Result<(), LoadError> {
     for (start, document) in documents(text) {
         let value =
             Value::deserialize(serde_yaml_ng::Deserializer::from_str(document)).map_err(|e| {
@@ -98,9 +113,9 @@ pub fn load_yaml(controller_name: &str, text: &str) -> Result<(Snapshot, Vec<Ski
                 }
             })?;
         let source = Source::Text { start, document };
-        add(&mut snapshot, &mut skipped, start, source, value)?;
+        walk(start, source, value, &mut visit)?;
     }
-    Ok((snapshot, skipped))
+    Ok(())
 }
 
 /// Splits a stream at `---` lines: each document with the 1-based line it starts on. A
@@ -126,18 +141,17 @@ fn documents(text: &str) -> Vec<(usize, &str)> {
 
 /// Where a document's typed decode reads from: its own text (positions available) or, for
 /// items of a `List`, the already-parsed value.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 enum Source<'a> {
     Text { start: usize, document: &'a str },
     Item,
 }
 
-fn add(
-    snapshot: &mut Snapshot,
-    skipped: &mut Vec<Skipped>,
+fn walk(
     line: usize,
     source: Source<'_>,
     value: Value,
+    visit: &mut impl FnMut(Document<'_>) -> Result<(), LoadError>,
 ) -> Result<(), LoadError> {
     if value.is_null() {
         return Ok(());
@@ -151,6 +165,17 @@ fn add(
     };
     let api_version = field("apiVersion")?;
     let kind = field("kind")?;
+    if api_version == "v1" && kind == "List" {
+        let items = value
+            .get("items")
+            .and_then(Value::as_sequence)
+            .cloned()
+            .unwrap_or_default();
+        for item in items {
+            walk(line, Source::Item, item, visit)?;
+        }
+        return Ok(());
+    }
     let meta = |f: &str| {
         value
             .get("metadata")
@@ -163,67 +188,110 @@ fn add(
         (ns, name) if ns.is_empty() => format!("{kind} {name}"),
         (ns, name) => format!("{kind} {ns}/{name}"),
     };
-    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    let ctx = Ctx {
+    visit(Document {
         line,
+        api_version,
+        kind,
+        object,
         source,
-        object: &object,
-    };
-    match (group, kind.as_str()) {
+        value,
+    })
+}
+
+/// One object of a stream, ready to be decoded as the type its `apiVersion` and `kind` name.
+#[derive(Debug)]
+pub struct Document<'a> {
+    /// 1-based line the document starts on.
+    pub line: usize,
+    pub api_version: String,
+    pub kind: String,
+    /// `Kind namespace/name`, for messages.
+    pub object: String,
+    source: Source<'a>,
+    value: Value,
+}
+
+impl Document<'_> {
+    /// The API group (`""` for the core group).
+    pub fn group(&self) -> &str {
+        self.api_version.rsplit_once('/').map_or("", |(g, _)| g)
+    }
+
+    /// Decodes the object as `T`; errors carry the line, the object and the field path.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Decode`] when the object does not decode as `T`.
+    pub fn decode<T: DeserializeOwned>(self) -> Result<T, LoadError> {
+        Ctx {
+            line: self.line,
+            source: self.source,
+            object: &self.object,
+        }
+        .decode(self.value)
+    }
+
+    /// The error for a kind the caller does not consume.
+    pub fn unknown_kind(self) -> LoadError {
+        LoadError::UnknownKind {
+            line: self.line,
+            object: self.object,
+            api_version: self.api_version,
+        }
+    }
+}
+
+fn add(
+    snapshot: &mut Snapshot,
+    skipped: &mut Vec<Skipped>,
+    document: Document<'_>,
+) -> Result<(), LoadError> {
+    let line = document.line;
+    let group = document.group().to_owned();
+    let kind = document.kind.clone();
+    let core_v1 = document.api_version == "v1";
+    match (group.as_str(), kind.as_str()) {
         // v1 and v1beta1 Gateway API objects share these shapes.
         ("gateway.networking.k8s.io", "GatewayClass") => {
-            snapshot.gateway_classes.push(ctx.decode(value)?);
+            snapshot.gateway_classes.push(document.decode()?);
         }
-        ("gateway.networking.k8s.io", "Gateway") => snapshot.gateways.push(ctx.decode(value)?),
+        ("gateway.networking.k8s.io", "Gateway") => snapshot.gateways.push(document.decode()?),
         ("gateway.networking.k8s.io", "HTTPRoute") => {
-            snapshot.http_routes.push(ctx.decode(value)?);
+            snapshot.http_routes.push(document.decode()?);
         }
         ("gateway.networking.k8s.io", "GRPCRoute") => {
-            snapshot.grpc_routes.push(ctx.decode(value)?);
+            snapshot.grpc_routes.push(document.decode()?);
         }
         ("gateway.networking.k8s.io", "TLSRoute") => {
-            snapshot.tls_routes.push(ctx.decode(value)?);
+            snapshot.tls_routes.push(document.decode()?);
         }
         ("gateway.networking.k8s.io", "TCPRoute") => {
-            snapshot.tcp_routes.push(ctx.decode(value)?);
+            snapshot.tcp_routes.push(document.decode()?);
         }
         ("gateway.networking.k8s.io", "UDPRoute") => {
-            snapshot.udp_routes.push(ctx.decode(value)?);
+            snapshot.udp_routes.push(document.decode()?);
         }
         ("gateway.networking.k8s.io", "ReferenceGrant") => {
-            snapshot.reference_grants.push(ctx.decode(value)?);
+            snapshot.reference_grants.push(document.decode()?);
         }
         ("gateway.envoyproxy.io", "Backend") => {
-            snapshot.backends.push(ctx.decode::<Backend>(value)?);
+            snapshot.backends.push(document.decode::<Backend>()?);
         }
-        ("", "Service") if api_version == "v1" => snapshot.services.push(ctx.decode(value)?),
-        ("", "Secret") if api_version == "v1" => snapshot.secrets.push(ctx.decode(value)?),
-        ("", "Namespace") if api_version == "v1" => snapshot.namespaces.push(ctx.decode(value)?),
-        ("discovery.k8s.io", "EndpointSlice") if api_version == "discovery.k8s.io/v1" => {
-            snapshot.endpoint_slices.push(ctx.decode(value)?);
-        }
-        ("", "List") if api_version == "v1" => {
-            let items = value
-                .get("items")
-                .and_then(Value::as_sequence)
-                .cloned()
-                .unwrap_or_default();
-            for item in items {
-                add(snapshot, skipped, line, Source::Item, item)?;
-            }
+        ("", "Service") if core_v1 => snapshot.services.push(document.decode()?),
+        ("", "Secret") if core_v1 => snapshot.secrets.push(document.decode()?),
+        ("", "Namespace") if core_v1 => snapshot.namespaces.push(document.decode()?),
+        ("discovery.k8s.io", "EndpointSlice") if document.api_version == "discovery.k8s.io/v1" => {
+            snapshot.endpoint_slices.push(document.decode()?);
         }
         ("gateway.networking.k8s.io", "BackendTLSPolicy") => {
-            snapshot.backend_tls_policies.push(ctx.decode(value)?);
+            snapshot.backend_tls_policies.push(document.decode()?);
         }
-        ("", "ConfigMap") if api_version == "v1" => snapshot.config_maps.push(ctx.decode(value)?),
-        ("gateway.envoyproxy.io", _) => skipped.push(Skipped { line, object }),
-        _ => {
-            return Err(LoadError::UnknownKind {
-                line,
-                object,
-                api_version,
-            });
-        }
+        ("", "ConfigMap") if core_v1 => snapshot.config_maps.push(document.decode()?),
+        ("gateway.envoyproxy.io", _) => skipped.push(Skipped {
+            line,
+            object: document.object,
+        }),
+        _ => return Err(document.unknown_kind()),
     }
     Ok(())
 }

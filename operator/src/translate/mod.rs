@@ -58,7 +58,7 @@ use serde::Serialize;
 
 pub use as_http::ConversionError;
 pub use ir::GatewayIr;
-pub use load::{LoadError, Skipped, load_yaml, snapshot_from_yaml};
+pub use load::{Document, LoadError, Skipped, for_each_document, load_yaml, snapshot_from_yaml};
 use route_kind::RouteKind;
 
 /// Everything the translator reads: the objects the shell's informers hold, plus the

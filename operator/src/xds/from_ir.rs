@@ -964,6 +964,32 @@ fn millis(ms: u64) -> PbDuration {
 /// sent to it with the route's `cluster_not_found_response_code`: 500, as Gateway API asks.
 pub const INVALID_BACKEND_CLUSTER: &str = "invalid-backend-ref";
 
+/// URLRewrite ReplacePrefixMatch as Gateway API defines it: element-wise, so neither the
+/// replacement's nor the prefix's trailing slash doubles or drops the `/` between the prefix
+/// and the rest (`/api` + `/` turns `/api/x` into `/x`, not `//x`; `/` + `/v2` turns `/x`
+/// into `/v2/x`, not `/v2x`). Envoy's `prefix_rewrite` replaces characters, so the cases where
+/// the two differ use a regex rewrite.
+fn prefix_rewrite(action: &mut RouteAction, path: &PathMatchIr, replacement: &str) {
+    let replacement = replacement.trim_end_matches('/');
+    let prefix = match path {
+        PathMatchIr::Prefix(p) => p.trim_end_matches('/'),
+        // The translator allows ReplacePrefixMatch only on PathPrefix matches.
+        PathMatchIr::Exact(_) | PathMatchIr::Regex(_) => {
+            action.prefix_rewrite = replacement.to_owned();
+            return;
+        }
+    };
+    if replacement.is_empty() || prefix.is_empty() {
+        // `^/api/*` -> `/`, or `^/` -> `/v2/`: the separator survives exactly once.
+        action.regex_rewrite = Some(RegexMatchAndSubstitute {
+            pattern: Some(regex(&format!("^{}/*", regex::escape(prefix)))),
+            substitution: format!("{replacement}/"),
+        });
+    } else {
+        action.prefix_rewrite = replacement.to_owned();
+    }
+}
+
 fn forward(f: &ForwardIr, r: &RouteIr) -> RouteAction {
     let ForwardIr {
         backends,
@@ -1008,7 +1034,7 @@ fn forward(f: &ForwardIr, r: &RouteIr) -> RouteAction {
             );
         }
         match &rewrite.path {
-            Some(PathModifierIr::ReplacePrefixMatch(p)) => action.prefix_rewrite = p.clone(),
+            Some(PathModifierIr::ReplacePrefixMatch(p)) => prefix_rewrite(&mut action, &r.path, p),
             Some(PathModifierIr::ReplaceFullPath(p)) => {
                 action.regex_rewrite = Some(RegexMatchAndSubstitute {
                     pattern: Some(regex("^/.*$")),
@@ -1308,6 +1334,50 @@ mod tests {
             weight,
             request_headers: None,
             response_headers: None,
+        }
+    }
+
+    /// What Envoy's rewrite of `prefix_rewrite` for PathPrefix `prefix` and replacement
+    /// `replacement` does to `path` (regex rewrites evaluated with the `regex` crate, which
+    /// agrees with RE2 on these patterns).
+    fn rewritten(prefix: &str, replacement: &str, path: &str) -> String {
+        let mut action = RouteAction::default();
+        prefix_rewrite(
+            &mut action,
+            &PathMatchIr::Prefix(prefix.into()),
+            replacement,
+        );
+        match action.regex_rewrite {
+            Some(r) => regex::Regex::new(&r.pattern.expect("pattern").regex)
+                .expect("compiles")
+                .replace(path, r.substitution.as_str())
+                .into_owned(),
+            None => {
+                let matched = prefix.trim_end_matches('/');
+                format!("{}{}", action.prefix_rewrite, &path[matched.len()..])
+            }
+        }
+    }
+
+    /// Gateway API's ReplacePrefixMatch examples (HTTPPathModifier) and conformance cases.
+    #[test]
+    fn replace_prefix_match_is_element_wise() {
+        for (prefix, replacement, path, expected) in [
+            ("/foo", "/xyz", "/foo/bar", "/xyz/bar"),
+            ("/foo", "/xyz/", "/foo/bar", "/xyz/bar"),
+            ("/foo/", "/xyz", "/foo/bar", "/xyz/bar"),
+            ("/foo", "/xyz", "/foo", "/xyz"),
+            ("/foo", "/", "/foo/bar", "/bar"),
+            ("/foo", "/", "/foo", "/"),
+            ("/foo/", "/", "/foo/bar", "/bar"),
+            ("/strip-prefix", "/", "/strip-prefix/three", "/three"),
+            ("/", "/v2", "/x/y", "/v2/x/y"),
+        ] {
+            assert_eq!(
+                rewritten(prefix, replacement, path),
+                expected,
+                "{prefix} -> {replacement} on {path}"
+            );
         }
     }
 
