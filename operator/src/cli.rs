@@ -30,6 +30,9 @@ pub struct Cli {
 pub enum Command {
     /// Print every CustomResourceDefinition this project owns, as YAML.
     Crds(CrdsArgs),
+    /// Generate the OLM bundle (`bundle/`) and the file-based catalog and install manifests
+    /// (`olm/`) from the code.
+    Bundle(BundleArgs),
     /// Show what the operator would create for an EnvoyGateway, in apply order (like
     /// `terraform plan`). Exits 0 when nothing would change, 2 when changes are pending.
     Plan(PlanArgs),
@@ -150,6 +153,16 @@ pub struct OperatorArgs {
 #[derive(Debug, Args)]
 pub struct CrdsArgs {}
 
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// Repository root to write `bundle/` and `olm/` under.
+    #[arg(long, default_value = ".")]
+    pub root: PathBuf,
+    /// Write nothing; exit 1 listing the files that differ from what would be generated.
+    #[arg(long)]
+    pub check: bool,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum OutputFormat {
     Text,
@@ -200,6 +213,8 @@ pub enum CliError {
     Standalone(#[from] crate::standalone::StandaloneError),
     #[error("starting the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
 }
 
 impl From<kube::Error> for CliError {
@@ -223,6 +238,7 @@ impl CliError {
             CliError::ControlPlane(e) => e.category(),
             CliError::Standalone(e) => e.category(),
             CliError::Runtime(_) => "runtime",
+            CliError::Bundle(e) => e.category(),
         }
     }
 }
@@ -383,6 +399,22 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 }
             })?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle(BundleArgs { root, check }) => {
+            let files = crate::bundle::render()?;
+            if !check {
+                crate::bundle::write(&root, &files)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let stale = crate::bundle::stale(&root, &files);
+            for path in &stale {
+                eprintln!("stale: {}", path.display());
+            }
+            Ok(if stale.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Crds(CrdsArgs {}) => {
             print(&eg_crds::render_yaml()?)?;

@@ -8,8 +8,10 @@
 //! - [`control_plane`]: the environment's control plane loop (provider, translation, status).
 //! - [`fleet`]: the Envoy proxy fleet of each Gateway (settings, build, apply, status).
 //! - [`metrics`] and [`serve`]: Prometheus metrics and the health endpoints.
+//! - [`bundle`]: the OLM bundle, catalog and install manifests, generated from the code.
 //! - [`cli`] and [`telemetry`]: the binary's surface.
 
+pub mod bundle;
 pub mod cli;
 pub mod control_plane;
 pub mod environment;

@@ -504,6 +504,22 @@ fn namespaced_rules() -> Vec<PolicyRule> {
     ]
 }
 
+/// Every rule any control plane can be granted, wherever it is granted. Kubernetes lets the
+/// operator grant only what it holds itself, so the operator's own permissions include these.
+/// Rules limited to one object's name are widened to the resource.
+pub fn control_plane_grantable_rules() -> Vec<PolicyRule> {
+    let any = super::names::Names::new("any", "any");
+    let own = own_namespace_rules(&any).into_iter().map(|r| PolicyRule {
+        resource_names: None,
+        ..r
+    });
+    cluster_scoped_rules()
+        .into_iter()
+        .chain(namespaced_rules())
+        .chain(own)
+        .collect()
+}
+
 fn own_namespace_rules(n: &super::names::Names) -> Vec<PolicyRule> {
     vec![
         // Proxy fleets: the class-wide EnvoyProxy, and the proxy issuer that signs each
@@ -598,6 +614,18 @@ pub fn restricted_container_security() -> SecurityContext {
         read_only_root_filesystem: Some(true),
         run_as_non_root: Some(true),
         ..SecurityContext::default()
+    }
+}
+
+/// The pod-level half of the "restricted" Pod Security Standard: non-root, default seccomp.
+pub fn restricted_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
     }
 }
 
@@ -713,14 +741,7 @@ fn control_plane_deployment(
                 spec: Some(PodSpec {
                     service_account_name: Some(n.control_plane().to_owned()),
                     affinity: Some(anti_affinity(env.control_plane.anti_affinity, &selector)),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(restricted_pod_security()),
                     containers: vec![container],
                     volumes: Some(vec![
                         Volume {

@@ -37,6 +37,10 @@ pub enum ValidationError {
     AutoscalingBounds { min: i32, max: i32 },
     #[error("{field}: exactly one of minAvailable and maxUnavailable must be set")]
     PodDisruptionBudget { field: &'static str },
+    #[error(
+        "spec.version: {version:?} is not a version this operator can run (it runs {runnable})"
+    )]
+    UnsupportedVersion { version: String, runnable: String },
 }
 
 impl ValidationError {
@@ -49,6 +53,7 @@ impl ValidationError {
             ValidationError::RenewBeforeNotShorter { .. } => "renew_before_not_shorter",
             ValidationError::AutoscalingBounds { .. } => "autoscaling_bounds",
             ValidationError::PodDisruptionBudget { .. } => "pod_disruption_budget",
+            ValidationError::UnsupportedVersion { .. } => "unsupported_version",
         }
     }
 }
@@ -117,6 +122,12 @@ pub fn validate(eg: &EnvoyGateway) -> Result<Environment, ValidationError> {
         resources,
     } = control_plane;
 
+    if !super::versions::is_runnable(version) {
+        return Err(ValidationError::UnsupportedVersion {
+            version: version.clone(),
+            runnable: super::versions::RUNNABLE_VERSIONS.join(", "),
+        });
+    }
     let duration = parse_duration("spec.certificates.duration", &certificates.duration)?;
     let renew_before = parse_duration("spec.certificates.renewBefore", &certificates.renew_before)?;
     if renew_before >= duration {
@@ -149,7 +160,7 @@ pub fn validate(eg: &EnvoyGateway) -> Result<Environment, ValidationError> {
     Ok(Environment {
         names: Names::new(namespace, name),
         uid,
-        version: version.trim_start_matches('v').to_owned(),
+        version: super::versions::normalize(version).to_owned(),
         gateway_class_name: gateway_class_name.clone(),
         watch_namespaces,
         control_plane: ControlPlane {
