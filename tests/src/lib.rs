@@ -33,3 +33,32 @@ pub fn free_port(ip: std::net::IpAddr) -> std::io::Result<u16> {
 
 /// 127.0.0.1.
 pub const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// Polls `probe` every 200 ms until it returns `Some`, panicking after `limit` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: std::time::Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// `(status, reason, message)` of the EnvoyGateway's condition of `type_`.
+pub fn eg_condition(eg: &eg_crds::EnvoyGateway, type_: &str) -> Option<(String, String, String)> {
+    eg.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    })
+}

@@ -5,12 +5,11 @@
 //!
 //! Only this test binary runs a controller: it watches every namespace.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use eg_crds::{EnvoyGateway, EnvoyGatewaySpec};
 use eg_e2e::pod_status::report_pods_ready;
-use eg_e2e::with_temp_namespace;
+use eg_e2e::{eg_condition, eventually, with_temp_namespace};
 use eg_operator::environment::controller::{FINALIZER, run};
 use eg_operator::environment::reconcile::OperatorSettings;
 use eg_operator::metrics::Metrics;
@@ -20,33 +19,6 @@ use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-
-fn condition(eg: &EnvoyGateway, type_: &str) -> Option<(String, String, String)> {
-    eg.status.as_ref().and_then(|s| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == type_)
-            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-    })
-}
-
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test]
 async fn operator_drives_an_environment_through_its_lifecycle() {
@@ -69,7 +41,7 @@ async fn operator_drives_an_environment_through_its_lifecycle() {
             let api = api.clone();
             async move {
                 let eg = api.get("prod").await.ok()?;
-                condition(&eg, "Progressing")
+                eg_condition(&eg, "Progressing")
                     .filter(|c| c.0 == "True")
                     .map(|c| (eg, c))
             }
@@ -91,7 +63,7 @@ async fn operator_drives_an_environment_through_its_lifecycle() {
                     "app.kubernetes.io/name=envoy-gateway,app.kubernetes.io/instance=prod";
                 report_pods_ready(&client, &ns, selector).await.ok()?;
                 let eg = api.get("prod").await.ok()?;
-                condition(&eg, "Ready")
+                eg_condition(&eg, "Ready")
                     .filter(|c| c.0 == "True")
                     .map(|_| eg)
             }
@@ -133,7 +105,7 @@ async fn operator_drives_an_environment_through_its_lifecycle() {
                 let api = api.clone();
                 async move {
                     let eg = api.get("thief").await.ok()?;
-                    condition(&eg, "Degraded").filter(|c| c.0 == "True")
+                    eg_condition(&eg, "Degraded").filter(|c| c.0 == "True")
                 }
             },
         )
@@ -158,7 +130,7 @@ async fn operator_drives_an_environment_through_its_lifecycle() {
             let api = api.clone();
             async move {
                 let eg = api.get("prod").await.ok()?;
-                condition(&eg, "Degraded").filter(|c| c.0 == "True")
+                eg_condition(&eg, "Degraded").filter(|c| c.0 == "True")
             }
         })
         .await;

@@ -138,7 +138,10 @@ mod tests {
 
     #[test]
     fn alerts_use_exported_metrics_and_include_high_latency() {
-        let text = crate::metrics::Metrics::new().encode();
+        let metrics = crate::metrics::Metrics::new();
+        // Families without samples are not exposed: record one failed pass.
+        metrics.observe("error", Some("apply"), std::time::Duration::from_millis(5));
+        let text = metrics.encode();
         for alert in ALERTS {
             if let Some(metric) = alert
                 .expr
