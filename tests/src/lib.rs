@@ -62,3 +62,17 @@ pub fn eg_condition(eg: &eg_crds::EnvoyGateway, type_: &str) -> Option<(String, 
             .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
     })
 }
+
+/// An admin client that records every request it sends as `METHOD /path`, to count writes.
+pub fn counting_client(log: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> kube::Client {
+    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        if let Ok(mut log) = log.lock() {
+            log.push(format!("{} {}", req.method(), req.uri().path()));
+        }
+        req
+    });
+    kube::client::ClientBuilder::try_from(shared_cluster().config())
+        .expect("client builder from a valid test kubeconfig")
+        .with_layer(&layer)
+        .build()
+}
