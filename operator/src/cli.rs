@@ -148,6 +148,10 @@ pub struct OperatorArgs {
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub leader_election_namespace: String,
+    /// Seconds an upgraded control plane may take to become Available before its upgrade
+    /// halts (Degraded).
+    #[arg(long, env = "EG_UPGRADE_GATE_SECONDS", default_value_t = 600)]
+    pub upgrade_gate_seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -357,6 +361,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             metrics_address,
             leader_elect,
             leader_election_namespace,
+            upgrade_gate_seconds,
         }) => {
             let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
             runtime.block_on(async {
@@ -371,7 +376,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 ready.set(true);
                 let controller = crate::environment::controller::run(
                     client.clone(),
-                    crate::environment::reconcile::OperatorSettings { image_repository },
+                    crate::environment::reconcile::OperatorSettings {
+                        upgrade_gate_timeout: std::time::Duration::from_secs(upgrade_gate_seconds),
+                        ..crate::environment::reconcile::OperatorSettings::new(image_repository)
+                    },
                     metrics,
                 );
                 if !leader_elect {

@@ -24,9 +24,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 fn settings() -> OperatorSettings {
-    OperatorSettings {
-        image_repository: "quay.io/eg-operator/eg-operator".into(),
-    }
+    OperatorSettings::new("quay.io/eg-operator/eg-operator")
 }
 
 async fn create_eg(client: &Client, ns: &str, name: &str, spec: serde_json::Value) -> EnvoyGateway {

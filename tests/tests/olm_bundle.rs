@@ -162,9 +162,7 @@ async fn the_operator_reconciles_with_exactly_the_csv_permissions() {
 
         let controller = tokio::spawn(run(
             operator.clone(),
-            OperatorSettings {
-                image_repository: eg_operator::cli::DEFAULT_IMAGE_REPOSITORY.into(),
-            },
+            OperatorSettings::new(eg_operator::cli::DEFAULT_IMAGE_REPOSITORY),
             Metrics::new(),
         ));
 

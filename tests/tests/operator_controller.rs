@@ -26,9 +26,7 @@ async fn operator_drives_an_environment_through_its_lifecycle() {
         let metrics = Metrics::new();
         let controller = tokio::spawn(run(
             client.clone(),
-            OperatorSettings {
-                image_repository: "quay.io/eg-operator/eg-operator".into(),
-            },
+            OperatorSettings::new("quay.io/eg-operator/eg-operator"),
             metrics.clone(),
         ));
         let class = format!("class-{ns}");

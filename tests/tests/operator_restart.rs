@@ -21,9 +21,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 fn settings() -> OperatorSettings {
-    OperatorSettings {
-        image_repository: eg_operator::cli::DEFAULT_IMAGE_REPOSITORY.into(),
-    }
+    OperatorSettings::new(eg_operator::cli::DEFAULT_IMAGE_REPOSITORY)
 }
 
 /// `kind/namespace/name` → resourceVersion of every object the environment owns.
@@ -36,7 +34,10 @@ async fn versions(client: &Client, uid: &str) -> BTreeMap<String, String> {
             let meta = &o["metadata"];
             (
                 format!("{}/{}/{}", o["kind"], meta["namespace"], meta["name"]),
-                meta["resourceVersion"].as_str().unwrap_or_default().to_owned(),
+                meta["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             )
         })
         .collect()
@@ -74,11 +75,19 @@ async fn a_restarted_operator_leaves_an_unchanged_environment_untouched() {
         // The new operator: every request it sends is recorded.
         let log = Arc::new(Mutex::new(Vec::new()));
         let metrics = Metrics::new();
-        let second = tokio::spawn(run(counting_client(log.clone()), settings(), metrics.clone()));
-        eventually("a pass of the new operator", Duration::from_secs(30), || {
-            let text = metrics.encode();
-            async move { text.contains("verdict=\"ready\"").then_some(()) }
-        })
+        let second = tokio::spawn(run(
+            counting_client(log.clone()),
+            settings(),
+            metrics.clone(),
+        ));
+        eventually(
+            "a pass of the new operator",
+            Duration::from_secs(30),
+            || {
+                let text = metrics.encode();
+                async move { text.contains("verdict=\"ready\"").then_some(()) }
+            },
+        )
         .await;
         // Let anything it would still do after its first pass happen.
         tokio::time::sleep(Duration::from_secs(2)).await;

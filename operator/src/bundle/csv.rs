@@ -372,6 +372,21 @@ const STATUS_DESCRIPTORS: &[(&str, &str, &[&str])] = &[
         &["urn:alm:descriptor:com.tectonic.ui:text"],
     ),
     (
+        "targetVersion",
+        "Target version",
+        &["urn:alm:descriptor:com.tectonic.ui:text"],
+    ),
+    (
+        "upgrade.phase",
+        "Upgrade phase",
+        &["urn:alm:descriptor:com.tectonic.ui:text"],
+    ),
+    (
+        "upgrade.message",
+        "Upgrade progress",
+        &["urn:alm:descriptor:com.tectonic.ui:text"],
+    ),
+    (
         "observedGeneration",
         "Observed generation",
         &["urn:alm:descriptor:com.tectonic.ui:text"],

@@ -4,6 +4,7 @@
 //! [`dereference`] (read what is live) → [`validate`] (pure) → [`certificates`] (pure, decides
 //! which certificates to keep or issue) → [`build`] (pure, the desired
 //! [`eg_graph::ResourceGraph`]) → [`apply`] (server-side apply in waves, then prune) → status.
+//! [`upgrade`] gates changes of `spec.version` (pre-flight, health gate, halt, rollback).
 //! [`names`] fixes the names and labels every stage agrees on; [`permissions`] derives the
 //! operator's own RBAC from what these stages do.
 
@@ -16,5 +17,6 @@ pub mod names;
 pub mod permissions;
 pub mod reconcile;
 pub mod status;
+pub mod upgrade;
 pub mod validate;
 pub mod versions;

@@ -37,10 +37,6 @@ pub enum ValidationError {
     AutoscalingBounds { min: i32, max: i32 },
     #[error("{field}: exactly one of minAvailable and maxUnavailable must be set")]
     PodDisruptionBudget { field: &'static str },
-    #[error(
-        "spec.version: {version:?} is not a version this operator can run (it runs {runnable})"
-    )]
-    UnsupportedVersion { version: String, runnable: String },
 }
 
 impl ValidationError {
@@ -53,7 +49,6 @@ impl ValidationError {
             ValidationError::RenewBeforeNotShorter { .. } => "renew_before_not_shorter",
             ValidationError::AutoscalingBounds { .. } => "autoscaling_bounds",
             ValidationError::PodDisruptionBudget { .. } => "pod_disruption_budget",
-            ValidationError::UnsupportedVersion { .. } => "unsupported_version",
         }
     }
 }
@@ -122,12 +117,6 @@ pub fn validate(eg: &EnvoyGateway) -> Result<Environment, ValidationError> {
         resources,
     } = control_plane;
 
-    if !super::versions::is_runnable(version) {
-        return Err(ValidationError::UnsupportedVersion {
-            version: version.clone(),
-            runnable: super::versions::RUNNABLE_VERSIONS.join(", "),
-        });
-    }
     let duration = parse_duration("spec.certificates.duration", &certificates.duration)?;
     let renew_before = parse_duration("spec.certificates.renewBefore", &certificates.renew_before)?;
     if renew_before >= duration {
