@@ -76,3 +76,31 @@ pub fn counting_client(log: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> ku
         .with_layer(&layer)
         .build()
 }
+
+/// Reports the control-plane pods of the EnvoyGateway `namespace/name` ready (the kubelet
+/// stand-in of [`pod_status`]) until a running operator reports it Ready, at `version` when one
+/// is given, and returns it. Panics after 90 seconds.
+pub async fn until_environment_ready(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    version: Option<&str>,
+) -> eg_crds::EnvoyGateway {
+    let api: kube::Api<eg_crds::EnvoyGateway> = kube::Api::namespaced(client.clone(), namespace);
+    let selector =
+        format!("app.kubernetes.io/name=envoy-gateway,app.kubernetes.io/instance={name}");
+    let what = format!("{namespace}/{name} Ready at {version:?}");
+    eventually(&what, std::time::Duration::from_secs(90), || {
+        let (api, selector) = (api.clone(), selector.clone());
+        async move {
+            pod_status::report_pods_ready(client, namespace, &selector)
+                .await
+                .ok()?;
+            let eg = api.get(name).await.ok()?;
+            let running = eg.status.as_ref().and_then(|s| s.version.as_deref());
+            let at_version = version.is_none_or(|v| running == Some(v));
+            (at_version && eg_condition(&eg, "Ready").is_some_and(|c| c.0 == "True")).then_some(eg)
+        }
+    })
+    .await
+}

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use eg_crds::{EnvoyGateway, EnvoyGatewaySpec};
 use eg_e2e::cluster::{install_crds, read_crds_dir};
-use eg_e2e::pod_status::report_pods_ready;
-use eg_e2e::{eg_condition, eventually, shared_cluster, with_temp_namespace};
+use eg_e2e::{eventually, shared_cluster, until_environment_ready, with_temp_namespace};
 use eg_operator::environment::controller::run;
 use eg_operator::environment::reconcile::OperatorSettings;
 use eg_operator::leader::lease::{self, LeaseConfig};
@@ -185,19 +184,7 @@ async fn the_operator_reconciles_with_exactly_the_csv_permissions() {
         }))?;
         api.create(&PostParams::default(), &EnvoyGateway::new("prod", spec))
             .await?;
-        let converged = eventually("Ready=True", Duration::from_secs(90), || {
-            let (api, admin, env_ns) = (api.clone(), admin.clone(), env_ns.clone());
-            async move {
-                let selector =
-                    "app.kubernetes.io/name=envoy-gateway,app.kubernetes.io/instance=prod";
-                report_pods_ready(&admin, &env_ns, selector).await.ok()?;
-                let eg = api.get("prod").await.ok()?;
-                eg_condition(&eg, "Ready")
-                    .filter(|c| c.0 == "True")
-                    .map(|_| eg)
-            }
-        })
-        .await;
+        let converged = until_environment_ready(&admin, &env_ns, "prod", None).await;
         assert_eq!(
             converged.status.and_then(|s| s.version).as_deref(),
             Some(eg_crds::envoy_gateway::DEFAULT_VERSION)

@@ -11,17 +11,15 @@ use std::time::Duration;
 
 use eg_crds::envoy_gateway::UpgradePhase;
 use eg_crds::{EnvoyGateway, EnvoyGatewaySpec};
-use eg_e2e::pod_status::report_pods_ready;
-use eg_e2e::{eg_condition, eventually, with_temp_namespace};
+use eg_e2e::{eg_condition, eventually, until_environment_ready, with_temp_namespace};
 use eg_operator::environment::controller::run;
 use eg_operator::environment::reconcile::OperatorSettings;
 use eg_operator::metrics::Metrics;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
 use serde_json::json;
 
-const SELECTOR: &str = "app.kubernetes.io/name=envoy-gateway,app.kubernetes.io/instance=prod";
 const DEPLOYMENT: &str = "prod-envoy-gateway";
 
 fn image(d: &Deployment) -> String {
@@ -41,31 +39,6 @@ async fn set_version(api: &Api<EnvoyGateway>, version: &str) -> anyhow::Result<(
     )
     .await?;
     Ok(())
-}
-
-/// Reports pods ready (kubelet stand-in) until the EnvoyGateway is Ready at `version`.
-async fn ready_at(
-    client: &Client,
-    ns: &str,
-    api: &Api<EnvoyGateway>,
-    version: &str,
-) -> EnvoyGateway {
-    eventually(
-        &format!("Ready=True at {version}"),
-        Duration::from_secs(60),
-        || {
-            let (client, ns, api) = (client.clone(), ns.to_owned(), api.clone());
-            async move {
-                report_pods_ready(&client, &ns, SELECTOR).await.ok()?;
-                let eg = api.get("prod").await.ok()?;
-                let status = eg.status.as_ref()?;
-                (status.version.as_deref() == Some(version)
-                    && eg_condition(&eg, "Ready").is_some_and(|c| c.0 == "True"))
-                .then_some(eg)
-            }
-        },
-    )
-    .await
 }
 
 /// Waits for the EnvoyGateway's condition `type_` to have `status` and `reason`.
@@ -110,7 +83,7 @@ async fn upgrades_roll_the_control_plane_first_halt_on_a_failed_gate_and_roll_ba
         }))?;
         api.create(&PostParams::default(), &EnvoyGateway::new("prod", spec))
             .await?;
-        ready_at(&client, &ns, &api, "0.1.0").await;
+        until_environment_ready(&client, &ns, "prod", Some("0.1.0")).await;
 
         // Upgrade: the control plane rolls first; the running version waits for it.
         set_version(&api, "0.2.0").await?;
@@ -125,7 +98,7 @@ async fn upgrades_roll_the_control_plane_first_halt_on_a_failed_gate_and_roll_ba
         );
         assert_eq!(record.phase, UpgradePhase::ControlPlane);
         assert!(image(&deployments.get(DEPLOYMENT).await?).ends_with(":v0.2.0"));
-        let upgraded = ready_at(&client, &ns, &api, "0.2.0").await;
+        let upgraded = until_environment_ready(&client, &ns, "prod", Some("0.2.0")).await;
         let status = upgraded.status.expect("status");
         assert_eq!(status.target_version, None);
         assert_eq!(
@@ -149,7 +122,7 @@ async fn upgrades_roll_the_control_plane_first_halt_on_a_failed_gate_and_roll_ba
 
         // Rollback: spec.version set back rolls the control plane back the same way.
         set_version(&api, "0.2.0").await?;
-        let back = ready_at(&client, &ns, &api, "0.2.0").await;
+        let back = until_environment_ready(&client, &ns, "prod", Some("0.2.0")).await;
         let record = back.status.and_then(|s| s.upgrade).expect("upgrade record");
         assert_eq!(
             (record.from.as_str(), record.to.as_str(), record.phase),

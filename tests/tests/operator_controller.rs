@@ -8,8 +8,7 @@
 use std::time::Duration;
 
 use eg_crds::{EnvoyGateway, EnvoyGatewaySpec};
-use eg_e2e::pod_status::report_pods_ready;
-use eg_e2e::{eg_condition, eventually, with_temp_namespace};
+use eg_e2e::{eg_condition, eventually, until_environment_ready, with_temp_namespace};
 use eg_operator::environment::controller::{FINALIZER, run};
 use eg_operator::environment::reconcile::OperatorSettings;
 use eg_operator::metrics::Metrics;
@@ -54,19 +53,7 @@ async fn operator_drives_an_environment_through_its_lifecycle() {
         assert!(waiting.0.finalizers().iter().any(|f| f == FINALIZER));
 
         // The control plane's pods report Ready (kubelet stand-in) and the environment converges.
-        let ready = eventually("Ready=True", Duration::from_secs(60), || {
-            let (api, client, ns) = (api.clone(), client.clone(), ns.clone());
-            async move {
-                let selector =
-                    "app.kubernetes.io/name=envoy-gateway,app.kubernetes.io/instance=prod";
-                report_pods_ready(&client, &ns, selector).await.ok()?;
-                let eg = api.get("prod").await.ok()?;
-                eg_condition(&eg, "Ready")
-                    .filter(|c| c.0 == "True")
-                    .map(|_| eg)
-            }
-        })
-        .await;
+        let ready = until_environment_ready(&client, &ns, "prod", None).await;
         let status = ready.status.clone().expect("status");
         assert_eq!(status.version.as_deref(), Some("0.1.0"));
         assert_eq!(status.observed_generation, ready.metadata.generation);

@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eg_crds::{EnvoyGateway, EnvoyGatewaySpec};
-use eg_e2e::pod_status::report_pods_ready;
-use eg_e2e::{counting_client, eg_condition, eventually, with_temp_namespace};
+use eg_e2e::{counting_client, eventually, until_environment_ready, with_temp_namespace};
 use eg_operator::environment::controller::run;
 use eg_operator::environment::dereference::owned_objects;
 use eg_operator::environment::reconcile::OperatorSettings;
@@ -52,19 +51,7 @@ async fn a_restarted_operator_leaves_an_unchanged_environment_untouched() {
             serde_json::from_value(json!({"gatewayClassName": format!("class-{ns}")}))?;
         api.create(&PostParams::default(), &EnvoyGateway::new("prod", spec))
             .await?;
-        let ready = eventually("Ready=True", Duration::from_secs(60), || {
-            let (api, client, ns) = (api.clone(), client.clone(), ns.clone());
-            async move {
-                let selector =
-                    "app.kubernetes.io/name=envoy-gateway,app.kubernetes.io/instance=prod";
-                report_pods_ready(&client, &ns, selector).await.ok()?;
-                let eg = api.get("prod").await.ok()?;
-                eg_condition(&eg, "Ready")
-                    .filter(|c| c.0 == "True")
-                    .map(|_| eg)
-            }
-        })
-        .await;
+        let ready = until_environment_ready(&client, &ns, "prod", None).await;
         first.abort();
         let _ = first.await;
         let uid = ready.uid().expect("uid");

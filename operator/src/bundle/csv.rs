@@ -7,18 +7,16 @@
 //! clusters are complete.
 
 use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy};
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements,
-};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use super::{BundleError, File, METRICS_PORT, OPERATOR_NAME, PACKAGE, Release, yaml_file};
 use crate::control_plane::provider::KINDS;
-use crate::environment::build::{restricted_container_security, restricted_pod_security};
+use crate::environment::build::{
+    field_env, http_probe, restricted_container_security, restricted_pod_security, tcp_port,
+};
 use crate::environment::dereference::ENVIRONMENT_KINDS;
 use crate::environment::permissions::{operator_cluster_rules, operator_namespace_rules};
 use crate::environment::versions::RUNNABLE_VERSIONS;
@@ -176,22 +174,6 @@ fn deployment(image: &str) -> DeploymentSpec {
         OPERATOR_NAME.to_owned(),
     )]
     .into();
-    let field = |path: &str| EnvVarSource {
-        field_ref: Some(ObjectFieldSelector {
-            field_path: path.into(),
-            ..ObjectFieldSelector::default()
-        }),
-        ..EnvVarSource::default()
-    };
-    let probe = |path: &str| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("metrics".into()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(10),
-        ..Probe::default()
-    };
     let quantity = |q: &str| Quantity(q.into());
     DeploymentSpec {
         replicas: Some(2),
@@ -220,25 +202,12 @@ fn deployment(image: &str) -> DeploymentSpec {
                         format!("--metrics-address=0.0.0.0:{METRICS_PORT}"),
                     ]),
                     env: Some(vec![
-                        EnvVar {
-                            name: "POD_NAMESPACE".into(),
-                            value_from: Some(field("metadata.namespace")),
-                            ..EnvVar::default()
-                        },
-                        EnvVar {
-                            name: "POD_NAME".into(),
-                            value_from: Some(field("metadata.name")),
-                            ..EnvVar::default()
-                        },
+                        field_env("POD_NAMESPACE", "metadata.namespace"),
+                        field_env("POD_NAME", "metadata.name"),
                     ]),
-                    ports: Some(vec![ContainerPort {
-                        name: Some("metrics".into()),
-                        container_port: METRICS_PORT,
-                        protocol: Some("TCP".into()),
-                        ..ContainerPort::default()
-                    }]),
-                    liveness_probe: Some(probe("/healthz")),
-                    readiness_probe: Some(probe("/readyz")),
+                    ports: Some(vec![tcp_port("metrics", METRICS_PORT)]),
+                    liveness_probe: Some(http_probe("/healthz", "metrics")),
+                    readiness_probe: Some(http_probe("/readyz", "metrics")),
                     resources: Some(ResourceRequirements {
                         requests: Some(
                             [

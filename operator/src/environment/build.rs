@@ -617,6 +617,44 @@ pub fn restricted_container_security() -> SecurityContext {
     }
 }
 
+/// An environment variable from the pod's own fields (`metadata.name`, `metadata.namespace`).
+pub fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// An HTTP GET probe of `path` on the named container port, every 10 seconds.
+pub fn http_probe(path: &str, port: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(port.into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        ..Probe::default()
+    }
+}
+
+/// A named TCP container port.
+pub fn tcp_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
 /// The pod-level half of the "restricted" Pod Security Standard: non-root, default seccomp.
 pub fn restricted_pod_security() -> PodSecurityContext {
     PodSecurityContext {
@@ -645,32 +683,8 @@ fn control_plane_deployment(
     let mut pod_labels = labels.clone();
     pod_labels.extend(selector.clone());
     pod_labels.insert("app.kubernetes.io/version".into(), env.version.clone());
-    let field_env = |name: &str, path: &str| EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.into(),
-                ..ObjectFieldSelector::default()
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    };
-    let probe = |path: &str| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("health".into()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(10),
-        ..Probe::default()
-    };
-    let port = |name: &str, port: i32| ContainerPort {
-        name: Some(name.into()),
-        container_port: port,
-        protocol: Some("TCP".into()),
-        ..ContainerPort::default()
-    };
+    let probe = |path: &str| http_probe(path, "health");
+    let port = tcp_port;
     let container = Container {
         name: "controller".into(),
         image: Some(control_plane_image(image_repository, env)),
