@@ -16,8 +16,8 @@ use eg_operator::environment::controller::run;
 use eg_operator::environment::reconcile::OperatorSettings;
 use eg_operator::metrics::Metrics;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const DEPLOYMENT: &str = "prod-envoy-gateway";
