@@ -80,11 +80,10 @@ pub fn bundle_dockerfile() -> File {
     }
 }
 
-/// The `olm.skipRange` of a version among `releases`: every older release, or nothing for the
-/// first.
-pub fn skip_range(releases: &[Release], version: &str) -> Option<String> {
-    let first = releases.first()?.version;
-    (first != version).then(|| format!(">={first} <{version}"))
+/// The `olm.skipRange` of a version: every older version, released or a pre-release build, so
+/// any of them upgrades straight to it.
+pub fn skip_range(version: &str) -> String {
+    format!("<{version}")
 }
 
 fn bundle_image(version: &str) -> String {
@@ -108,9 +107,7 @@ pub fn catalog_documents(releases: &[Release]) -> Vec<Value> {
                 if i > 0 {
                     entry["replaces"] = json!(csv_name(releases[i - 1].version));
                 }
-                if let Some(range) = skip_range(releases, r.version) {
-                    entry["skipRange"] = json!(range);
-                }
+                entry["skipRange"] = json!(skip_range(r.version));
                 entry
             })
             .collect();
@@ -221,9 +218,12 @@ mod tests {
             .find(|d| d["schema"] == "olm.channel" && d["name"] == "stable")
             .expect("stable channel");
         let entries = stable["entries"].as_array().expect("entries");
-        assert_eq!(entries[0], json!({"name": "eg-operator.v0.1.0"}));
+        assert_eq!(
+            entries[0],
+            json!({"name": "eg-operator.v0.1.0", "skipRange": "<0.1.0"})
+        );
         assert_eq!(entries[2]["replaces"], "eg-operator.v0.2.0");
-        assert_eq!(entries[2]["skipRange"], ">=0.1.0 <0.3.0");
+        assert_eq!(entries[2]["skipRange"], "<0.3.0");
         let bundles = docs.iter().filter(|d| d["schema"] == "olm.bundle").count();
         assert_eq!(bundles, 3);
         let channels = docs.iter().filter(|d| d["schema"] == "olm.channel").count();

@@ -78,7 +78,8 @@ pub fn csv(release: &Release) -> Result<Value, BundleError> {
     } = *release;
     let image = super::operator_image(version);
     let examples = alm_examples()?;
-    let mut annotations = json!({
+    let annotations = json!({
+        "olm.skipRange": super::catalog::skip_range(version),
         "alm-examples": examples,
         "capabilities": CAPABILITIES,
         "categories": "Networking",
@@ -99,9 +100,6 @@ pub fn csv(release: &Release) -> Result<Value, BundleError> {
         "features.operators.openshift.io/cni": "false",
         "features.operators.openshift.io/csi": "false",
     });
-    if let Some(skip_range) = super::catalog::skip_range(super::RELEASES, version) {
-        annotations["olm.skipRange"] = json!(skip_range);
-    }
     Ok(json!({
         "apiVersion": "operators.coreos.com/v1alpha1",
         "kind": "ClusterServiceVersion",

@@ -1,14 +1,14 @@
 //! The status of an EnvoyGateway (pure): what one reconcile pass found, turned into
 //! `observedGeneration`, `version` and the Ready / Progressing / Degraded conditions of the
-//! Kubernetes API conventions, with reasons that say what is waiting or wrong.
+//! Kubernetes API conventions, with reasons that say what is waiting or wrong, plus
+//! `targetVersion` and the `upgrade` record while `spec.version` changes (see [`super::upgrade`]).
 //! `lastTransitionTime` moves only when a condition's status flips, so an unchanged environment
 //! produces an identical status and no write.
 
 use eg_crds::EnvoyGatewayStatus;
+use eg_crds::envoy_gateway::UpgradePhase;
 use eg_graph::ObjectRef;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-
-use eg_crds::envoy_gateway::UpgradePhase;
 
 use super::apply::ApplyOutcome;
 use super::reconcile::{ReconcileError, ReconcileOutcome};
