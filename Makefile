@@ -2,15 +2,16 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test deps fmt-check clippy unit crds crds-check cluster cluster-stop bench
+.PHONY: run test deps fmt-check clippy unit crds crds-check bundle bundle-validate cluster cluster-stop bench
 
 ## The main job on one machine: Envoy Gateway standalone on examples/quickstart/ with its
 ## backends, no cluster. Prints the curl lines to try; Ctrl-C stops everything.
 run:
 	hack/run-quickstart.sh
 
-## Install what is missing (cached outside the checkout), then fmt check, clippy and every test.
-test: deps fmt-check clippy
+## Install what is missing (cached outside the checkout), then fmt check, clippy, the OLM
+## validators and every test.
+test: deps fmt-check clippy bundle-validate
 	EG_TESTCLUSTER_BIN="$$(hack/build-testcluster.sh)" \
 	ENVOY_BIN="$$(hack/install-envoy.sh)" \
 	GATEWAY_API_CRDS_DIR="$$(hack/gateway-api-crds.sh)" \
@@ -23,6 +24,7 @@ deps:
 	hack/install-envoy.sh >/dev/null
 	hack/gateway-api-crds.sh >/dev/null
 	hack/envoy-gateway-crds.sh >/dev/null
+	hack/install-olm-tools.sh >/dev/null
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -33,6 +35,21 @@ clippy:
 ## Regenerate the committed CRD YAML from the Rust types.
 crds:
 	$(CARGO) run --quiet -p eg-operator -- crds > crds/eg-crds.yaml
+
+## Regenerate the committed OLM bundle (bundle/), catalog and install manifests (olm/).
+bundle:
+	$(CARGO) run --quiet -p eg-operator -- bundle
+
+## The committed bundle must be fresh, and both OLM validators must report no error and no
+## warning (`bundle-validate` runs operator-sdk's suite=operatorframework checks, see
+## hack/install-olm-tools.sh; `opm validate` checks the file-based catalog).
+bundle-validate: deps
+	$(CARGO) run --quiet --locked -p eg-operator -- bundle --check
+	@tools="$$(hack/install-olm-tools.sh)"; \
+	  "$$tools/bundle-validate" bundle && \
+	  out="$$("$$tools/opm" validate olm/catalog 2>&1)"; rc=$$?; \
+	  if [ $$rc -ne 0 ] || [ -n "$$out" ]; then echo "$$out"; echo "opm validate olm/catalog failed or warned"; exit 1; fi; \
+	  echo "opm validate olm/catalog: no errors, no warnings"
 
 ## Start etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 with all CRDs installed.
 cluster: deps

@@ -16,3 +16,5 @@ HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$HACK_DIR/.." && pwd)"
 
 log() { printf '[hack] %s\n' "$*" >&2; }
+OPM_VERSION="v1.60.0"           # github.com/operator-framework/operator-registry: opm validates olm/
+                                # (hack/bundle-validate pins its operator-framework/api in go.mod)

@@ -347,10 +347,48 @@ pub struct EnvoyGatewayStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 
+    /// Operand version being rolled out while an upgrade or rollback is in progress; unset once
+    /// `version` reaches `spec.version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_version: Option<String>,
+
+    /// The latest operand upgrade or rollback: from which version to which, its phase and how far
+    /// it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeStatus>,
+
     /// `Ready`, `Progressing` and `Degraded`, per Kubernetes API conventions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// One operand upgrade or rollback.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStatus {
+    /// Version the environment ran (or was rolling out) when this upgrade started.
+    pub from: String,
+    /// Version this upgrade rolls out.
+    pub to: String,
+    /// Where the upgrade is.
+    pub phase: UpgradePhase,
+    /// When this upgrade started; the health gate's deadline counts from here.
+    pub started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// Progress in words: what the upgrade waits for, or why it halted.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// Phases of an operand upgrade.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpgradePhase {
+    /// The control plane rolls to the new version and must become Available.
+    ControlPlane,
+    /// Every step passed its health gate.
+    Complete,
+    /// A health gate failed: nothing further changes until `spec.version` changes.
+    Halted,
 }
 
 #[cfg(test)]

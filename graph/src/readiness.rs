@@ -15,10 +15,12 @@ pub enum Readiness {
     Condition(String),
     /// Same as `Condition("Established")`: a CRD whose API the server now serves.
     CrdEstablished,
-    /// The controller has seen the current spec and enough updated replicas are available:
-    /// `status.observedGeneration >= metadata.generation`, and `status.updatedReplicas` and
-    /// `status.availableReplicas` are both `>= spec.replicas` (absent = 1). With
-    /// `spec.replicas == 0` only the generation has to have caught up.
+    /// The controller has seen the current spec and the rollout is complete:
+    /// `status.observedGeneration >= metadata.generation`, `status.updatedReplicas` and
+    /// `status.availableReplicas` are both `>= spec.replicas` (absent = 1), and no replica of an
+    /// older template is left (`status.replicas <= status.updatedReplicas`: mid-rollout an old
+    /// available pod and a new unready one would otherwise pass). With `spec.replicas == 0`
+    /// only the generation has to have caught up.
     DeploymentAvailable,
 }
 
@@ -70,8 +72,10 @@ fn deployment_available(live: &Value) -> bool {
     if wanted == 0 {
         return true;
     }
-    int("/status/updatedReplicas").unwrap_or(0) >= wanted
+    let updated = int("/status/updatedReplicas").unwrap_or(0);
+    updated >= wanted
         && int("/status/availableReplicas").unwrap_or(0) >= wanted
+        && int("/status/replicas").unwrap_or(0) <= updated
 }
 
 #[cfg(test)]
@@ -131,6 +135,13 @@ mod tests {
             json!({"observedGeneration": 2, "updatedReplicas": 3, "availableReplicas": 2}),
         );
         assert!(!Readiness::DeploymentAvailable.is_ready(&not_available));
+        // A new template's pod exists but is not ready; the old one still serves.
+        let old_pod_left = deployment(
+            2,
+            Some(1),
+            json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1}),
+        );
+        assert!(!Readiness::DeploymentAvailable.is_ready(&old_pod_left));
     }
 
     #[test]

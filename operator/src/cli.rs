@@ -30,6 +30,9 @@ pub struct Cli {
 pub enum Command {
     /// Print every CustomResourceDefinition this project owns, as YAML.
     Crds(CrdsArgs),
+    /// Generate the OLM bundle (`bundle/`) and the file-based catalog and install manifests
+    /// (`olm/`) from the code.
+    Bundle(BundleArgs),
     /// Show what the operator would create for an EnvoyGateway, in apply order (like
     /// `terraform plan`). Exits 0 when nothing would change, 2 when changes are pending.
     Plan(PlanArgs),
@@ -196,10 +199,24 @@ pub struct OperatorArgs {
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub leader_election_namespace: String,
+    /// Seconds an upgraded control plane may take to become Available before its upgrade
+    /// halts (Degraded).
+    #[arg(long, env = "EG_UPGRADE_GATE_SECONDS", default_value_t = 600)]
+    pub upgrade_gate_seconds: u64,
 }
 
 #[derive(Debug, Args)]
 pub struct CrdsArgs {}
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// Repository root to write `bundle/` and `olm/` under.
+    #[arg(long, default_value = ".")]
+    pub root: PathBuf,
+    /// Write nothing; exit 1 listing the files that differ from what would be generated.
+    #[arg(long)]
+    pub check: bool,
+}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum OutputFormat {
@@ -253,6 +270,8 @@ pub enum CliError {
     Runtime(#[source] std::io::Error),
     #[error(transparent)]
     Migrate(#[from] crate::migrate_cmd::MigrateCmdError),
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
 }
 
 impl From<kube::Error> for CliError {
@@ -277,6 +296,7 @@ impl CliError {
             CliError::Standalone(e) => e.category(),
             CliError::Runtime(_) => "runtime",
             CliError::Migrate(e) => e.category(),
+            CliError::Bundle(e) => e.category(),
         }
     }
 }
@@ -395,6 +415,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             metrics_address,
             leader_elect,
             leader_election_namespace,
+            upgrade_gate_seconds,
         }) => {
             let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
             runtime.block_on(async {
@@ -409,7 +430,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 ready.set(true);
                 let controller = crate::environment::controller::run(
                     client.clone(),
-                    crate::environment::reconcile::OperatorSettings { image_repository },
+                    crate::environment::reconcile::OperatorSettings {
+                        upgrade_gate_timeout: std::time::Duration::from_secs(upgrade_gate_seconds),
+                        ..crate::environment::reconcile::OperatorSettings::new(image_repository)
+                    },
                     metrics,
                 );
                 if !leader_elect {
@@ -439,6 +463,22 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(MigrateCommand::IngressNginx(args)) => migrate_ingress_nginx(args),
+        Command::Bundle(BundleArgs { root, check }) => {
+            let files = crate::bundle::render()?;
+            if !check {
+                crate::bundle::write(&root, &files)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let stale = crate::bundle::stale(&root, &files);
+            for path in &stale {
+                eprintln!("stale: {}", path.display());
+            }
+            Ok(if stale.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Crds(CrdsArgs {}) => {
             print(&eg_crds::render_yaml()?)?;
             Ok(ExitCode::SUCCESS)

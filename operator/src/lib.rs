@@ -10,8 +10,10 @@
 //! - [`metrics`] and [`serve`]: Prometheus metrics and the health endpoints.
 //! - [`migrate`] and [`migrate_cmd`]: `migrate ingress-nginx`, Ingresses to Gateway API (pure
 //!   core, I/O shell).
+//! - [`bundle`]: the OLM bundle, catalog and install manifests, generated from the code.
 //! - [`cli`] and [`telemetry`]: the binary's surface.
 
+pub mod bundle;
 pub mod cli;
 pub mod control_plane;
 pub mod environment;

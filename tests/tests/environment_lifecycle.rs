@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use eg_crds::{EnvoyGateway, EnvoyGatewaySpec};
 use eg_e2e::pod_status::report_pods_ready;
-use eg_e2e::{shared_cluster, with_temp_namespace};
+use eg_e2e::{counting_client, with_temp_namespace};
 use eg_graph::Action;
 use eg_operator::environment::apply::ApplyOutcome;
 use eg_operator::environment::reconcile::{
@@ -20,14 +20,11 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::client::ClientBuilder;
 use kube::{Api, Client};
 use serde_json::json;
 
 fn settings() -> OperatorSettings {
-    OperatorSettings {
-        image_repository: "quay.io/eg-operator/eg-operator".into(),
-    }
+    OperatorSettings::new("quay.io/eg-operator/eg-operator")
 }
 
 async fn create_eg(client: &Client, ns: &str, name: &str, spec: serde_json::Value) -> EnvoyGateway {
@@ -72,19 +69,6 @@ async fn converge(client: &Client, eg: &EnvoyGateway) -> ReconcileOutcome {
             .expect("pod status");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-}
-
-fn counting_client(log: Arc<Mutex<Vec<String>>>) -> Client {
-    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
-        log.lock()
-            .expect("log lock")
-            .push(format!("{} {}", req.method(), req.uri().path()));
-        req
-    });
-    ClientBuilder::try_from(shared_cluster().config())
-        .expect("client builder")
-        .with_layer(&layer)
-        .build()
 }
 
 #[tokio::test]

@@ -5,12 +5,10 @@
 //!
 //! Only this test binary runs a controller: it watches every namespace.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use eg_crds::{EnvoyGateway, EnvoyGatewaySpec};
-use eg_e2e::pod_status::report_pods_ready;
-use eg_e2e::with_temp_namespace;
+use eg_e2e::{eg_condition, eventually, until_environment_ready, with_temp_namespace};
 use eg_operator::environment::controller::{FINALIZER, run};
 use eg_operator::environment::reconcile::OperatorSettings;
 use eg_operator::metrics::Metrics;
@@ -21,42 +19,13 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-fn condition(eg: &EnvoyGateway, type_: &str) -> Option<(String, String, String)> {
-    eg.status.as_ref().and_then(|s| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == type_)
-            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-    })
-}
-
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn operator_drives_an_environment_through_its_lifecycle() {
     with_temp_namespace(|client, ns| async move {
         let metrics = Metrics::new();
         let controller = tokio::spawn(run(
             client.clone(),
-            OperatorSettings {
-                image_repository: "quay.io/eg-operator/eg-operator".into(),
-            },
+            OperatorSettings::new("quay.io/eg-operator/eg-operator"),
             metrics.clone(),
         ));
         let class = format!("class-{ns}");
@@ -69,7 +38,7 @@ async fn operator_drives_an_environment_through_its_lifecycle() {
             let api = api.clone();
             async move {
                 let eg = api.get("prod").await.ok()?;
-                condition(&eg, "Progressing")
+                eg_condition(&eg, "Progressing")
                     .filter(|c| c.0 == "True")
                     .map(|c| (eg, c))
             }
@@ -84,19 +53,7 @@ async fn operator_drives_an_environment_through_its_lifecycle() {
         assert!(waiting.0.finalizers().iter().any(|f| f == FINALIZER));
 
         // The control plane's pods report Ready (kubelet stand-in) and the environment converges.
-        let ready = eventually("Ready=True", Duration::from_secs(60), || {
-            let (api, client, ns) = (api.clone(), client.clone(), ns.clone());
-            async move {
-                let selector =
-                    "app.kubernetes.io/name=envoy-gateway,app.kubernetes.io/instance=prod";
-                report_pods_ready(&client, &ns, selector).await.ok()?;
-                let eg = api.get("prod").await.ok()?;
-                condition(&eg, "Ready")
-                    .filter(|c| c.0 == "True")
-                    .map(|_| eg)
-            }
-        })
-        .await;
+        let ready = until_environment_ready(&client, &ns, "prod", None).await;
         let status = ready.status.clone().expect("status");
         assert_eq!(status.version.as_deref(), Some("0.1.0"));
         assert_eq!(status.observed_generation, ready.metadata.generation);
@@ -133,7 +90,7 @@ async fn operator_drives_an_environment_through_its_lifecycle() {
                 let api = api.clone();
                 async move {
                     let eg = api.get("thief").await.ok()?;
-                    condition(&eg, "Degraded").filter(|c| c.0 == "True")
+                    eg_condition(&eg, "Degraded").filter(|c| c.0 == "True")
                 }
             },
         )
@@ -158,7 +115,7 @@ async fn operator_drives_an_environment_through_its_lifecycle() {
             let api = api.clone();
             async move {
                 let eg = api.get("prod").await.ok()?;
-                condition(&eg, "Degraded").filter(|c| c.0 == "True")
+                eg_condition(&eg, "Degraded").filter(|c| c.0 == "True")
             }
         })
         .await;

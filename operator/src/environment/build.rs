@@ -504,6 +504,22 @@ fn namespaced_rules() -> Vec<PolicyRule> {
     ]
 }
 
+/// Every rule any control plane can be granted, wherever it is granted. Kubernetes lets the
+/// operator grant only what it holds itself, so the operator's own permissions include these.
+/// Rules limited to one object's name are widened to the resource.
+pub fn control_plane_grantable_rules() -> Vec<PolicyRule> {
+    let any = super::names::Names::new("any", "any");
+    let own = own_namespace_rules(&any).into_iter().map(|r| PolicyRule {
+        resource_names: None,
+        ..r
+    });
+    cluster_scoped_rules()
+        .into_iter()
+        .chain(namespaced_rules())
+        .chain(own)
+        .collect()
+}
+
 fn own_namespace_rules(n: &super::names::Names) -> Vec<PolicyRule> {
     vec![
         // Proxy fleets: the class-wide EnvoyProxy, and the proxy issuer that signs each
@@ -601,6 +617,56 @@ pub fn restricted_container_security() -> SecurityContext {
     }
 }
 
+/// An environment variable from the pod's own fields (`metadata.name`, `metadata.namespace`).
+pub fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// An HTTP GET probe of `path` on the named container port, every 10 seconds.
+pub fn http_probe(path: &str, port: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(port.into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        ..Probe::default()
+    }
+}
+
+/// A named TCP container port.
+pub fn tcp_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+/// The pod-level half of the "restricted" Pod Security Standard: non-root, default seccomp.
+pub fn restricted_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
 /// The control plane's image: the operand version of this environment.
 fn control_plane_image(image_repository: &str, env: &Environment) -> String {
     format!("{image_repository}:v{}", env.version)
@@ -617,32 +683,8 @@ fn control_plane_deployment(
     let mut pod_labels = labels.clone();
     pod_labels.extend(selector.clone());
     pod_labels.insert("app.kubernetes.io/version".into(), env.version.clone());
-    let field_env = |name: &str, path: &str| EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.into(),
-                ..ObjectFieldSelector::default()
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    };
-    let probe = |path: &str| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("health".into()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(10),
-        ..Probe::default()
-    };
-    let port = |name: &str, port: i32| ContainerPort {
-        name: Some(name.into()),
-        container_port: port,
-        protocol: Some("TCP".into()),
-        ..ContainerPort::default()
-    };
+    let probe = |path: &str| http_probe(path, "health");
+    let port = tcp_port;
     let container = Container {
         name: "controller".into(),
         image: Some(control_plane_image(image_repository, env)),
@@ -713,14 +755,7 @@ fn control_plane_deployment(
                 spec: Some(PodSpec {
                     service_account_name: Some(n.control_plane().to_owned()),
                     affinity: Some(anti_affinity(env.control_plane.anti_affinity, &selector)),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(restricted_pod_security()),
                     containers: vec![container],
                     volumes: Some(vec![
                         Volume {

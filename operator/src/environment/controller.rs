@@ -177,6 +177,7 @@ async fn write_status(
         eg.meta().generation,
         version,
         now,
+        ctx.settings.upgrade_gate_timeout,
     );
     if eg.status.as_ref() == Some(&status) {
         return Ok(());

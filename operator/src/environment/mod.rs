@@ -4,7 +4,9 @@
 //! [`dereference`] (read what is live) → [`validate`] (pure) → [`certificates`] (pure, decides
 //! which certificates to keep or issue) → [`build`] (pure, the desired
 //! [`eg_graph::ResourceGraph`]) → [`apply`] (server-side apply in waves, then prune) → status.
-//! [`names`] fixes the names and labels every stage agrees on.
+//! [`upgrade`] gates changes of `spec.version` (pre-flight, health gate, halt, rollback).
+//! [`names`] fixes the names and labels every stage agrees on; [`permissions`] derives the
+//! operator's own RBAC from what these stages do.
 
 pub mod apply;
 pub mod build;
@@ -12,6 +14,9 @@ pub mod certificates;
 pub mod controller;
 pub mod dereference;
 pub mod names;
+pub mod permissions;
 pub mod reconcile;
 pub mod status;
+pub mod upgrade;
 pub mod validate;
+pub mod versions;

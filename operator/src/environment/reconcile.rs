@@ -13,6 +13,7 @@ use super::build::{BuildError, BuildInputs, build};
 use super::certificates::{CertificateError, Issued, decide};
 use super::dereference::{DereferenceError, existing_certificates, foreign_objects, owned_objects};
 use super::names::{FIELD_MANAGER, Names, OWNER_UID_LABEL};
+use super::upgrade::{UpgradeError, preflight};
 use super::validate::{Environment, ValidationError, validate};
 
 /// Settings of the operator that shape every environment.
@@ -20,6 +21,28 @@ use super::validate::{Environment, ValidationError, validate};
 pub struct OperatorSettings {
     /// Image repository of the control plane; the tag is the operand version.
     pub image_repository: String,
+    /// Operand versions this operator can run (the upgrade pre-flight refuses others).
+    pub runnable_versions: Vec<String>,
+    /// How long an upgraded control plane may take to become Available before the upgrade
+    /// halts (Degraded).
+    pub upgrade_gate_timeout: std::time::Duration,
+}
+
+/// Default of [`OperatorSettings::upgrade_gate_timeout`].
+pub const DEFAULT_UPGRADE_GATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl OperatorSettings {
+    /// The settings of this build: its runnable versions and the default gate timeout.
+    pub fn new(image_repository: impl Into<String>) -> Self {
+        Self {
+            image_repository: image_repository.into(),
+            runnable_versions: super::versions::RUNNABLE_VERSIONS
+                .iter()
+                .map(|v| (*v).to_owned())
+                .collect(),
+            upgrade_gate_timeout: DEFAULT_UPGRADE_GATE_TIMEOUT,
+        }
+    }
 }
 
 /// Why a pass did not complete. Invalid specs wait for a change; the rest are retried.
@@ -27,6 +50,8 @@ pub struct OperatorSettings {
 pub enum ReconcileError {
     #[error("invalid spec: {0}")]
     Invalid(#[from] ValidationError),
+    #[error("upgrade refused: {0}")]
+    Preflight(#[from] UpgradeError),
     #[error(transparent)]
     Dereference(#[from] DereferenceError),
     #[error(transparent)]
@@ -42,6 +67,7 @@ impl ReconcileError {
     pub fn category(&self) -> &'static str {
         match self {
             ReconcileError::Invalid(e) => e.category(),
+            ReconcileError::Preflight(e) => e.category(),
             ReconcileError::Dereference(e) => e.category(),
             ReconcileError::Certificates(e) => e.category(),
             ReconcileError::Build(e) => e.category(),
@@ -51,7 +77,10 @@ impl ReconcileError {
 
     /// Whether retrying without a spec change can help.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, ReconcileError::Invalid(_))
+        !matches!(
+            self,
+            ReconcileError::Invalid(_) | ReconcileError::Preflight(_)
+        )
     }
 }
 
@@ -106,6 +135,8 @@ pub async fn reconcile_environment(
     now: SystemTime,
 ) -> Result<ReconcileOutcome, ReconcileError> {
     let env = validate(eg)?;
+    let running = eg.status.as_ref().and_then(|s| s.version.as_deref());
+    preflight(running, &env.version, &settings.runnable_versions)?;
     let owned = owned_objects(client, &env.uid).await?;
     let existing = existing_certificates(client, &env.names, &env.uid).await?;
     let certificates = decide(&existing, env.certificates, &env.names, now)?;

@@ -1,15 +1,18 @@
 //! The status of an EnvoyGateway (pure): what one reconcile pass found, turned into
 //! `observedGeneration`, `version` and the Ready / Progressing / Degraded conditions of the
-//! Kubernetes API conventions, with reasons that say what is waiting or wrong.
+//! Kubernetes API conventions, with reasons that say what is waiting or wrong, plus
+//! `targetVersion` and the `upgrade` record while `spec.version` changes (see [`super::upgrade`]).
 //! `lastTransitionTime` moves only when a condition's status flips, so an unchanged environment
 //! produces an identical status and no write.
 
 use eg_crds::EnvoyGatewayStatus;
+use eg_crds::envoy_gateway::UpgradePhase;
 use eg_graph::ObjectRef;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::apply::ApplyOutcome;
 use super::reconcile::{ReconcileError, ReconcileOutcome};
+use super::upgrade::{Gate, next_upgrade};
 
 /// The gist of one pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +69,9 @@ impl Verdict {
             Err(ReconcileError::Invalid(e)) => Verdict::InvalidSpec {
                 message: e.to_string(),
             },
+            Err(ReconcileError::Preflight(e)) => Verdict::InvalidSpec {
+                message: e.to_string(),
+            },
             Err(e) => Verdict::Error {
                 category: e.category(),
                 message: e.to_string(),
@@ -86,16 +92,81 @@ fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condit
 }
 
 /// The status to record for `verdict` on an object at `generation`, given the previous status.
-/// `version` is the operand version now running when the verdict is Ready.
+/// `version` is the wanted operand version (`spec.version`), running once the verdict is Ready;
+/// `gate_timeout` bounds how long an upgrade waits for its control plane (see [`super::upgrade`]).
 pub fn next_status(
     previous: Option<&EnvoyGatewayStatus>,
     verdict: &Verdict,
     generation: Option<i64>,
     version: &str,
     now: Time,
+    gate_timeout: std::time::Duration,
 ) -> EnvoyGatewayStatus {
     let previous_version = previous.and_then(|p| p.version.clone());
-    let (conditions, version) = match verdict {
+    let gate = match verdict {
+        Verdict::Ready => Gate::Passed,
+        Verdict::Waiting { object, rule } => Gate::Waiting(format!("waiting for {object}: {rule}")),
+        _ => Gate::NotReached,
+    };
+    let upgrade = next_upgrade(
+        previous.and_then(|p| p.upgrade.as_ref()),
+        previous_version.as_deref(),
+        version,
+        &gate,
+        &now,
+        gate_timeout,
+    );
+    let upgrading = upgrade
+        .as_ref()
+        .filter(|u| u.phase != UpgradePhase::Complete && u.to == version);
+    let target_version = (*verdict != Verdict::Ready
+        && (previous_version.as_deref() != Some(version) || upgrading.is_some()))
+    .then(|| version.to_owned());
+    let (conditions, version) = match (verdict, upgrading) {
+        (Verdict::Waiting { .. }, Some(u)) if u.phase == UpgradePhase::Halted => {
+            let message = format!("upgrade from {} to {} halted: {}", u.from, u.to, u.message);
+            (
+                [
+                    condition("Ready", false, "UpgradeHalted", message.clone()),
+                    condition(
+                        "Progressing",
+                        false,
+                        "UpgradeHalted",
+                        "waiting for a spec.version change".into(),
+                    ),
+                    condition("Degraded", true, "UpgradeHalted", message),
+                ],
+                previous_version,
+            )
+        }
+        (Verdict::Waiting { .. }, Some(u)) => {
+            let message = format!("upgrading from {} to {}: {}", u.from, u.to, u.message);
+            (
+                [
+                    condition("Ready", false, "Upgrading", message.clone()),
+                    condition("Progressing", true, "Upgrading", message),
+                    condition("Degraded", false, "AsExpected", String::new()),
+                ],
+                previous_version,
+            )
+        }
+        _ => verdict_conditions(verdict, version, previous_version),
+    };
+    EnvoyGatewayStatus {
+        observed_generation: generation,
+        version,
+        target_version,
+        upgrade,
+        conditions: with_transitions(conditions, previous, generation, &now),
+    }
+}
+
+fn verdict_conditions(
+    verdict: &Verdict,
+    version: &str,
+    previous_version: Option<String>,
+) -> ([Condition; 3], Option<String>) {
+    match verdict {
         Verdict::Ready => (
             [
                 condition(
@@ -173,8 +244,16 @@ pub fn next_status(
             ],
             previous_version,
         ),
-    };
-    let conditions = conditions
+    }
+}
+
+fn with_transitions(
+    conditions: [Condition; 3],
+    previous: Option<&EnvoyGatewayStatus>,
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    conditions
         .into_iter()
         .map(|mut c| {
             c.observed_generation = generation;
@@ -188,12 +267,7 @@ pub fn next_status(
             };
             c
         })
-        .collect();
-    EnvoyGatewayStatus {
-        observed_generation: generation,
-        version,
-        conditions,
-    }
+        .collect()
 }
 
 #[cfg(test)]
@@ -203,6 +277,54 @@ mod tests {
 
     fn at(secs: i64) -> Time {
         Time(Timestamp::from_second(secs).expect("timestamp"))
+    }
+
+    const GATE: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn reason(s: &EnvoyGatewayStatus, type_: &str) -> (String, String) {
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("condition");
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn an_upgrade_shows_its_target_and_progress_then_halts_degraded_past_the_gate() {
+        let waiting = Verdict::Waiting {
+            object: "Deployment eg/prod-envoy-gateway".into(),
+            rule: "Deployment Available".into(),
+        };
+        let steady = next_status(None, &Verdict::Ready, Some(1), "0.1.0", at(0), GATE);
+        assert_eq!(steady.target_version, None);
+        let upgrading = next_status(Some(&steady), &waiting, Some(2), "0.2.0", at(10), GATE);
+        assert_eq!(upgrading.version.as_deref(), Some("0.1.0"));
+        assert_eq!(upgrading.target_version.as_deref(), Some("0.2.0"));
+        assert_eq!(
+            reason(&upgrading, "Progressing"),
+            ("True".into(), "Upgrading".into())
+        );
+        let upgrade = upgrading.upgrade.clone().expect("upgrade");
+        assert_eq!(upgrade.phase, UpgradePhase::ControlPlane);
+        let halted = next_status(Some(&upgrading), &waiting, Some(2), "0.2.0", at(70), GATE);
+        assert_eq!(
+            reason(&halted, "Degraded"),
+            ("True".into(), "UpgradeHalted".into())
+        );
+        assert_eq!(halted.version.as_deref(), Some("0.1.0"));
+        // Rolled back: spec.version set back, the old control plane becomes Available again.
+        let back = next_status(Some(&halted), &waiting, Some(3), "0.1.0", at(80), GATE);
+        assert_eq!(back.target_version.as_deref(), Some("0.1.0"));
+        assert_eq!(reason(&back, "Degraded").0, "False");
+        let done = next_status(Some(&back), &Verdict::Ready, Some(3), "0.1.0", at(90), GATE);
+        assert_eq!(done.version.as_deref(), Some("0.1.0"));
+        assert_eq!(done.target_version, None);
+        let record = done.upgrade.expect("upgrade");
+        assert_eq!(
+            (record.from.as_str(), record.to.as_str(), record.phase),
+            ("0.2.0", "0.1.0", UpgradePhase::Complete)
+        );
     }
 
     fn cond<'a>(s: &'a EnvoyGatewayStatus, t: &str) -> &'a Condition {
@@ -218,7 +340,7 @@ mod tests {
             object: "Deployment ns/x".into(),
             rule: "Deployment Available".into(),
         };
-        let s1 = next_status(None, &waiting, Some(1), "0.1.0", at(100));
+        let s1 = next_status(None, &waiting, Some(1), "0.1.0", at(100), GATE);
         assert_eq!(cond(&s1, "Progressing").status, "True");
         assert_eq!(
             cond(&s1, "Ready").message,
@@ -226,10 +348,10 @@ mod tests {
         );
         assert_eq!(s1.version, None);
 
-        let s2 = next_status(Some(&s1), &waiting, Some(1), "0.1.0", at(200));
+        let s2 = next_status(Some(&s1), &waiting, Some(1), "0.1.0", at(200), GATE);
         assert_eq!(s2, s1, "an unchanged verdict must give an identical status");
 
-        let s3 = next_status(Some(&s2), &Verdict::Ready, Some(1), "0.1.0", at(300));
+        let s3 = next_status(Some(&s2), &Verdict::Ready, Some(1), "0.1.0", at(300), GATE);
         assert_eq!(cond(&s3, "Ready").status, "True");
         assert_eq!(cond(&s3, "Ready").last_transition_time, at(300));
         assert_eq!(
@@ -251,7 +373,7 @@ mod tests {
                 "prod",
             )],
         };
-        let s = next_status(None, &v, Some(2), "0.1.0", at(1));
+        let s = next_status(None, &v, Some(2), "0.1.0", at(1), GATE);
         let degraded = cond(&s, "Degraded");
         assert_eq!(
             (degraded.status.as_str(), degraded.reason.as_str()),

@@ -149,7 +149,7 @@ pub fn validate(eg: &EnvoyGateway) -> Result<Environment, ValidationError> {
     Ok(Environment {
         names: Names::new(namespace, name),
         uid,
-        version: version.trim_start_matches('v').to_owned(),
+        version: super::versions::normalize(version).to_owned(),
         gateway_class_name: gateway_class_name.clone(),
         watch_namespaces,
         control_plane: ControlPlane {
