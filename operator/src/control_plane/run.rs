@@ -211,31 +211,17 @@ impl StatusWriter {
             programmed.refine(key, &mut status);
             self.patch(&api, "Gateway", key, name, &status).await;
         }
-        let as_json = |statuses: Vec<(&String, serde_json::Result<serde_json::Value>)>| {
-            statuses
-                .into_iter()
-                .filter_map(|(key, value)| Some((key.clone(), value.ok()?)))
-                .collect::<Vec<_>>()
-        };
-        let mut shared: Vec<(&str, &str, Vec<(String, serde_json::Value)>)> = t
+        let mut shared: Vec<(&str, &str, JsonStatuses)> = t
             .status
             .routes()
             .into_iter()
-            .map(|(kind, statuses)| {
-                let values = statuses
-                    .iter()
-                    .map(|(k, v)| (k, serde_json::to_value(v)))
-                    .collect();
-                (kind, "parents", as_json(values))
-            })
+            .map(|(kind, statuses)| (kind, "parents", json_statuses(statuses)))
             .collect();
-        let policies = t
-            .status
-            .backend_tls_policies
-            .iter()
-            .map(|(k, v)| (k, serde_json::to_value(v)))
-            .collect();
-        shared.push(("BackendTLSPolicy", "ancestors", as_json(policies)));
+        shared.push((
+            "BackendTLSPolicy",
+            "ancestors",
+            json_statuses(&t.status.backend_tls_policies),
+        ));
         for (kind, list, statuses) in shared {
             let Some(resource) = status_resource(kind) else {
                 continue;
@@ -329,6 +315,16 @@ impl StatusWriter {
         }
         self.send(api, &id, name, desired.clone(), desired).await;
     }
+}
+
+/// Statuses by `"{namespace}/{name}"`, as the JSON that is written.
+type JsonStatuses = Vec<(String, serde_json::Value)>;
+
+fn json_statuses<S: Serialize>(statuses: &BTreeMap<String, S>) -> JsonStatuses {
+    statuses
+        .iter()
+        .filter_map(|(key, status)| Some((key.clone(), serde_json::to_value(status).ok()?)))
+        .collect()
 }
 
 /// The API resource of a route or policy kind, at the version the provider watches it in.

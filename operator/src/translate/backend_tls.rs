@@ -20,6 +20,7 @@ use gateway_api::apis::standard::backendtlspolicies::{
     BackendTlsPolicyStatusAncestorsAncestorRef, BackendTlsPolicyValidationSubjectAltNamesType,
 };
 
+use super::Diagnostic;
 use super::conditions::{Problem, verdict};
 use super::index::Index;
 use super::ir::{ClusterIr, ClusterSourceIr, SubjectAltNameIr, TrustIr, UpstreamTlsIr};
@@ -213,10 +214,7 @@ impl Policies {
         &self,
         usage: &Usage,
         controller_name: &str,
-    ) -> (
-        BTreeMap<String, BackendTlsPolicyStatus>,
-        Vec<(String, &'static str, String)>,
-    ) {
+    ) -> (BTreeMap<String, BackendTlsPolicyStatus>, Vec<Diagnostic>) {
         let mut statuses = BTreeMap::new();
         let mut diagnostics = Vec::new();
         for (key, gateways) in &usage.by_policy {
@@ -241,11 +239,11 @@ impl Policies {
                 .as_ref()
                 .map(|(reason, _, message)| Problem::new(reason, message.clone()));
             if let Some((_, category, message)) = &resolved.ca_problem {
-                diagnostics.push((
-                    format!("BackendTLSPolicy {key}"),
-                    *category,
-                    message.clone(),
-                ));
+                diagnostics.push(Diagnostic {
+                    object: format!("BackendTLSPolicy {key}"),
+                    category,
+                    message: message.clone(),
+                });
             }
             let ancestors = gateways
                 .iter()

@@ -439,15 +439,7 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
     if !policy_usage.is_empty() {
         let (statuses, problems) = policies.statuses(&policy_usage, &snapshot.controller_name);
         status.backend_tls_policies = statuses;
-        diagnostics.extend(
-            problems
-                .into_iter()
-                .map(|(object, category, message)| Diagnostic {
-                    object,
-                    category,
-                    message,
-                }),
-        );
+        diagnostics.extend(problems);
     }
     Translation {
         gateways: irs,
