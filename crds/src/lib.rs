@@ -7,6 +7,7 @@
 //! are typed for decoding only and never rendered.
 
 pub mod envoy_gateway;
+pub mod policies;
 pub mod upstream;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -332,12 +332,16 @@ async fn reference_architecture_manifests_serve_in_standalone() -> Result<(), Er
         Some(&"True".into()),
         "{status}"
     );
-    // Policies are not translated yet (their own issue): the file is loaded and reported as such.
-    let skipped = status["files"]["skipped"].to_string();
-    assert!(
-        skipped.contains("security.yaml:1: SecurityPolicy api-security"),
-        "{skipped}"
+    // The seed's SecurityPolicy targets `api-route`, while its route is `app-route`: the
+    // policy reports the missing target and changes nothing (the route above kept serving).
+    let policy = &status["securityPolicies"]["default/api-security"]["ancestors"][0];
+    let accepted = condition(&policy["conditions"], "Accepted").expect("Accepted condition");
+    assert_eq!(
+        (&accepted["status"], &accepted["reason"]),
+        (&"False".into(), &"TargetNotFound".into()),
+        "{status}"
     );
+    assert_eq!(policy["ancestorRef"]["name"], "api-route", "{policy}");
     Ok(())
 }
 

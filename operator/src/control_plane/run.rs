@@ -70,6 +70,8 @@ pub fn api_snapshot(
         secrets: decode(state, "Secret", &mut problems),
         config_maps: decode(state, "ConfigMap", &mut problems),
         backend_tls_policies: decode(state, "BackendTLSPolicy", &mut problems),
+        backend_traffic_policies: decode(state, "BackendTrafficPolicy", &mut problems),
+        security_policies: decode(state, "SecurityPolicy", &mut problems),
         namespaces: decode(state, "Namespace", &mut problems),
         // Empty unless the Backend API is on: then the provider watches them.
         backends: decode(state, "Backend", &mut problems),
@@ -221,6 +223,16 @@ impl StatusWriter {
             "BackendTLSPolicy",
             "ancestors",
             json_statuses(&t.status.backend_tls_policies),
+        ));
+        shared.push((
+            "BackendTrafficPolicy",
+            "ancestors",
+            json_statuses(&t.status.policies.backend_traffic_policies),
+        ));
+        shared.push((
+            "SecurityPolicy",
+            "ancestors",
+            json_statuses(&t.status.policies.security_policies),
         ));
         for (kind, list, statuses) in shared {
             let Some(resource) = status_resource(kind) else {

@@ -62,6 +62,9 @@ impl AdminState {
             "tlsRoutes": t.status.tls_routes,
             "tcpRoutes": t.status.tcp_routes,
             "udpRoutes": t.status.udp_routes,
+            "backendTLSPolicies": t.status.backend_tls_policies,
+            "backendTrafficPolicies": t.status.policies.backend_traffic_policies,
+            "securityPolicies": t.status.policies.security_policies,
         }));
         keep_transition_times(&self.status, &mut next);
         self.status = next;

@@ -247,6 +247,18 @@ pub fn complete_like_the_api_server(s: &mut Snapshot) {
     for e in &mut s.endpoint_slices {
         fill(&mut e.metadata, &mut used);
     }
+    for m in &mut s.config_maps {
+        fill(&mut m.metadata, &mut used);
+    }
+    for p in &mut s.backend_tls_policies {
+        fill(&mut p.metadata, &mut used);
+    }
+    for p in &mut s.backend_traffic_policies {
+        fill(&mut p.metadata, &mut used);
+    }
+    for p in &mut s.security_policies {
+        fill(&mut p.metadata, &mut used);
+    }
     for b in &mut s.backends {
         fill(&mut b.metadata, &mut used);
     }

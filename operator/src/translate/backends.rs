@@ -198,6 +198,7 @@ fn resolve_natural(
         // Filled in by `fill_endpoints`, once per cluster of a Gateway.
         endpoints: Vec::new(),
         tls: None,
+        settings: None,
     })
 }
 
@@ -312,6 +313,7 @@ fn resolve_backend(
         // Filled in by `fill_endpoints`, like a Service's.
         endpoints: Vec::new(),
         tls: None,
+        settings: None,
     })
 }
 

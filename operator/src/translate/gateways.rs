@@ -435,7 +435,7 @@ impl GatewayCtx {
             listener
                 .routes
                 .extend(p.hosts.iter().map(|h| (h.clone(), p.entries.clone())));
-            for cluster in outcome.clusters.iter() {
+            for cluster in outcome.clusters.iter().chain(&p.policy_clusters) {
                 if !gateway.clusters.contains_key(&cluster.name) {
                     gateway
                         .clusters

@@ -171,6 +171,183 @@ pub struct RouteIr {
     pub action: RouteActionIr,
     #[serde(default, skip_serializing_if = "RouteFiltersIr::is_empty")]
     pub filters: RouteFiltersIr,
+    /// The BackendTrafficPolicy governing this entry on this listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficIr>,
+    /// The SecurityPolicy governing this entry on this listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecurityIr>,
+}
+
+/// What a BackendTrafficPolicy asks of a route (cluster-level settings live on the clusters
+/// the route is re-pointed to; see [`ClusterIr::settings`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficIr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryIr>,
+    /// Whole-request timeout; an HTTPRoute's own `timeouts.request` takes precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_policy: Option<HashPolicyIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSettingsIr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryIr {
+    pub num_retries: u32,
+    /// Envoy `retry_on` conditions.
+    pub retry_on: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status_codes: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_base_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_max_ms: Option<u64>,
+}
+
+/// A local (per-proxy) token bucket for the route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimitIr {
+    pub requests: u32,
+    pub fill_interval_ms: u64,
+}
+
+/// What consistent hashing hashes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HashPolicyIr {
+    SourceIp,
+    Header(String),
+    Cookie { name: String, ttl_ms: Option<u64> },
+}
+
+/// Cluster settings from a BackendTrafficPolicy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClusterSettingsIr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connection_duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel_requests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel_retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_connection: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing: Option<LoadBalancingIr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LoadBalancingIr {
+    /// `round_robin`, `least_request`, `random`, `ring_hash`.
+    pub policy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start_ms: Option<u64>,
+}
+
+/// What a SecurityPolicy asks of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityIr {
+    /// `"{namespace}/{name}"` of the policy.
+    pub policy: String,
+    /// Replaces the route's own CORS filter, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuthIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtIr>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BasicAuthIr {
+    /// htpasswd lines (`user:{SHA}hash`).
+    pub htpasswd: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_username_header: Option<String>,
+}
+
+impl std::fmt::Debug for BasicAuthIr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuthIr")
+            .field("htpasswd", &"<redacted>")
+            .field("forward_username_header", &self.forward_username_header)
+            .finish()
+    }
+}
+
+/// Rules are evaluated in order; the first whose principal and operation match decides; none
+/// matching means `default_allow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationIr {
+    pub default_allow: bool,
+    pub rules: Vec<AuthzRuleIr>,
+}
+
+/// A rule matches when every listed condition does (CIDRs: any of them; headers: each header
+/// with any of its values; methods: any of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthzRuleIr {
+    pub allow: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_cidrs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, Vec<String>)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwtIr {
+    /// Requests without a token pass; a token present must still be valid.
+    pub optional: bool,
+    /// Any one of them may validate the token.
+    pub providers: Vec<JwtProviderIr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwtProviderIr {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    pub jwks: JwksIr,
+    /// `(claim, header)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claim_to_headers: Vec<(String, String)>,
+    /// `(header, value prefix)`; empty with no cookies/params means Envoy's default
+    /// (`Authorization: Bearer`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_headers: Vec<(String, Option<String>)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_cookies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_params: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum JwksIr {
+    /// The JWKS document itself.
+    Local(String),
+    /// An HTTPS URI Envoy fetches the JWKS from.
+    Remote(String),
 }
 
 /// How the request path is matched.
@@ -393,6 +570,11 @@ pub struct ClusterIr {
     /// TLS to the endpoints, from the BackendTLSPolicy targeting the Service port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTlsIr>,
+    /// Connection settings from a BackendTrafficPolicy. A cluster with settings is a variant
+    /// of the backend's plain cluster, named `{plain name}/btp-{hash of the settings}`: routes
+    /// under different policies never share one, and the name stays put while the settings do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<ClusterSettingsIr>,
 }
 
 /// TLS Envoy originates to a backend (BackendTLSPolicy).

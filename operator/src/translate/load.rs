@@ -287,6 +287,12 @@ fn add(
             snapshot.backend_tls_policies.push(document.decode()?);
         }
         ("", "ConfigMap") if core_v1 => snapshot.config_maps.push(document.decode()?),
+        ("gateway.envoyproxy.io", "BackendTrafficPolicy") => {
+            snapshot.backend_traffic_policies.push(document.decode()?);
+        }
+        ("gateway.envoyproxy.io", "SecurityPolicy") => {
+            snapshot.security_policies.push(document.decode()?);
+        }
         ("gateway.envoyproxy.io", _) => skipped.push(Skipped {
             line,
             object: document.object,

@@ -18,6 +18,7 @@
 //! - `rules`: matches, filters, timeouts, invalid-rule handling;
 //! - `backends`: backendRefs to clusters and endpoints;
 //! - `backend_tls`: BackendTLSPolicy, TLS from Envoy to the Services it targets;
+//! - `policies`: Envoy Gateway's BackendTrafficPolicy and SecurityPolicy: attachment, IR, status;
 //! - `hostname`: hostname intersection and listener isolation;
 //! - `precedence`: route ordering;
 //! - `refs`: ReferenceGrants and namespace selectors;
@@ -33,6 +34,7 @@ mod hostname;
 mod index;
 pub mod ir;
 mod load;
+mod policies;
 mod precedence;
 mod refs;
 mod route_kind;
@@ -59,6 +61,8 @@ use serde::Serialize;
 pub use as_http::ConversionError;
 pub use ir::GatewayIr;
 pub use load::{Document, LoadError, Skipped, for_each_document, load_yaml, snapshot_from_yaml};
+pub(crate) use policies::parse_cidr;
+pub use policies::{PolicyStatus, PolicyStatuses};
 use route_kind::RouteKind;
 
 /// Everything the translator reads: the objects the shell's informers hold, plus the
@@ -80,6 +84,9 @@ pub struct Snapshot {
     /// Read for BackendTLSPolicy CA certificates (`ca.crt`).
     pub config_maps: Vec<ConfigMap>,
     pub backend_tls_policies: Vec<BackendTlsPolicy>,
+    /// Envoy Gateway policies (`gateway.envoyproxy.io`).
+    pub backend_traffic_policies: Vec<eg_crds::policies::BackendTrafficPolicy>,
+    pub security_policies: Vec<eg_crds::policies::SecurityPolicy>,
     pub namespaces: Vec<Namespace>,
     /// Upstream Envoy Gateway `Backend`s (`gateway.envoyproxy.io`).
     pub backends: Vec<eg_crds::upstream::Backend>,
@@ -108,10 +115,15 @@ impl Snapshot {
             secrets,
             config_maps,
             backend_tls_policies,
+            backend_traffic_policies,
+            security_policies,
             namespaces,
             backends,
             backend_api,
         } = other;
+        self.backend_traffic_policies
+            .extend(backend_traffic_policies);
+        self.security_policies.extend(security_policies);
         self.config_maps.extend(config_maps);
         self.backend_tls_policies.extend(backend_tls_policies);
         self.backend_api |= backend_api;
@@ -180,6 +192,9 @@ pub struct Statuses {
     /// By `"{namespace}/{name}"`; only policies a Gateway of ours uses, one ancestor each.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub backend_tls_policies: BTreeMap<String, BackendTlsPolicyStatus>,
+    /// BackendTrafficPolicies and SecurityPolicies, by `"{namespace}/{name}"`.
+    #[serde(flatten)]
+    pub policies: PolicyStatuses,
 }
 
 impl Statuses {
@@ -256,6 +271,8 @@ struct World {
     namespaces: Vec<Namespace>,
     backends: Vec<eg_crds::upstream::Backend>,
     backend_api: bool,
+    backend_traffic_policies: Vec<eg_crds::policies::BackendTrafficPolicy>,
+    security_policies: Vec<eg_crds::policies::SecurityPolicy>,
 }
 
 impl World {
@@ -269,6 +286,8 @@ impl World {
             && self.namespaces == s.namespaces
             && self.backends == s.backends
             && self.backend_api == s.backend_api
+            && self.backend_traffic_policies == s.backend_traffic_policies
+            && self.security_policies == s.security_policies
     }
 
     fn of(s: &Snapshot) -> Self {
@@ -282,6 +301,8 @@ impl World {
             namespaces: s.namespaces.clone(),
             backends: s.backends.clone(),
             backend_api: s.backend_api,
+            backend_traffic_policies: s.backend_traffic_policies.clone(),
+            security_policies: s.security_policies.clone(),
         }
     }
 }
@@ -375,6 +396,16 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
         .map(|(kind, r)| (kind, Arc::from(object_key(&r.metadata)), r))
         .collect();
     all_routes.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let policies = policies::Policies::new(
+        &index,
+        &policies::Targetable {
+            gateways: &snapshot.gateways,
+            routes: &all_routes,
+        },
+        &snapshot.backend_traffic_policies,
+        &snapshot.security_policies,
+    );
+    let mut route_parents = policies::RouteParents::new();
     let mut previous = memo
         .as_deref_mut()
         .map(|m| std::mem::take(&mut m.routes))
@@ -392,6 +423,7 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
                 &contexts,
                 &by_key,
                 &index,
+                &policies,
                 &snapshot.controller_name,
             )
             .map(Arc::new),
@@ -405,6 +437,15 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
         }
         if let Some(outcome) = outcome {
             gateways::GatewayCtx::apply(&mut contexts, &outcome);
+            if !policies.is_empty() {
+                let parents = route_parents.entry((kind, key.to_string())).or_default();
+                parents.extend(
+                    outcome
+                        .attached
+                        .iter()
+                        .map(|(g, _)| contexts[*g].key.clone()),
+                );
+            }
             route_diagnostics.extend(outcome.diagnostics.iter().map(|(category, message)| {
                 Diagnostic {
                     object: format!("{kind} {key}"),
@@ -425,19 +466,24 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
     };
     let mut irs = Vec::with_capacity(contexts.len());
     let mut diagnostics = Vec::new();
-    let policies = backend_tls::Policies::new(&index, &snapshot.backend_tls_policies);
+    let tls_policies = backend_tls::Policies::new(&index, &snapshot.backend_tls_policies);
     let mut policy_usage = backend_tls::Usage::default();
     for context in contexts {
         let (mut ir, gateway_status, problems) = context.finish(&index, virtual_hosts);
-        policies.apply(&index, &ir.name, &mut ir.clusters, &mut policy_usage);
+        tls_policies.apply(&index, &ir.name, &mut ir.clusters, &mut policy_usage);
         diagnostics.extend(problems);
         status.gateways.insert(ir.name.clone(), gateway_status);
         irs.push(ir);
     }
     virtual_hosts.finish_translation();
     diagnostics.extend(route_diagnostics);
+    if !policies.is_empty() {
+        let (statuses, problems) = policies.statuses(&route_parents, &snapshot.controller_name);
+        status.policies = statuses;
+        diagnostics.extend(problems);
+    }
     if !policy_usage.is_empty() {
-        let (statuses, problems) = policies.statuses(&policy_usage, &snapshot.controller_name);
+        let (statuses, problems) = tls_policies.statuses(&policy_usage, &snapshot.controller_name);
         status.backend_tls_policies = statuses;
         diagnostics.extend(problems);
     }

@@ -92,6 +92,8 @@ mod tests {
             method: None,
             action: RouteActionIr::DirectResponse(DirectResponseIr { status: 500 }),
             filters: RouteFiltersIr::default(),
+            traffic: None,
+            security: None,
         }
     }
 

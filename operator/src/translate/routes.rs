@@ -31,7 +31,8 @@ use super::conditions::{Problem, condition, kind, reason, verdict};
 use super::gateways::{GatewayCtx, PlacedEntry};
 use super::hostname;
 use super::index::Index;
-use super::ir::{ClusterIr, RouteActionIr};
+use super::ir::{ClusterIr, ClusterSettingsIr, RouteActionIr, RouteIr};
+use super::policies::Policies;
 use super::precedence::PrecedenceKey;
 use super::refs::GATEWAY_GROUP;
 use super::route_kind::RouteKind;
@@ -62,13 +63,17 @@ pub(super) struct Placement {
     pub gateway: usize,
     pub listener: usize,
     pub hosts: Vec<Arc<str>>,
-    /// One per (kept rule, match), shared by every host: only redirect ports depend on the
-    /// listener, never on the hostname.
+    /// One per (kept rule, match), shared by every host: only redirect ports and policies
+    /// depend on the listener, never on the hostname.
     pub entries: Arc<[PlacedEntry]>,
+    /// Variants of the route's clusters carrying a BackendTrafficPolicy's settings, which the
+    /// entries on this listener send to instead of the plain clusters.
+    pub policy_clusters: Vec<ClusterIr>,
 }
 
 /// Attaches `route` (of `kind`, seen as an HTTPRoute) to our Gateways, or `None` when no
 /// parentRef is ours. `key` is the route's `"{namespace}/{name}"`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn process(
     route: &HttpRoute,
     kind: RouteKind,
@@ -76,6 +81,7 @@ pub(super) fn process(
     gateways: &[GatewayCtx],
     by_key: &BTreeMap<String, usize>,
     index: &Index<'_>,
+    policies: &Policies,
     controller_name: &str,
 ) -> Option<RouteOutcome> {
     let namespace = route.metadata.namespace.as_deref().unwrap_or_default();
@@ -108,6 +114,7 @@ pub(super) fn process(
     let ctx = RouteCtx {
         key,
         kind,
+        policies,
         namespace,
         route,
         compiled: &compiled,
@@ -197,6 +204,7 @@ pub(super) fn process(
 struct RouteCtx<'r> {
     key: &'r Arc<str>,
     kind: RouteKind,
+    policies: &'r Policies,
     namespace: &'r str,
     route: &'r HttpRoute,
     compiled: &'r CompiledRoute,
@@ -316,6 +324,7 @@ impl RouteCtx<'_> {
         }
         let listener_port = u16::try_from(listener.port).unwrap_or_default();
         let created = self.route.metadata.creation_timestamp.as_ref();
+        let mut policy_clusters = Vec::new();
         let entries: Arc<[PlacedEntry]> = self
             .compiled
             .entries
@@ -336,6 +345,8 @@ impl RouteCtx<'_> {
                     }
                     _ => entry.route.clone(),
                 };
+                let route =
+                    self.with_policies(route, &gateway.key, &listener.name, &mut policy_clusters);
                 let key =
                     PrecedenceKey::new(&route, created, self.key, entry.rule, entry.match_index);
                 PlacedEntry { key, route }
@@ -346,6 +357,70 @@ impl RouteCtx<'_> {
             listener: listener_index,
             hosts: hosts.into_iter().map(Arc::from).collect(),
             entries,
+            policy_clusters,
         });
     }
+
+    /// The entry as the policies governing it on this listener shape it. Cluster settings
+    /// re-point its backends (and mirrors) to variants of their clusters, added to `clusters`.
+    fn with_policies(
+        &self,
+        route: Arc<RouteIr>,
+        gateway: &str,
+        listener: &str,
+        clusters: &mut Vec<ClusterIr>,
+    ) -> Arc<RouteIr> {
+        if self.policies.is_empty() {
+            return route;
+        }
+        let effective = self.policies.effective(
+            gateway,
+            listener,
+            self.kind,
+            self.key,
+            route.rule_name.as_deref(),
+        );
+        if effective.traffic.is_none() && effective.security.is_none() {
+            return route;
+        }
+        let mut route = (*route).clone();
+        if let Some((_, traffic)) = effective.traffic {
+            let mut traffic = (*traffic).clone();
+            if let Some(settings) = traffic.cluster.take() {
+                let variant = |name: &str| format!("{name}/btp-{}", settings_hash(&settings));
+                let mut repoint = |name: &mut String| {
+                    if let Some(base) = self.compiled.clusters.get(name.as_str()) {
+                        let renamed = variant(name);
+                        if !clusters.iter().any(|c| c.name == renamed) {
+                            clusters.push(ClusterIr {
+                                name: renamed.clone(),
+                                settings: Some(settings.clone()),
+                                ..base.clone()
+                            });
+                        }
+                        *name = renamed;
+                    }
+                };
+                if let RouteActionIr::Forward(f) = &mut route.action {
+                    for b in &mut f.backends {
+                        repoint(&mut b.cluster);
+                    }
+                }
+                for m in &mut route.filters.mirrors {
+                    repoint(&mut m.cluster);
+                }
+            }
+            route.traffic = Some(traffic);
+        }
+        if let Some((_, security)) = effective.security {
+            route.security = Some((*security).clone());
+        }
+        Arc::new(route)
+    }
+}
+
+/// A short, stable digest of cluster settings, for the names of cluster variants.
+fn settings_hash(settings: &ClusterSettingsIr) -> String {
+    let text = serde_json::to_string(settings).unwrap_or_default();
+    crate::short_hash::short_sha256_hex(text.as_bytes(), 8)
 }

@@ -351,6 +351,8 @@ fn compile_rule(
                 method: m.method,
                 action: action.clone(),
                 filters: route_filters.clone(),
+                traffic: None,
+                security: None,
             }),
             redirect_port,
         })

@@ -41,8 +41,9 @@ use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::Address;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::config::core::v3::{
-    HeaderValue, HeaderValueOption, Http2ProtocolOptions, RuntimeFractionalPercent,
-    TransportSocket, header_value_option, transport_socket,
+    HeaderValue, HeaderValueOption, Http1ProtocolOptions, Http2ProtocolOptions,
+    HttpProtocolOptions as CommonHttpProtocolOptions, RuntimeFractionalPercent, TransportSocket,
+    header_value_option, transport_socket,
 };
 use envoy_types::pb::envoy::config::core::v3::{Locality, socket_address};
 use envoy_types::pb::envoy::config::endpoint::v3::{
@@ -80,7 +81,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
 };
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
-use envoy_types::pb::google::protobuf::{BoolValue, Duration as PbDuration, UInt32Value};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration as PbDuration, UInt32Value};
 use envoy_types::pb::xds::core::v3::TypedExtensionConfig;
 use envoy_types::pb::xds::r#type::matcher::v3::{Matcher as XdsMatcher, matcher as xds_matcher};
 
@@ -92,6 +93,7 @@ use super::envoy_config::{
     ads_source, any, eds_cluster, hostname_address, load_assignment_of, pipe_address, resource,
     socket_address,
 };
+use super::policy_config;
 use super::protocol::{CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, SECRET, Snapshot};
 use crate::short_hash::hex_prefix;
 use crate::translate::ir::{
@@ -232,8 +234,9 @@ impl SnapshotBuilder {
                         .flat_map(|l| l.virtual_hosts.iter())
                         .collect();
                     snap.insert(ROUTE, self.route_table(&route_name, &vhosts));
+                    let jwt = listener_jwt(vhosts.iter().copied());
                     let chain = FilterChain {
-                        filters: vec![hcm_filter(&listener_name, &route_name)],
+                        filters: vec![hcm_filter(&listener_name, &route_name, jwt)],
                         ..FilterChain::default()
                     };
                     snap.insert(
@@ -384,7 +387,7 @@ impl SnapshotBuilder {
             }
             .encode_to_vec();
             for r in &v.routes {
-                let bytes = routes.get_or_encode(r, |r| route_of(r).encode_to_vec().into());
+                let bytes = routes.get_or_encode(r, |r| encode_route(r).into());
                 put_message(&mut body, VIRTUAL_HOST_ROUTES, &bytes);
             }
             VirtualHostBytes {
@@ -464,30 +467,39 @@ fn listener(name: &str, bind: SocketAddr, filter_chains: Vec<FilterChain>, tls: 
     }
 }
 
-fn hcm_filter(stat_prefix: &str, route_name: &str) -> Filter {
+/// JWT configuration for the routes of `vhosts` (see [`policy_config`]).
+fn listener_jwt<'a>(vhosts: impl Iterator<Item = &'a Arc<VirtualHostIr>>) -> Option<Any> {
+    policy_config::jwt_authentication(&policy_config::jwt_policies(
+        vhosts.flat_map(|v| v.routes.iter().map(|r| &**r)),
+    ))
+}
+
+fn hcm_filter(stat_prefix: &str, route_name: &str, jwt: Option<Any>) -> Filter {
+    let mut http_filters = vec![
+        // Always present, so the first CORS route changes only its route table and never
+        // the listener (a listener update drains its connections). Without a per-route
+        // policy the filter passes requests through untouched.
+        HttpFilter {
+            name: CORS_FILTER.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(any(&Cors::default()))),
+            ..HttpFilter::default()
+        },
+    ];
+    http_filters.extend(policy_config::policy_filters(jwt));
+    http_filters.push(HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(
+            any(&Router::default()),
+        )),
+        ..HttpFilter::default()
+    });
     let hcm = HttpConnectionManager {
         stat_prefix: stat_prefix.to_owned(),
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads_source()),
             route_config_name: route_name.to_owned(),
         })),
-        http_filters: vec![
-            // Always present, so the first CORS route changes only its route table and never
-            // the listener (a listener update drains its connections). Without a per-route
-            // policy the filter passes requests through untouched.
-            HttpFilter {
-                name: CORS_FILTER.into(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(any(&Cors::default()))),
-                ..HttpFilter::default()
-            },
-            HttpFilter {
-                name: "envoy.filters.http.router".into(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(
-                    any(&Router::default()),
-                )),
-                ..HttpFilter::default()
-            },
-        ],
+        http_filters,
         // Backends with appProtocol kubernetes.io/ws(s) need upgrades; others never ask.
         upgrade_configs: vec![http_connection_manager::UpgradeConfig {
             upgrade_type: "websocket".into(),
@@ -507,7 +519,11 @@ fn https_chain(snap: &mut Snapshot, route_name: &str, l: &ListenerIr) -> FilterC
             server_names: vec![h.clone()],
             ..FilterChainMatch::default()
         }),
-        filters: vec![hcm_filter(route_name, route_name)],
+        filters: vec![hcm_filter(
+            route_name,
+            route_name,
+            listener_jwt(l.virtual_hosts.iter()),
+        )],
         transport_socket: Some(downstream_tls(snap, l, &["h2", "http/1.1"])),
         ..FilterChain::default()
     }
@@ -763,7 +779,7 @@ fn upstream_tls(tls: &UpstreamTlsIr, protocol: UpstreamProtocol) -> TransportSoc
     }
     let mut validation = CertificateValidationContext::default();
     match &tls.trust {
-        TrustIr::Pem(pem) => validation.trusted_ca = Some(inline(pem)),
+        TrustIr::Pem(pem) => validation.trusted_ca = Some(inline_source(pem)),
         TrustIr::System => validation.system_root_certs = Some(SystemRootCerts::default()),
         TrustIr::Unresolved => {
             validation.system_root_certs = Some(SystemRootCerts::default());
@@ -812,8 +828,8 @@ fn downstream_tls(snap: &mut Snapshot, l: &ListenerIr, alpn: &[&str]) -> Transpo
         let secret = Secret {
             name: cert.secret.clone(),
             r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
-                certificate_chain: Some(inline(&cert.cert_pem)),
-                private_key: Some(inline(&cert.key_pem)),
+                certificate_chain: Some(inline_source(&cert.cert_pem)),
+                private_key: Some(inline_source(&cert.key_pem)),
                 ..TlsCertificate::default()
             })),
         };
@@ -837,7 +853,8 @@ fn downstream_tls(snap: &mut Snapshot, l: &ListenerIr, alpn: &[&str]) -> Transpo
     }
 }
 
-fn inline(text: &str) -> DataSource {
+/// A DataSource holding `text` itself.
+pub(super) fn inline_source(text: &str) -> DataSource {
     DataSource {
         specifier: Some(data_source::Specifier::InlineString(text.to_owned())),
         ..DataSource::default()
@@ -1072,6 +1089,14 @@ fn forward(f: &ForwardIr, r: &RouteIr) -> RouteAction {
             });
         }
     }
+    if let Some(traffic) = &r.traffic {
+        let route_sets_timeout = r
+            .filters
+            .timeouts
+            .as_ref()
+            .is_some_and(|t| t.request_ms.is_some());
+        policy_config::apply_traffic(&mut action, traffic, route_sets_timeout);
+    }
     action
 }
 
@@ -1138,6 +1163,27 @@ fn redirect(r: &RedirectIr) -> RedirectAction {
     }
 }
 
+/// Field number of `Route.typed_per_filter_config`.
+const ROUTE_TYPED_PER_FILTER_CONFIG: u32 = 13;
+
+/// `route_of(r)` encoded, its per-filter configuration in sorted order (see
+/// [`per_filter_config`]): fields may come in any order and map entries are repeated fields,
+/// so appending them after the rest is the same message.
+fn encode_route(r: &RouteIr) -> Vec<u8> {
+    let mut route = route_of(r);
+    let configs: BTreeMap<String, Any> = std::mem::take(&mut route.typed_per_filter_config)
+        .into_iter()
+        .collect();
+    let mut bytes = route.encode_to_vec();
+    for (name, config) in &configs {
+        let mut entry = Vec::new();
+        prost::encoding::string::encode(1, name, &mut entry);
+        prost::encoding::message::encode(2, config, &mut entry);
+        put_message(&mut bytes, ROUTE_TYPED_PER_FILTER_CONFIG, &entry);
+    }
+    bytes
+}
+
 fn route_of(r: &RouteIr) -> Route {
     let action = match &r.action {
         RouteActionIr::Forward(f) => route::Action::Route(forward(f, r)),
@@ -1167,14 +1213,7 @@ fn route_of(r: &RouteIr) -> Route {
         request_headers_to_remove,
         response_headers_to_add,
         response_headers_to_remove,
-        // One entry at most, so the map's iteration order cannot change the encoding.
-        typed_per_filter_config: r
-            .filters
-            .cors
-            .as_ref()
-            .map(|c| (CORS_FILTER.to_owned(), any(&cors_policy(c))))
-            .into_iter()
-            .collect(),
+        typed_per_filter_config: per_filter_config(r),
         ..Route::default()
     }
 }
@@ -1186,6 +1225,23 @@ const CORS_FILTER: &str = "envoy.filters.http.cors";
 /// Gateway API's HTTPCORSFilter as Envoy's per-route CORS policy. Envoy always answers with the
 /// request's own `Origin` in `access-control-allow-origin`, which is what Gateway API requires
 /// for credentialed requests and allows otherwise.
+/// A route's per-filter configuration. Envoy's type is a `HashMap`, which prost encodes in
+/// iteration order; route tables are compared by their bytes, so routes with more than one
+/// entry are re-encoded in sorted order by [`sorted_filter_configs`].
+fn per_filter_config(r: &RouteIr) -> HashMap<String, Any> {
+    let mut configs = policy_config::per_filter_configs(r);
+    // A SecurityPolicy's CORS replaces the route's own CORS filter.
+    let cors = r
+        .security
+        .as_ref()
+        .and_then(|s| s.cors.as_ref())
+        .or(r.filters.cors.as_ref());
+    if let Some(c) = cors {
+        configs.insert(CORS_FILTER.to_owned(), any(&cors_policy(c)));
+    }
+    configs.into_iter().collect()
+}
+
 fn cors_policy(c: &CorsIr) -> CorsPolicy {
     let CorsIr {
         allow_origins,
@@ -1280,16 +1336,25 @@ fn envoy_cluster(c: &ClusterIr) -> Cluster {
     if let Some(tls) = &c.tls {
         cluster.transport_socket = Some(upstream_tls(tls, c.protocol));
     }
-    if c.protocol == UpstreamProtocol::H2c {
+    let common = c
+        .settings
+        .as_ref()
+        .map(|s| policy_config::apply_cluster_settings(&mut cluster, s))
+        .filter(|common| *common != CommonHttpProtocolOptions::default());
+    let is_http = !matches!(c.protocol, UpstreamProtocol::Tcp | UpstreamProtocol::Udp);
+    if c.protocol == UpstreamProtocol::H2c || (common.is_some() && is_http) {
+        use http_protocol_options::explicit_http_config::ProtocolConfig;
+        let protocol_config = if c.protocol == UpstreamProtocol::H2c {
+            ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())
+        } else {
+            ProtocolConfig::HttpProtocolOptions(Http1ProtocolOptions::default())
+        };
         let options = HttpProtocolOptions {
+            common_http_protocol_options: common,
             upstream_protocol_options: Some(
                 http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
                     http_protocol_options::ExplicitHttpConfig {
-                        protocol_config: Some(
-                            http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                                Http2ProtocolOptions::default(),
-                            ),
-                        ),
+                        protocol_config: Some(protocol_config),
                     },
                 ),
             ),
@@ -1325,6 +1390,8 @@ mod tests {
                 invalid_weight,
             }),
             filters: RouteFiltersIr::default(),
+            traffic: None,
+            security: None,
         }
     }
 
@@ -1475,7 +1542,8 @@ mod tests {
         let without = route_of(&forwarding_route(vec![backend("c", 1)], 0));
         assert!(without.typed_per_filter_config.is_empty());
 
-        let Some(filter::ConfigType::TypedConfig(hcm)) = hcm_filter("l", "r").config_type else {
+        let Some(filter::ConfigType::TypedConfig(hcm)) = hcm_filter("l", "r", None).config_type
+        else {
             panic!("HCM has a typed config");
         };
         let hcm = HttpConnectionManager::decode(hcm.value.as_slice()).expect("decodes");

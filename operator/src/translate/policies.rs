@@ -1,0 +1,1044 @@
+//! Envoy Gateway policies (BackendTrafficPolicy, SecurityPolicy): which route entries each one
+//! governs, what it asks of Envoy (as IR), and its status.
+//!
+//! Attachment follows upstream Envoy Gateway:
+//! - targets come from `targetRef`, `targetRefs` and `targetSelectors` (labels, in the policy's
+//!   namespace), and may be a Gateway, one of its listeners (`sectionName`), an HTTPRoute or a
+//!   GRPCRoute, or one named rule of a route (`sectionName`);
+//! - for one route entry the most specific policy of a kind wins: route rule, then route, then
+//!   listener, then Gateway; a policy is not merged with a less specific one;
+//! - between policies of one kind on the same target the oldest wins (then `{namespace}/{name}`);
+//!   the others are `Accepted=False` reason `Conflicted`;
+//! - a Gateway- or listener-level policy that a route-level one displaces for some routes stays
+//!   `Accepted=True` and gets `Overridden=True` naming them.
+//!
+//! A policy with a field this project does not translate yet, an unreadable Secret or
+//! ConfigMap, or a bad value (CIDR, duration) is `Accepted=False` reason `Invalid` and changes
+//! nothing: half a security policy is worse than none. Global rate limits are refused that way
+//! too, until their issue lands.
+//!
+//! Policy changes are world changes for the incremental translator (every route is recompiled);
+//! they are rare next to route and endpoint churn.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use eg_crds::policies::{
+    BackendTrafficPolicy, PolicyTargetReference, PolicyTargets, SecurityPolicy, unsupported_fields,
+};
+use gateway_api::apis::standard::gateways::Gateway;
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use serde::Serialize;
+
+use super::conditions::{Problem, condition, verdict};
+use super::index::Index;
+use super::ir::{
+    AuthorizationIr, AuthzRuleIr, BasicAuthIr, ClusterSettingsIr, CorsIr, HashPolicyIr, JwksIr,
+    JwtIr, JwtProviderIr, LoadBalancingIr, RateLimitIr, RetryIr, SecurityIr, TrafficIr,
+};
+use super::refs::GATEWAY_GROUP;
+use super::route_kind::RouteKind;
+
+/// Condition types and reasons of policy status (GEP-713 and upstream Envoy Gateway).
+mod reason {
+    pub const ACCEPTED: &str = "Accepted";
+    pub const OVERRIDDEN: &str = "Overridden";
+    pub const CONFLICTED: &str = "Conflicted";
+    pub const INVALID: &str = "Invalid";
+    pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+}
+
+/// Why a policy cannot be applied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(super) enum PolicyError {
+    #[error("{} not supported yet; the policy is not applied", .0.join(", "))]
+    Unsupported(Vec<String>),
+    #[error("invalid {field} {value:?}: {problem}")]
+    InvalidValue {
+        field: String,
+        value: String,
+        problem: String,
+    },
+    #[error("{kind} {namespace}/{name} not found")]
+    RefNotFound {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error("{kind} {namespace}/{name} has no key {key:?}")]
+    MissingKey {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        key: &'static str,
+    },
+}
+
+impl PolicyError {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Unsupported(_) => "unsupported_field",
+            Self::InvalidValue { .. } => "invalid_value",
+            Self::RefNotFound { .. } | Self::MissingKey { .. } => "not_found",
+        }
+    }
+}
+
+/// What a policy governs, most specific last in the precedence order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Gateway(String),
+    Listener(String, String),
+    Route(RouteKind, String),
+    Rule(RouteKind, String, String),
+}
+
+/// One kind's policies, resolved, by target.
+#[derive(Debug)]
+struct Attachments<T> {
+    kind: &'static str,
+    /// Target → the winning policy's key.
+    winners: BTreeMap<Target, String>,
+    policies: BTreeMap<String, Resolved<T>>,
+}
+
+#[derive(Debug)]
+struct Resolved<T> {
+    generation: Option<i64>,
+    ir: Result<Arc<T>, PolicyError>,
+    targets: Vec<Target>,
+    /// Targets named (by reference) that do not exist.
+    missing: Vec<PolicyTargetReference>,
+    /// Targets an older policy holds.
+    conflicted: bool,
+}
+
+/// Every policy of a snapshot, attached. Built once per translation.
+#[derive(Debug)]
+pub(super) struct Policies {
+    traffic: Attachments<TrafficIr>,
+    security: Attachments<SecurityIr>,
+}
+
+/// The policies governing one route entry on one listener.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Effective {
+    pub traffic: Option<(String, Arc<TrafficIr>)>,
+    pub security: Option<(String, Arc<SecurityIr>)>,
+}
+
+/// Where routes were attached, for policy status: route → our Gateways it is placed on.
+pub(super) type RouteParents = BTreeMap<(RouteKind, String), BTreeSet<String>>;
+
+/// Policy statuses by `"{namespace}/{name}"`, as written (`ancestors` with our entries).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PolicyStatuses {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub backend_traffic_policies: BTreeMap<String, PolicyStatus>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub security_policies: BTreeMap<String, PolicyStatus>,
+}
+
+/// GEP-713 policy status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PolicyStatus {
+    pub ancestors: Vec<PolicyAncestorStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyAncestorStatus {
+    pub ancestor_ref: AncestorRef,
+    pub controller_name: String,
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AncestorRef {
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+}
+
+/// The objects a policy may target, for existence checks and label selection.
+pub(super) struct Targetable<'a> {
+    pub gateways: &'a [Gateway],
+    pub routes: &'a [(RouteKind, Arc<str>, &'a HttpRoute)],
+}
+
+impl Policies {
+    pub fn new(
+        index: &Index<'_>,
+        targetable: &Targetable<'_>,
+        traffic: &[BackendTrafficPolicy],
+        security: &[SecurityPolicy],
+    ) -> Self {
+        Self {
+            traffic: attach(
+                "BackendTrafficPolicy",
+                traffic
+                    .iter()
+                    .map(|p| (&p.metadata, &p.spec.targets, traffic_ir(p)))
+                    .collect(),
+                targetable,
+            ),
+            security: attach(
+                "SecurityPolicy",
+                security
+                    .iter()
+                    .map(|p| (&p.metadata, &p.spec.targets, security_ir(index, p)))
+                    .collect(),
+                targetable,
+            ),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.traffic.policies.is_empty() && self.security.policies.is_empty()
+    }
+
+    /// The policies governing rule `rule` (its name, if any) of route `kind`/`route` placed on
+    /// `listener` of `gateway`.
+    pub fn effective(
+        &self,
+        gateway: &str,
+        listener: &str,
+        kind: RouteKind,
+        route: &str,
+        rule: Option<&str>,
+    ) -> Effective {
+        let chain = precedence_chain(gateway, listener, kind, route, rule);
+        Effective {
+            traffic: self.traffic.winner(&chain),
+            security: self.security.winner(&chain),
+        }
+    }
+
+    /// Statuses of every policy, one ancestor per Gateway of ours it is relative to.
+    pub fn statuses(
+        &self,
+        parents: &RouteParents,
+        controller_name: &str,
+    ) -> (PolicyStatuses, Vec<super::Diagnostic>) {
+        let mut diagnostics = Vec::new();
+        let traffic = self
+            .traffic
+            .statuses(parents, controller_name, &mut diagnostics);
+        let security = self
+            .security
+            .statuses(parents, controller_name, &mut diagnostics);
+        (
+            PolicyStatuses {
+                backend_traffic_policies: traffic,
+                security_policies: security,
+            },
+            diagnostics,
+        )
+    }
+}
+
+/// Most specific first.
+fn precedence_chain(
+    gateway: &str,
+    listener: &str,
+    kind: RouteKind,
+    route: &str,
+    rule: Option<&str>,
+) -> Vec<Target> {
+    let mut chain = Vec::with_capacity(4);
+    if let Some(rule) = rule {
+        chain.push(Target::Rule(kind, route.to_owned(), rule.to_owned()));
+    }
+    chain.push(Target::Route(kind, route.to_owned()));
+    chain.push(Target::Listener(gateway.to_owned(), listener.to_owned()));
+    chain.push(Target::Gateway(gateway.to_owned()));
+    chain
+}
+
+fn attach<T>(
+    kind: &'static str,
+    mut policies: Vec<(&ObjectMeta, &PolicyTargets, Result<T, PolicyError>)>,
+    targetable: &Targetable<'_>,
+) -> Attachments<T> {
+    policies.sort_by_key(|(meta, _, _)| (meta.creation_timestamp.clone(), super::object_key(meta)));
+    let mut out = Attachments {
+        kind,
+        winners: BTreeMap::new(),
+        policies: BTreeMap::new(),
+    };
+    for (meta, targets, ir) in policies {
+        let key = super::object_key(meta);
+        let namespace = meta.namespace.as_deref().unwrap_or_default();
+        let (resolved_targets, missing) = resolve_targets(namespace, targets, targetable);
+        let mut conflicted = false;
+        let ir = ir.map(Arc::new);
+        if ir.is_ok() {
+            for target in &resolved_targets {
+                match out.winners.get(target) {
+                    Some(holder) if *holder != key => conflicted = true,
+                    _ => {
+                        out.winners.insert(target.clone(), key.clone());
+                    }
+                }
+            }
+        }
+        out.policies.insert(
+            key,
+            Resolved {
+                generation: meta.generation,
+                ir,
+                targets: resolved_targets,
+                missing,
+                conflicted,
+            },
+        );
+    }
+    out
+}
+
+/// The existing targets a policy names, and the references to targets that do not exist.
+fn resolve_targets(
+    namespace: &str,
+    targets: &PolicyTargets,
+    targetable: &Targetable<'_>,
+) -> (Vec<Target>, Vec<PolicyTargetReference>) {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    let gateway_exists = |name: &str| {
+        targetable.gateways.iter().any(|g| {
+            g.metadata.namespace.as_deref() == Some(namespace)
+                && g.metadata.name.as_deref() == Some(name)
+        })
+    };
+    let route_exists = |kind: RouteKind, name: &str| {
+        targetable
+            .routes
+            .iter()
+            .any(|(k, key, _)| *k == kind && **key == format!("{namespace}/{name}"))
+    };
+    for r in targets.target_ref.iter().chain(&targets.target_refs) {
+        let group = if r.group.is_empty() {
+            GATEWAY_GROUP
+        } else {
+            &r.group
+        };
+        let target = match (group, r.kind.as_str()) {
+            (GATEWAY_GROUP, "Gateway") if gateway_exists(&r.name) => {
+                let key = format!("{namespace}/{}", r.name);
+                Some(match &r.section_name {
+                    Some(section) => Target::Listener(key, section.clone()),
+                    None => Target::Gateway(key),
+                })
+            }
+            (GATEWAY_GROUP, kind) => match RouteKind::from_name(kind) {
+                Some(kind @ (RouteKind::Http | RouteKind::Grpc)) if route_exists(kind, &r.name) => {
+                    let key = format!("{namespace}/{}", r.name);
+                    Some(match &r.section_name {
+                        Some(rule) => Target::Rule(kind, key, rule.clone()),
+                        None => Target::Route(kind, key),
+                    })
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        match target {
+            Some(t) => found.push(t),
+            None => missing.push(r.clone()),
+        }
+    }
+    for selector in &targets.target_selectors {
+        let selected = |meta: &ObjectMeta| {
+            meta.namespace.as_deref() == Some(namespace)
+                && selector
+                    .match_labels
+                    .iter()
+                    .all(|(k, v)| meta.labels.as_ref().and_then(|l| l.get(k)) == Some(v))
+                && selector.match_expressions.iter().all(|e| {
+                    let value = meta.labels.as_ref().and_then(|l| l.get(&e.key));
+                    let values = e.values.as_deref().unwrap_or_default();
+                    match e.operator.as_str() {
+                        "In" => value.is_some_and(|v| values.contains(v)),
+                        "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                        "Exists" => value.is_some(),
+                        "DoesNotExist" => value.is_none(),
+                        _ => false,
+                    }
+                })
+        };
+        match selector.kind.as_str() {
+            "Gateway" => found.extend(
+                targetable
+                    .gateways
+                    .iter()
+                    .filter(|g| selected(&g.metadata))
+                    .map(|g| Target::Gateway(super::object_key(&g.metadata))),
+            ),
+            kind => {
+                if let Some(kind @ (RouteKind::Http | RouteKind::Grpc)) = RouteKind::from_name(kind)
+                {
+                    found.extend(
+                        targetable
+                            .routes
+                            .iter()
+                            .filter(|(k, _, r)| *k == kind && selected(&r.metadata))
+                            .map(|(k, key, _)| Target::Route(*k, key.to_string())),
+                    );
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    (found, missing)
+}
+
+impl<T> Attachments<T> {
+    fn winner(&self, chain: &[Target]) -> Option<(String, Arc<T>)> {
+        chain.iter().find_map(|t| {
+            let key = self.winners.get(t)?;
+            let ir = self.policies.get(key)?.ir.as_ref().ok()?;
+            Some((key.clone(), ir.clone()))
+        })
+    }
+
+    fn statuses(
+        &self,
+        parents: &RouteParents,
+        controller_name: &str,
+        diagnostics: &mut Vec<super::Diagnostic>,
+    ) -> BTreeMap<String, PolicyStatus> {
+        let mut out = BTreeMap::new();
+        for (key, policy) in &self.policies {
+            let (namespace, _) = key.split_once('/').unwrap_or(("", key));
+            let generation = policy.generation;
+            let mut ancestors: BTreeMap<(String, Option<String>), Vec<String>> = BTreeMap::new();
+            for target in &policy.targets {
+                match target {
+                    Target::Gateway(g) => {
+                        ancestors.entry((g.clone(), None)).or_default();
+                    }
+                    Target::Listener(g, l) => {
+                        ancestors.entry((g.clone(), Some(l.clone()))).or_default();
+                    }
+                    Target::Route(kind, route) | Target::Rule(kind, route, _) => {
+                        for g in parents.get(&(*kind, route.clone())).into_iter().flatten() {
+                            ancestors.entry((g.clone(), None)).or_default();
+                        }
+                    }
+                }
+            }
+            // Routes of a Gateway-level policy's Gateway that a more specific policy governs.
+            for target in &policy.targets {
+                let (Target::Gateway(g) | Target::Listener(g, _)) = target else {
+                    continue;
+                };
+                let overriders: Vec<String> = parents
+                    .iter()
+                    .filter(|(_, gs)| gs.contains(g))
+                    .filter(|((kind, route), _)| {
+                        self.winners
+                            .get(&Target::Route(*kind, route.clone()))
+                            .is_some_and(|w| w != key)
+                    })
+                    .map(|((kind, route), _)| format!("{kind} {route}"))
+                    .collect();
+                if let Some(list) = ancestors
+                    .iter_mut()
+                    .find(|((ag, _), _)| ag == g)
+                    .map(|(_, l)| l)
+                {
+                    list.extend(overriders);
+                }
+            }
+            let accepted = match &policy.ir {
+                Err(e) => {
+                    diagnostics.push(super::Diagnostic {
+                        object: format!("{} {key}", self.kind),
+                        category: e.category(),
+                        message: e.to_string(),
+                    });
+                    Some(Problem::new(reason::INVALID, e.to_string()))
+                }
+                Ok(_) if policy.conflicted => Some(Problem::new(
+                    reason::CONFLICTED,
+                    format!(
+                        "An older {} already targets the same object; this one is not applied",
+                        self.kind
+                    ),
+                )),
+                Ok(_) => None,
+            };
+            let mut statuses: Vec<PolicyAncestorStatus> = ancestors
+                .into_iter()
+                .map(|((gateway, section), overridden)| {
+                    let (gns, gname) = gateway.split_once('/').unwrap_or(("", &gateway));
+                    let mut conditions = vec![verdict(
+                        reason::ACCEPTED,
+                        accepted.as_ref(),
+                        reason::ACCEPTED,
+                        "Policy has been accepted.",
+                        generation,
+                    )];
+                    if !overridden.is_empty() && accepted.is_none() {
+                        conditions.push(condition(
+                            reason::OVERRIDDEN,
+                            true,
+                            reason::OVERRIDDEN,
+                            format!(
+                                "This policy is being overridden by other {}s for these routes: [{}]",
+                                self.kind,
+                                overridden.join(", ")
+                            ),
+                            generation,
+                        ));
+                    }
+                    PolicyAncestorStatus {
+                        ancestor_ref: AncestorRef {
+                            group: GATEWAY_GROUP.to_owned(),
+                            kind: "Gateway".to_owned(),
+                            name: gname.to_owned(),
+                            namespace: gns.to_owned(),
+                            section_name: section,
+                        },
+                        controller_name: controller_name.to_owned(),
+                        conditions,
+                    }
+                })
+                .collect();
+            for r in &policy.missing {
+                let group = if r.group.is_empty() {
+                    GATEWAY_GROUP
+                } else {
+                    &r.group
+                };
+                let message = format!("{} {namespace}/{} not found", r.kind, r.name);
+                diagnostics.push(super::Diagnostic {
+                    object: format!("{} {key}", self.kind),
+                    category: "target_not_found",
+                    message: message.clone(),
+                });
+                statuses.push(PolicyAncestorStatus {
+                    ancestor_ref: AncestorRef {
+                        group: group.to_owned(),
+                        kind: r.kind.clone(),
+                        name: r.name.clone(),
+                        namespace: namespace.to_owned(),
+                        section_name: r.section_name.clone(),
+                    },
+                    controller_name: controller_name.to_owned(),
+                    conditions: vec![condition(
+                        reason::ACCEPTED,
+                        false,
+                        reason::TARGET_NOT_FOUND,
+                        message,
+                        generation,
+                    )],
+                });
+            }
+            if !statuses.is_empty() {
+                out.insert(
+                    key.clone(),
+                    PolicyStatus {
+                        ancestors: statuses,
+                    },
+                );
+            }
+        }
+        out
+    }
+}
+
+fn millis(field: &str, value: &str) -> Result<u64, PolicyError> {
+    gateway_api::Duration::from_str(value)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_err(|problem| PolicyError::InvalidValue {
+            field: field.to_owned(),
+            value: value.to_owned(),
+            problem,
+        })
+}
+
+fn opt_millis(field: &str, value: Option<&String>) -> Result<Option<u64>, PolicyError> {
+    value.map(|v| millis(field, v)).transpose()
+}
+
+fn refuse_unsupported(found: Vec<String>) -> Result<(), PolicyError> {
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(PolicyError::Unsupported(found))
+    }
+}
+
+/// The IR of a BackendTrafficPolicy, or why it cannot be applied.
+fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
+    let spec = &policy.spec;
+    let mut unsupported = unsupported_fields("spec", &spec.unsupported);
+    if let Some(r) = &spec.retry {
+        unsupported.extend(unsupported_fields("spec.retry", &r.unsupported));
+    }
+    if let Some(t) = spec.timeout.as_ref().and_then(|t| t.http.as_ref()) {
+        unsupported.extend(unsupported_fields("spec.timeout.http", &t.unsupported));
+    }
+    if let Some(c) = &spec.circuit_breaker {
+        unsupported.extend(unsupported_fields("spec.circuitBreaker", &c.unsupported));
+    }
+    if let Some(lb) = &spec.load_balancer {
+        unsupported.extend(unsupported_fields("spec.loadBalancer", &lb.unsupported));
+    }
+    if let Some(rl) = &spec.rate_limit {
+        if rl.kind.as_deref() != Some("Local") || rl.global.is_some() {
+            unsupported.push(
+                "spec.rateLimit (type Global: global rate limits come in a later release)".into(),
+            );
+        }
+        for (i, rule) in rl.local.iter().flat_map(|l| l.rules.iter()).enumerate() {
+            unsupported.extend(unsupported_fields(
+                &format!("spec.rateLimit.local.rules[{i}]"),
+                &rule.unsupported,
+            ));
+            if !rule.client_selectors.is_empty() {
+                unsupported.push(format!("spec.rateLimit.local.rules[{i}].clientSelectors"));
+            }
+        }
+        if rl.local.as_ref().is_some_and(|l| l.rules.len() > 1) {
+            unsupported.push("spec.rateLimit.local.rules (more than one rule)".into());
+        }
+    }
+    refuse_unsupported(unsupported)?;
+
+    let retry = spec
+        .retry
+        .as_ref()
+        .map(|r| -> Result<RetryIr, PolicyError> {
+            let on = r.retry_on.clone().unwrap_or_default();
+            let (triggers, codes) = if on.triggers.is_empty() && on.http_status_codes.is_empty() {
+                // Upstream's default when retryOn is left out.
+                (
+                    vec![
+                        "connect-failure".to_owned(),
+                        "refused-stream".to_owned(),
+                        "unavailable".to_owned(),
+                        "cancelled".to_owned(),
+                        "retriable-status-codes".to_owned(),
+                    ],
+                    vec![503],
+                )
+            } else {
+                let mut triggers = on.triggers.clone();
+                if !on.http_status_codes.is_empty()
+                    && !triggers.iter().any(|t| t == "retriable-status-codes")
+                {
+                    triggers.push("retriable-status-codes".to_owned());
+                }
+                (triggers, on.http_status_codes.clone())
+            };
+            let per_retry = r.per_retry.as_ref();
+            Ok(RetryIr {
+                num_retries: r.num_retries.unwrap_or(2),
+                retry_on: triggers,
+                status_codes: codes,
+                per_try_timeout_ms: opt_millis(
+                    "spec.retry.perRetry.timeout",
+                    per_retry.and_then(|p| p.timeout.as_ref()),
+                )?,
+                backoff_base_ms: opt_millis(
+                    "spec.retry.perRetry.backOff.baseInterval",
+                    per_retry
+                        .and_then(|p| p.back_off.as_ref())
+                        .and_then(|b| b.base_interval.as_ref()),
+                )?,
+                backoff_max_ms: opt_millis(
+                    "spec.retry.perRetry.backOff.maxInterval",
+                    per_retry
+                        .and_then(|p| p.back_off.as_ref())
+                        .and_then(|b| b.max_interval.as_ref()),
+                )?,
+            })
+        })
+        .transpose()?;
+    let http_timeout = spec.timeout.as_ref().and_then(|t| t.http.as_ref());
+    let request_timeout_ms = opt_millis(
+        "spec.timeout.http.requestTimeout",
+        http_timeout.and_then(|h| h.request_timeout.as_ref()),
+    )?;
+    let rate_limit = spec
+        .rate_limit
+        .as_ref()
+        .and_then(|r| r.local.as_ref())
+        .and_then(|l| l.rules.first())
+        .map(|rule| -> Result<RateLimitIr, PolicyError> {
+            let fill_interval_ms = match rule.limit.unit.as_str() {
+                "Second" => 1_000,
+                "Minute" => 60_000,
+                "Hour" => 3_600_000,
+                "Day" => 86_400_000,
+                other => {
+                    return Err(PolicyError::InvalidValue {
+                        field: "spec.rateLimit.local.rules[0].limit.unit".into(),
+                        value: other.to_owned(),
+                        problem: "local rate limits support Second, Minute, Hour and Day".into(),
+                    });
+                }
+            };
+            Ok(RateLimitIr {
+                requests: rule.limit.requests,
+                fill_interval_ms,
+            })
+        })
+        .transpose()?;
+
+    let cb = spec.circuit_breaker.as_ref();
+    let lb = spec
+        .load_balancer
+        .as_ref()
+        .map(
+            |lb| -> Result<(LoadBalancingIr, Option<HashPolicyIr>), PolicyError> {
+                let slow_start_ms = lb
+                    .slow_start
+                    .as_ref()
+                    .map(|s| millis("spec.loadBalancer.slowStart.window", &s.window))
+                    .transpose()?;
+                let invalid = |field: &str, value: &str| PolicyError::InvalidValue {
+                    field: field.to_owned(),
+                    value: value.to_owned(),
+                    problem: "not a supported value".into(),
+                };
+                let (policy, hash) = match lb.kind.as_str() {
+                    "RoundRobin" => ("round_robin", None),
+                    "LeastRequest" => ("least_request", None),
+                    "Random" => ("random", None),
+                    "ConsistentHash" => {
+                        let ch = lb.consistent_hash.as_ref();
+                        let hash = match ch.map(|c| c.kind.as_str()) {
+                            Some("SourceIP") => HashPolicyIr::SourceIp,
+                            Some("Header") => HashPolicyIr::Header(
+                                ch.and_then(|c| c.header.as_ref())
+                                    .map(|h| h.name.to_ascii_lowercase())
+                                    .ok_or_else(|| {
+                                        invalid("spec.loadBalancer.consistentHash.header", "")
+                                    })?,
+                            ),
+                            Some("Cookie") => {
+                                let cookie =
+                                    ch.and_then(|c| c.cookie.as_ref()).ok_or_else(|| {
+                                        invalid("spec.loadBalancer.consistentHash.cookie", "")
+                                    })?;
+                                HashPolicyIr::Cookie {
+                                    name: cookie.name.clone(),
+                                    ttl_ms: opt_millis(
+                                        "spec.loadBalancer.consistentHash.cookie.ttl",
+                                        cookie.ttl.as_ref(),
+                                    )?,
+                                }
+                            }
+                            other => {
+                                return Err(invalid(
+                                    "spec.loadBalancer.consistentHash.type",
+                                    other.unwrap_or(""),
+                                ));
+                            }
+                        };
+                        ("ring_hash", Some(hash))
+                    }
+                    other => return Err(invalid("spec.loadBalancer.type", other)),
+                };
+                Ok((
+                    LoadBalancingIr {
+                        policy: policy.to_owned(),
+                        slow_start_ms,
+                    },
+                    hash,
+                ))
+            },
+        )
+        .transpose()?;
+    let (load_balancing, hash_policy) = match lb {
+        Some((l, h)) => (Some(l), h),
+        None => (None, None),
+    };
+    let cluster = ClusterSettingsIr {
+        connect_timeout_ms: opt_millis(
+            "spec.timeout.tcp.connectTimeout",
+            spec.timeout
+                .as_ref()
+                .and_then(|t| t.tcp.as_ref())
+                .and_then(|t| t.connect_timeout.as_ref()),
+        )?,
+        idle_timeout_ms: opt_millis(
+            "spec.timeout.http.connectionIdleTimeout",
+            http_timeout.and_then(|h| h.connection_idle_timeout.as_ref()),
+        )?,
+        max_connection_duration_ms: opt_millis(
+            "spec.timeout.http.maxConnectionDuration",
+            http_timeout.and_then(|h| h.max_connection_duration.as_ref()),
+        )?,
+        max_connections: cb.and_then(|c| c.max_connections),
+        max_pending_requests: cb.and_then(|c| c.max_pending_requests),
+        max_parallel_requests: cb.and_then(|c| c.max_parallel_requests),
+        max_parallel_retries: cb.and_then(|c| c.max_parallel_retries),
+        max_requests_per_connection: cb.and_then(|c| c.max_requests_per_connection),
+        load_balancing,
+    };
+    Ok(TrafficIr {
+        retry,
+        request_timeout_ms,
+        rate_limit,
+        hash_policy,
+        cluster: (cluster != ClusterSettingsIr::default()).then_some(cluster),
+    })
+}
+
+/// The IR of a SecurityPolicy, or why it cannot be applied.
+fn security_ir(index: &Index<'_>, policy: &SecurityPolicy) -> Result<SecurityIr, PolicyError> {
+    let spec = &policy.spec;
+    let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
+    let mut unsupported = unsupported_fields("spec", &spec.unsupported);
+    if let Some(a) = &spec.authorization {
+        for (i, rule) in a.rules.iter().enumerate() {
+            let at = format!("spec.authorization.rules[{i}]");
+            unsupported.extend(unsupported_fields(&at, &rule.unsupported));
+            unsupported.extend(unsupported_fields(
+                &format!("{at}.principal"),
+                &rule.principal.unsupported,
+            ));
+            if let Some(op) = &rule.operation {
+                unsupported.extend(unsupported_fields(
+                    &format!("{at}.operation"),
+                    &op.unsupported,
+                ));
+            }
+        }
+    }
+    if let Some(jwt) = &spec.jwt {
+        unsupported.extend(unsupported_fields("spec.jwt", &jwt.unsupported));
+        for (i, p) in jwt.providers.iter().enumerate() {
+            let at = format!("spec.jwt.providers[{i}]");
+            unsupported.extend(unsupported_fields(&at, &p.unsupported));
+            // Fetching needs a cluster of its own (DNS, TLS): not translated yet.
+            if p.remote_jwks.is_some() {
+                unsupported.push(format!("{at}.remoteJWKS"));
+            }
+        }
+    }
+    refuse_unsupported(unsupported)?;
+
+    let cors = spec.cors.as_ref().map(|c| -> Result<CorsIr, PolicyError> {
+        Ok(CorsIr {
+            allow_origins: c.allow_origins.clone(),
+            allow_methods: c.allow_methods.clone(),
+            allow_headers: c.allow_headers.clone(),
+            expose_headers: c.expose_headers.clone(),
+            max_age_seconds: opt_millis("spec.cors.maxAge", c.max_age.as_ref())?
+                .map(|ms| u32::try_from(ms / 1000).unwrap_or(u32::MAX)),
+            allow_credentials: c.allow_credentials.unwrap_or(false),
+        })
+    });
+    let cors = cors.transpose()?;
+
+    let basic_auth = spec
+        .basic_auth
+        .as_ref()
+        .map(|b| -> Result<BasicAuthIr, PolicyError> {
+            let ns = b.users.namespace.as_deref().unwrap_or(namespace);
+            let secret =
+                index
+                    .secret(ns, &b.users.name)
+                    .ok_or_else(|| PolicyError::RefNotFound {
+                        kind: "Secret",
+                        namespace: ns.to_owned(),
+                        name: b.users.name.clone(),
+                    })?;
+            let htpasswd = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(".htpasswd"))
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                .ok_or_else(|| PolicyError::MissingKey {
+                    kind: "Secret",
+                    namespace: ns.to_owned(),
+                    name: b.users.name.clone(),
+                    key: ".htpasswd",
+                })?;
+            Ok(BasicAuthIr {
+                htpasswd,
+                forward_username_header: b.forward_username_header.clone(),
+            })
+        })
+        .transpose()?;
+
+    let authorization = spec
+        .authorization
+        .as_ref()
+        .map(|a| -> Result<AuthorizationIr, PolicyError> {
+            let mut rules = Vec::with_capacity(a.rules.len());
+            for (i, rule) in a.rules.iter().enumerate() {
+                for (j, cidr) in rule.principal.client_cidrs.iter().enumerate() {
+                    parse_cidr(cidr).map_err(|problem| PolicyError::InvalidValue {
+                        field: format!("spec.authorization.rules[{i}].principal.clientCIDRs[{j}]"),
+                        value: cidr.clone(),
+                        problem,
+                    })?;
+                }
+                rules.push(AuthzRuleIr {
+                    allow: rule.action == "Allow",
+                    client_cidrs: rule.principal.client_cidrs.clone(),
+                    headers: rule
+                        .principal
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_ascii_lowercase(), h.values.clone()))
+                        .collect(),
+                    methods: rule
+                        .operation
+                        .as_ref()
+                        .map(|o| o.methods.clone())
+                        .unwrap_or_default(),
+                });
+            }
+            Ok(AuthorizationIr {
+                default_allow: a.default_action.as_deref() == Some("Allow"),
+                rules,
+            })
+        })
+        .transpose()?;
+
+    let jwt = spec
+        .jwt
+        .as_ref()
+        .map(|j| -> Result<JwtIr, PolicyError> {
+            let mut providers = Vec::with_capacity(j.providers.len());
+            for (i, p) in j.providers.iter().enumerate() {
+                let jwks = match (&p.local_jwks, &p.remote_jwks) {
+                    (Some(local), None) => JwksIr::Local(local_jwks(index, namespace, local)?),
+                    (None, Some(remote)) => JwksIr::Remote(remote.uri.clone()),
+                    _ => {
+                        return Err(PolicyError::InvalidValue {
+                            field: format!("spec.jwt.providers[{i}]"),
+                            value: p.name.clone(),
+                            problem: "exactly one of localJWKS and remoteJWKS must be set".into(),
+                        });
+                    }
+                };
+                let from = p.extract_from.clone().unwrap_or_default();
+                providers.push(JwtProviderIr {
+                    name: p.name.clone(),
+                    issuer: p.issuer.clone(),
+                    audiences: p.audiences.clone(),
+                    jwks,
+                    claim_to_headers: p
+                        .claim_to_headers
+                        .iter()
+                        .map(|c| (c.claim.clone(), c.header.clone()))
+                        .collect(),
+                    from_headers: from
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.clone(), h.value_prefix.clone()))
+                        .collect(),
+                    from_cookies: from.cookies.clone(),
+                    from_params: from.params.clone(),
+                });
+            }
+            Ok(JwtIr {
+                optional: j.optional.unwrap_or(false),
+                providers,
+            })
+        })
+        .transpose()?;
+
+    Ok(SecurityIr {
+        policy: super::object_key(&policy.metadata),
+        cors,
+        basic_auth,
+        authorization,
+        jwt,
+    })
+}
+
+fn local_jwks(
+    index: &Index<'_>,
+    namespace: &str,
+    local: &eg_crds::policies::LocalJwks,
+) -> Result<String, PolicyError> {
+    if let Some(inline) = &local.inline {
+        return Ok(inline.clone());
+    }
+    let Some(r) = &local.value_ref else {
+        return Err(PolicyError::InvalidValue {
+            field: "spec.jwt.providers[].localJWKS".into(),
+            value: String::new(),
+            problem: "inline or valueRef must be set".into(),
+        });
+    };
+    let map = index
+        .config_map(namespace, &r.name)
+        .ok_or_else(|| PolicyError::RefNotFound {
+            kind: "ConfigMap",
+            namespace: namespace.to_owned(),
+            name: r.name.clone(),
+        })?;
+    map.data
+        .as_ref()
+        .and_then(|d| d.get("jwks"))
+        .cloned()
+        .ok_or_else(|| PolicyError::MissingKey {
+            kind: "ConfigMap",
+            namespace: namespace.to_owned(),
+            name: r.name.clone(),
+            key: "jwks",
+        })
+}
+
+/// `(address, prefix length)` of an IPv4 or IPv6 CIDR.
+pub(crate) fn parse_cidr(cidr: &str) -> Result<(std::net::IpAddr, u32), String> {
+    let (ip, len) = cidr
+        .split_once('/')
+        .ok_or_else(|| "expected ADDRESS/PREFIX".to_owned())?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|e| format!("{e}"))?;
+    let len: u32 = len.parse().map_err(|e| format!("prefix length: {e}"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        return Err(format!("prefix length {len} is longer than {max}"));
+    }
+    Ok((ip, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_are_checked() {
+        assert_eq!(
+            parse_cidr("10.0.0.0/8").expect("valid"),
+            ("10.0.0.0".parse().expect("ip"), 8)
+        );
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("10.0.0/8").is_err());
+        assert!(parse_cidr("10.0.0.0").is_err());
+        assert!(parse_cidr("::1/128").is_ok());
+    }
+
+    #[test]
+    fn unmodelled_fields_are_kept_for_refusal() {
+        let policy: SecurityPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "n"},
+            "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "r"}],
+                     "oidc": {"provider": {}}, "cors": {"allowOrigins": ["*"]}}
+        }))
+        .expect("decodes");
+        assert_eq!(policy.spec.targets.target_refs.len(), 1);
+        assert_eq!(
+            unsupported_fields("spec", &policy.spec.unsupported),
+            vec!["spec.oidc".to_owned()]
+        );
+    }
+}

@@ -1,0 +1,487 @@
+//! Envoy configuration for Envoy Gateway policies (pure): what a route entry's
+//! [`TrafficIr`] and [`SecurityIr`] become, the HTTP filters every connection manager carries
+//! for them, and cluster settings.
+//!
+//! - Every HTTP connection manager carries basic_auth, RBAC and local rate limit filters,
+//!   disabled, before the router; a route under a policy enables them through its
+//!   `typed_per_filter_config` (`FilterConfig`). So the first policy on a listener changes a
+//!   route table, never the listener (a listener update drains its connections).
+//! - JWT providers are the exception: Envoy's jwt_authn filter holds them at the listener, so
+//!   the filter is present only on listeners with JWT routes, with one requirement per policy,
+//!   named after it, which the routes select.
+//! - Authorization: rules of one action against the opposite default (an allow-list under
+//!   `defaultAction: Deny`, a deny-list under `Allow`) are one RBAC policy whose principals are
+//!   the rules (any CIDR AND each header AND any method). Protobuf maps are avoided or encoded
+//!   in sorted order: prost encodes `HashMap`s in iteration order, and the bytes must not
+//!   change from one build to the next.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, Cluster, circuit_breakers};
+use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
+use envoy_types::pb::envoy::config::core::v3::{
+    CidrRange, HttpProtocolOptions as CommonHttpProtocolOptions, RoutingPriority,
+};
+use envoy_types::pb::envoy::config::rbac::v3::{
+    Permission, Policy, Principal, Rbac as RbacRules, permission, principal, rbac,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    FilterConfig, HeaderMatcher, RetryPolicy, RouteAction, header_matcher, retry_policy,
+    route_action,
+};
+use envoy_types::pb::envoy::extensions::filters::http::basic_auth::v3::{
+    BasicAuth, BasicAuthPerRoute,
+};
+use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
+    JwtClaimToHeader, JwtHeader, JwtProvider, JwtRequirement, JwtRequirementOrList, PerRouteConfig,
+    jwt_provider, jwt_requirement, per_route_config,
+};
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac, RbacPerRoute};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpFilter, http_filter,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, TokenBucket, fractional_percent};
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, Empty, UInt32Value};
+use prost::encoding::{WireType, encode_key, encode_varint};
+use prost::{Message, Name};
+
+use super::envoy_config::any;
+use crate::translate::ir::{
+    AuthorizationIr, ClusterSettingsIr, HashPolicyIr, JwtIr, RouteIr, SecurityIr, TrafficIr,
+};
+
+pub const BASIC_AUTH_FILTER: &str = "envoy.filters.http.basic_auth";
+pub const RBAC_FILTER: &str = "envoy.filters.http.rbac";
+pub const LOCAL_RATE_LIMIT_FILTER: &str = "envoy.filters.http.local_ratelimit";
+pub const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
+
+/// The users of the listener-level basic_auth filter, which is disabled (routes enable it with
+/// their policy's users): one whose SHA-1 no password has (all zero bytes), so even enabled
+/// by mistake it lets nobody in.
+const NO_USERS: &str = "eg-operator-disabled:{SHA}AAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+fn millis(ms: u64) -> PbDuration {
+    PbDuration {
+        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+fn exact(value: &str) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(string_matcher::MatchPattern::Exact(value.to_owned())),
+        ..StringMatcher::default()
+    }
+}
+
+/// The policy filters of every HTTP connection manager, in order, for the router to follow.
+/// `jwt` is the listener's JWT configuration, when any of its routes has one.
+pub fn policy_filters(jwt: Option<Any>) -> Vec<HttpFilter> {
+    let typed = |name: &str, config: Any, disabled: bool| HttpFilter {
+        name: name.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        disabled,
+        ..HttpFilter::default()
+    };
+    let mut filters = Vec::with_capacity(4);
+    if let Some(jwt) = jwt {
+        filters.push(typed(JWT_FILTER, jwt, false));
+    }
+    // Envoy requires users even on a disabled filter; routes bring their own.
+    filters.push(typed(
+        BASIC_AUTH_FILTER,
+        any(&BasicAuth {
+            users: Some(super::from_ir::inline_source(NO_USERS)),
+            ..BasicAuth::default()
+        }),
+        true,
+    ));
+    filters.push(typed(RBAC_FILTER, any(&Rbac::default()), true));
+    filters.push(typed(
+        LOCAL_RATE_LIMIT_FILTER,
+        any(&LocalRateLimit {
+            stat_prefix: "local_rate_limit".into(),
+            ..LocalRateLimit::default()
+        }),
+        true,
+    ));
+    filters
+}
+
+/// The per-route configuration of the policy filters, by filter name (sorted).
+pub fn per_filter_configs(r: &RouteIr) -> BTreeMap<String, Any> {
+    let mut out = BTreeMap::new();
+    let enable = |config: Any| {
+        any(&FilterConfig {
+            config: Some(config),
+            ..FilterConfig::default()
+        })
+    };
+    if let Some(limit) = r.traffic.as_ref().and_then(|t| t.rate_limit.as_ref()) {
+        let hundred = || RuntimeFractionalPercent {
+            default_value: Some(FractionalPercent {
+                numerator: 100,
+                denominator: fractional_percent::DenominatorType::Hundred as i32,
+            }),
+            runtime_key: String::new(),
+        };
+        let config = LocalRateLimit {
+            stat_prefix: format!("local_rate_limit/{}", r.source),
+            token_bucket: Some(TokenBucket {
+                max_tokens: limit.requests,
+                tokens_per_fill: Some(UInt32Value {
+                    value: limit.requests,
+                }),
+                fill_interval: Some(millis(limit.fill_interval_ms)),
+            }),
+            filter_enabled: Some(hundred()),
+            filter_enforced: Some(hundred()),
+            ..LocalRateLimit::default()
+        };
+        out.insert(LOCAL_RATE_LIMIT_FILTER.to_owned(), enable(any(&config)));
+    }
+    if let Some(security) = &r.security {
+        if let Some(basic) = &security.basic_auth {
+            let config = BasicAuthPerRoute {
+                users: Some(super::from_ir::inline_source(&basic.htpasswd)),
+            };
+            out.insert(BASIC_AUTH_FILTER.to_owned(), enable(any(&config)));
+        }
+        if let Some(authz) = &security.authorization {
+            let config = RbacPerRoute {
+                rbac: Some(Rbac {
+                    rules: Some(rbac_rules(authz)),
+                    ..Rbac::default()
+                }),
+            };
+            out.insert(RBAC_FILTER.to_owned(), enable(any(&config)));
+        }
+        if security.jwt.is_some() {
+            let config = PerRouteConfig {
+                requirement_specifier: Some(
+                    per_route_config::RequirementSpecifier::RequirementName(
+                        security.policy.clone(),
+                    ),
+                ),
+            };
+            out.insert(JWT_FILTER.to_owned(), any(&config));
+        }
+    }
+    out
+}
+
+/// RBAC rules for an authorization: see the module docs. The translator only produces
+/// authorizations whose rules share one action opposite to the default.
+fn rbac_rules(a: &AuthorizationIr) -> RbacRules {
+    let header = |name: &str, value: &str| HeaderMatcher {
+        name: name.to_owned(),
+        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(exact(
+            value,
+        ))),
+        ..HeaderMatcher::default()
+    };
+    let or = |ids: Vec<Principal>| Principal {
+        identifier: Some(principal::Identifier::OrIds(principal::Set { ids })),
+    };
+    let principals = a
+        .rules
+        .iter()
+        .map(|rule| {
+            let mut and = Vec::new();
+            if !rule.client_cidrs.is_empty() {
+                and.push(or(rule
+                    .client_cidrs
+                    .iter()
+                    .filter_map(|c| crate::translate::parse_cidr(c).ok())
+                    .map(|(ip, len)| Principal {
+                        identifier: Some(principal::Identifier::RemoteIp(CidrRange {
+                            address_prefix: ip.to_string(),
+                            prefix_len: Some(UInt32Value { value: len }),
+                        })),
+                    })
+                    .collect()));
+            }
+            for (name, values) in &rule.headers {
+                and.push(or(values
+                    .iter()
+                    .map(|v| Principal {
+                        identifier: Some(principal::Identifier::Header(header(name, v))),
+                    })
+                    .collect()));
+            }
+            if !rule.methods.is_empty() {
+                and.push(or(rule
+                    .methods
+                    .iter()
+                    .map(|m| Principal {
+                        identifier: Some(principal::Identifier::Header(header(":method", m))),
+                    })
+                    .collect()));
+            }
+            if and.is_empty() {
+                Principal {
+                    identifier: Some(principal::Identifier::Any(true)),
+                }
+            } else {
+                Principal {
+                    identifier: Some(principal::Identifier::AndIds(principal::Set { ids: and })),
+                }
+            }
+        })
+        .collect();
+    // Allow-list: requests matching a rule are allowed, others denied; deny-list the reverse.
+    let action = if a.default_allow {
+        rbac::Action::Deny
+    } else {
+        rbac::Action::Allow
+    };
+    RbacRules {
+        action: action as i32,
+        // One entry: a one-entry map encodes the same whatever the map type.
+        policies: [(
+            "authorization".to_owned(),
+            Policy {
+                permissions: vec![Permission {
+                    rule: Some(permission::Rule::Any(true)),
+                }],
+                principals,
+                ..Policy::default()
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..RbacRules::default()
+    }
+}
+
+/// The jwt_authn configuration of a listener whose routes carry these JWT policies (by policy
+/// key), encoded with its maps in sorted order.
+pub fn jwt_authentication(policies: &BTreeMap<String, &JwtIr>) -> Option<Any> {
+    if policies.is_empty() {
+        return None;
+    }
+    let mut providers: BTreeMap<String, JwtProvider> = BTreeMap::new();
+    let mut requirements: BTreeMap<String, JwtRequirement> = BTreeMap::new();
+    for (policy, jwt) in policies {
+        let mut any_of = Vec::new();
+        for p in &jwt.providers {
+            let name = format!("{policy}/{}", p.name);
+            let provider = JwtProvider {
+                issuer: p.issuer.clone().unwrap_or_default(),
+                audiences: p.audiences.clone(),
+                forward: true,
+                from_headers: p
+                    .from_headers
+                    .iter()
+                    .map(|(name, prefix)| JwtHeader {
+                        name: name.clone(),
+                        value_prefix: prefix.clone().unwrap_or_default(),
+                    })
+                    .collect(),
+                from_cookies: p.from_cookies.clone(),
+                from_params: p.from_params.clone(),
+                claim_to_headers: p
+                    .claim_to_headers
+                    .iter()
+                    .map(|(claim, header)| JwtClaimToHeader {
+                        claim_name: claim.clone(),
+                        header_name: header.clone(),
+                        ..JwtClaimToHeader::default()
+                    })
+                    .collect(),
+                jwks_source_specifier: Some(match &p.jwks {
+                    crate::translate::ir::JwksIr::Local(jwks) => {
+                        jwt_provider::JwksSourceSpecifier::LocalJwks(super::from_ir::inline_source(
+                            jwks,
+                        ))
+                    }
+                    // The translator refuses remote JWKS until they get their own cluster.
+                    crate::translate::ir::JwksIr::Remote(_) => {
+                        jwt_provider::JwksSourceSpecifier::LocalJwks(super::from_ir::inline_source(
+                            "{\"keys\":[]}",
+                        ))
+                    }
+                }),
+                ..JwtProvider::default()
+            };
+            providers.insert(name.clone(), provider);
+            any_of.push(JwtRequirement {
+                requires_type: Some(jwt_requirement::RequiresType::ProviderName(name)),
+            });
+        }
+        if jwt.optional {
+            any_of.push(JwtRequirement {
+                requires_type: Some(jwt_requirement::RequiresType::AllowMissing(Empty {})),
+            });
+        }
+        let requirement = match any_of.len() {
+            1 => any_of.remove(0),
+            _ => JwtRequirement {
+                requires_type: Some(jwt_requirement::RequiresType::RequiresAny(
+                    JwtRequirementOrList {
+                        requirements: any_of,
+                    },
+                )),
+            },
+        };
+        requirements.insert(policy.clone(), requirement);
+    }
+    // JwtAuthentication: providers = 1, requirement_map = 5 (map entries: key = 1, value = 2).
+    let mut value = Vec::new();
+    put_map(&mut value, 1, &providers);
+    put_map(&mut value, 5, &requirements);
+    Some(Any {
+        type_url: envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::JwtAuthentication::type_url(),
+        value,
+    })
+}
+
+fn put_map<M: Message>(out: &mut Vec<u8>, tag: u32, entries: &BTreeMap<String, M>) {
+    for (key, message) in entries {
+        let mut entry = Vec::new();
+        prost::encoding::string::encode(1, key, &mut entry);
+        prost::encoding::message::encode(2, message, &mut entry);
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(entry.len() as u64, out);
+        out.extend_from_slice(&entry);
+    }
+}
+
+/// Route-level traffic settings: retries, the policy's request timeout (an HTTPRoute's own
+/// `timeouts.request` wins) and consistent-hash keys.
+pub fn apply_traffic(action: &mut RouteAction, t: &TrafficIr, route_sets_timeout: bool) {
+    if let Some(retry) = &t.retry {
+        let mut policy = RetryPolicy {
+            retry_on: retry.retry_on.join(","),
+            num_retries: Some(UInt32Value {
+                value: retry.num_retries,
+            }),
+            retriable_status_codes: retry.status_codes.clone(),
+            per_try_timeout: retry.per_try_timeout_ms.map(millis),
+            ..RetryPolicy::default()
+        };
+        if let Some(base) = retry.backoff_base_ms {
+            policy.retry_back_off = Some(retry_policy::RetryBackOff {
+                base_interval: Some(millis(base)),
+                max_interval: retry.backoff_max_ms.map(millis),
+            });
+        }
+        // A backendRequest timeout from the route already made a policy: keep its per-try.
+        if let Some(existing) = &action.retry_policy {
+            policy.per_try_timeout = policy.per_try_timeout.or(existing.per_try_timeout);
+        }
+        action.retry_policy = Some(policy);
+    }
+    if let (Some(ms), false) = (t.request_timeout_ms, route_sets_timeout) {
+        action.timeout = Some(millis(ms));
+    }
+    if let Some(hash) = &t.hash_policy {
+        let specifier = match hash {
+            HashPolicyIr::SourceIp => {
+                route_action::hash_policy::PolicySpecifier::ConnectionProperties(
+                    route_action::hash_policy::ConnectionProperties { source_ip: true },
+                )
+            }
+            HashPolicyIr::Header(name) => route_action::hash_policy::PolicySpecifier::Header(
+                route_action::hash_policy::Header {
+                    header_name: name.clone(),
+                    ..route_action::hash_policy::Header::default()
+                },
+            ),
+            HashPolicyIr::Cookie { name, ttl_ms } => {
+                route_action::hash_policy::PolicySpecifier::Cookie(
+                    route_action::hash_policy::Cookie {
+                        name: name.clone(),
+                        ttl: ttl_ms.map(millis),
+                        ..route_action::hash_policy::Cookie::default()
+                    },
+                )
+            }
+        };
+        action.hash_policy = vec![route_action::HashPolicy {
+            policy_specifier: Some(specifier),
+            ..route_action::HashPolicy::default()
+        }];
+    }
+}
+
+/// Cluster settings from a BackendTrafficPolicy.
+pub fn apply_cluster_settings(
+    cluster: &mut Cluster,
+    s: &ClusterSettingsIr,
+) -> CommonHttpProtocolOptions {
+    if let Some(ms) = s.connect_timeout_ms {
+        cluster.connect_timeout = Some(millis(ms));
+    }
+    let limits = [
+        s.max_connections,
+        s.max_pending_requests,
+        s.max_parallel_requests,
+        s.max_parallel_retries,
+    ];
+    if limits.iter().any(Option::is_some) {
+        let value = |v: Option<u32>| v.map(|value| UInt32Value { value });
+        cluster.circuit_breakers = Some(CircuitBreakers {
+            thresholds: vec![circuit_breakers::Thresholds {
+                priority: RoutingPriority::Default as i32,
+                max_connections: value(s.max_connections),
+                max_pending_requests: value(s.max_pending_requests),
+                max_requests: value(s.max_parallel_requests),
+                max_retries: value(s.max_parallel_retries),
+                ..circuit_breakers::Thresholds::default()
+            }],
+            ..CircuitBreakers::default()
+        });
+    }
+    if let Some(lb) = &s.load_balancing {
+        use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+            LbConfig, LbPolicy, LeastRequestLbConfig, RoundRobinLbConfig, SlowStartConfig,
+        };
+        let slow_start = lb.slow_start_ms.map(|ms| SlowStartConfig {
+            slow_start_window: Some(millis(ms)),
+            ..SlowStartConfig::default()
+        });
+        let (policy, config) = match lb.policy.as_str() {
+            "least_request" => (
+                LbPolicy::LeastRequest,
+                slow_start.map(|s| {
+                    LbConfig::LeastRequestLbConfig(LeastRequestLbConfig {
+                        slow_start_config: Some(s),
+                        ..LeastRequestLbConfig::default()
+                    })
+                }),
+            ),
+            "random" => (LbPolicy::Random, None),
+            "ring_hash" => (LbPolicy::RingHash, None),
+            _ => (
+                LbPolicy::RoundRobin,
+                slow_start.map(|s| {
+                    LbConfig::RoundRobinLbConfig(RoundRobinLbConfig {
+                        slow_start_config: Some(s),
+                        ..RoundRobinLbConfig::default()
+                    })
+                }),
+            ),
+        };
+        cluster.lb_policy = policy as i32;
+        cluster.lb_config = config;
+    }
+    CommonHttpProtocolOptions {
+        idle_timeout: s.idle_timeout_ms.map(millis),
+        max_connection_duration: s.max_connection_duration_ms.map(millis),
+        max_requests_per_connection: s
+            .max_requests_per_connection
+            .map(|value| UInt32Value { value }),
+        ..CommonHttpProtocolOptions::default()
+    }
+}
+
+/// The JWT policies of a set of routes, by policy key.
+pub fn jwt_policies<'a>(routes: impl Iterator<Item = &'a RouteIr>) -> BTreeMap<String, &'a JwtIr> {
+    routes
+        .filter_map(|r| r.security.as_ref())
+        .filter_map(|s: &SecurityIr| Some((s.policy.clone(), s.jwt.as_ref()?)))
+        .collect()
+}
