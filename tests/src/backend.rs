@@ -4,7 +4,9 @@
 //!
 //! A request whose `content-type` starts with `application/grpc` gets a gRPC answer: one
 //! length-prefixed message holding the JSON echo, and `grpc-status: 0` in the trailers.
-//! A request header `x-echo-status: NNN` sets the HTTP status of a plain answer.
+//! A request header `x-echo-status: NNN` sets the HTTP status of a plain answer;
+//! `x-echo-fail-times: N` with `x-echo-key: K` answers 503 to the first N requests carrying key
+//! K (per process), for retry tests; `x-echo-delay-ms: D` holds the answer D milliseconds.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -230,6 +232,10 @@ impl Drop for StreamEcho {
     }
 }
 
+/// Requests seen per `{backend}/{x-echo-key}`, for `x-echo-fail-times`.
+static ATTEMPTS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, u32>>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// `None` for plain connections, `Some(sni)` for TLS ones.
 type TlsInfo = Option<Option<String>>;
 
@@ -298,11 +304,39 @@ async fn answer(
     if is_grpc {
         return grpc_answer(json);
     }
-    let status = echo
+    if let Some(ms) = echo
         .headers
-        .get("x-echo-status")
-        .and_then(|s| s.parse::<u16>().ok())
-        .and_then(|s| hyper::StatusCode::from_u16(s).ok())
+        .get("x-echo-delay-ms")
+        .and_then(|d| d.parse::<u64>().ok())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    let failing = echo
+        .headers
+        .get("x-echo-fail-times")
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|times| {
+            let key = format!(
+                "{backend}/{}",
+                echo.headers.get("x-echo-key").map_or("", |k| k.as_str())
+            );
+            let mut attempts = ATTEMPTS.lock().unwrap_or_else(|p| p.into_inner());
+            let seen = attempts.entry(key).or_insert(0);
+            *seen += 1;
+            *seen <= times
+        });
+    let status = if failing {
+        Some(hyper::StatusCode::SERVICE_UNAVAILABLE)
+    } else {
+        None
+    };
+    let status = status
+        .or_else(|| {
+            echo.headers
+                .get("x-echo-status")
+                .and_then(|s| s.parse::<u16>().ok())
+                .and_then(|s| hyper::StatusCode::from_u16(s).ok())
+        })
         .unwrap_or(hyper::StatusCode::OK);
     Response::builder()
         .status(status)
