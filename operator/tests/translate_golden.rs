@@ -58,6 +58,7 @@ golden! {
     tls_routes => "tls-routes",
     tcp_udp_routes => "tcp-udp-routes",
     backend_tls_policy => "backend-tls-policy",
+    policies => "policies",
 }
 
 /// Every fixture directory is listed above, so none is silently skipped.

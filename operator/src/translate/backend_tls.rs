@@ -22,7 +22,7 @@ use gateway_api::apis::standard::backendtlspolicies::{
 
 use super::Diagnostic;
 use super::conditions::{Problem, verdict};
-use super::index::Index;
+use super::index::{Index, secret_value};
 use super::ir::{ClusterIr, ClusterSourceIr, SubjectAltNameIr, TrustIr, UpstreamTlsIr};
 use super::refs::GATEWAY_GROUP;
 
@@ -349,12 +349,9 @@ fn trust(
             ),
             ("", "Secret") => (
                 "Secret",
-                index.secret(namespace, &r.name).map(|s| {
-                    s.data
-                        .as_ref()
-                        .and_then(|d| d.get("ca.crt"))
-                        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                }),
+                index
+                    .secret(namespace, &r.name)
+                    .map(|s| secret_value(s, "ca.crt")),
             ),
             (group, kind) => {
                 return Err(CaError::UnsupportedKind {

@@ -15,6 +15,23 @@ use eg_crds::upstream::Backend;
 
 use super::Snapshot;
 
+/// The text under `key` of a Secret: from `data`, else from `stringData` (write-only in a real
+/// cluster, but hand-written snapshots use it).
+pub(super) fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .cloned()
+        })
+}
+
 /// The label tying an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 

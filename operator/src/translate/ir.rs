@@ -220,7 +220,7 @@ pub struct RateLimitIr {
 
 /// What consistent hashing hashes on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum HashPolicyIr {
     SourceIp,
     Header(String),

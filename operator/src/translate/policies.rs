@@ -33,7 +33,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use serde::Serialize;
 
 use super::conditions::{Problem, condition, verdict};
-use super::index::Index;
+use super::index::{Index, secret_value};
 use super::ir::{
     AuthorizationIr, AuthzRuleIr, BasicAuthIr, ClusterSettingsIr, CorsIr, HashPolicyIr, JwksIr,
     JwtIr, JwtProviderIr, LoadBalancingIr, RateLimitIr, RetryIr, SecurityIr, TrafficIr,
@@ -856,12 +856,8 @@ fn security_ir(index: &Index<'_>, policy: &SecurityPolicy) -> Result<SecurityIr,
                         namespace: ns.to_owned(),
                         name: b.users.name.clone(),
                     })?;
-            let htpasswd = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(".htpasswd"))
-                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-                .ok_or_else(|| PolicyError::MissingKey {
+            let htpasswd =
+                secret_value(secret, ".htpasswd").ok_or_else(|| PolicyError::MissingKey {
                     kind: "Secret",
                     namespace: ns.to_owned(),
                     name: b.users.name.clone(),

@@ -10,7 +10,7 @@
 use gateway_api::apis::standard::gateways::GatewayListenersTlsCertificateRefs;
 
 use super::conditions::reason;
-use super::index::Index;
+use super::index::{Index, secret_value};
 use super::ir::CertificateIr;
 use super::refs::{GATEWAY_GROUP, Referent, Referrer, reference_allowed};
 
@@ -111,24 +111,7 @@ pub(super) fn resolve(
         let (namespace, name) = ids();
         return Err(CertificateError::WrongType { namespace, name });
     }
-    let value = |key: &str| -> Option<String> {
-        let from_data = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned());
-        // stringData is write-only in a real cluster, but hand-written snapshots use it.
-        let from_string_data = || {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .cloned()
-        };
-        from_data
-            .or_else(from_string_data)
-            .filter(|v| !v.trim().is_empty())
-    };
+    let value = |key: &str| secret_value(secret, key).filter(|v| !v.trim().is_empty());
     let (Some(cert_pem), Some(key_pem)) = (value(CERT_KEY), value(PRIVATE_KEY_KEY)) else {
         let (namespace, name) = ids();
         return Err(CertificateError::MissingData { namespace, name });
