@@ -460,7 +460,6 @@ pub fn apply_cluster_settings(
                 slow_start.map(|s| {
                     LbConfig::RoundRobinLbConfig(RoundRobinLbConfig {
                         slow_start_config: Some(s),
-                        ..RoundRobinLbConfig::default()
                     })
                 }),
             ),
