@@ -101,7 +101,16 @@ async fn policies_shape_traffic_through_envoy_and_report_status() {
     with_temp_namespace(|client, ns| async move {
         let echo_bin = Path::new(env!("CARGO_BIN_EXE_eg-echo"));
         let app = EchoHost::start("app", echo_bin).await?;
+        let spare = EchoHost::start("spare", echo_bin).await?;
         service_with_endpoint(&client, &ns, "app", app.address()).await;
+        // `pool`: two endpoints, one of which goes away during the test.
+        apply(&client, Some(&ns), json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "pool"},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})).await;
+        apply(&client, Some(&ns), json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "pool-1", "labels": {"kubernetes.io/service-name": "pool"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [app.address().to_string()]}, {"addresses": [spare.address().to_string()]}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})).await;
         let controller_name = format!("example.com/policies-{ns}");
         let class = format!("gc-{ns}");
         let port = free_port(LOOPBACK)?;
@@ -114,6 +123,11 @@ async fn policies_shape_traffic_through_envoy_and_report_status() {
                              ("allowed", "allowed.test"), ("jwt", "jwt.test"), ("cors", "cors.test")] {
             apply(&client, Some(&ns), route(name, host)).await;
         }
+        for (name, host) in [("faulty", "faulty.test"), ("pool", "pool.test")] {
+            let mut r = route(name, host);
+            r["spec"]["rules"][0]["backendRefs"][0]["name"] = json!(if name == "pool" { "pool" } else { "app" });
+            apply(&client, Some(&ns), r).await;
+        }
 
         // BackendTrafficPolicies.
         apply(&client, Some(&ns), policy("BackendTrafficPolicy", "gateway-default", json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"}),
@@ -125,6 +139,11 @@ async fn policies_shape_traffic_through_envoy_and_report_status() {
             json!({"rateLimit": {"type": "Local", "local": {"rules": [{"limit": {"requests": 3, "unit": "Minute"}}]}}}))).await;
         apply(&client, Some(&ns), policy("BackendTrafficPolicy", "breaker", route_target("breaker"),
             json!({"circuitBreaker": {"maxConnections": 1, "maxPendingRequests": 1, "maxParallelRequests": 1}}))).await;
+        apply(&client, Some(&ns), policy("BackendTrafficPolicy", "faulty", route_target("faulty"),
+            json!({"faultInjection": {"abort": {"httpStatus": 418, "percentage": 100}}}))).await;
+        apply(&client, Some(&ns), policy("BackendTrafficPolicy", "pool-health", route_target("pool"),
+            json!({"healthCheck": {"active": {"type": "HTTP", "http": {"path": "/healthz"},
+                   "interval": "200ms", "timeout": "100ms", "unhealthyThreshold": 1, "healthyThreshold": 1}}}))).await;
         apply(&client, Some(&ns), policy("BackendTrafficPolicy", "global-limit", route_target("plain"),
             json!({"rateLimit": {"type": "Global", "global": {"rules": [{"limit": {"requests": 1, "unit": "Second"}}]}}}))).await;
         apply(&client, Some(&ns), policy("BackendTrafficPolicy", "orphan", route_target("no-such-route"),
@@ -186,6 +205,30 @@ async fn policies_shape_traffic_through_envoy_and_report_status() {
         let served = answers.iter().filter(|(status, _)| *status == 200).count();
         eprintln!("circuit breaker: {served} served, {overflowed} overflowed of 8");
         assert!(overflowed >= 1 && served >= 1, "{served} served, {overflowed} overflowed");
+
+        // Fault injection: every request aborted with the policy's status.
+        assert_eq!(get("faulty.test").send().await?.status(), 418);
+
+        // Active health checks: both endpoints serve; one goes away and is ejected, after
+        // which every request reaches the other.
+        let (_, _) = until!("both pool endpoints serve", Duration::from_secs(10), async {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..20 {
+                let echo: Echo = get("pool.test").send().await.ok()?.json().await.ok()?;
+                seen.insert(echo.backend);
+            }
+            (seen.len() == 2).then_some(())
+        }.await);
+        drop(spare);
+        let (_, ejected_after) = until!("the gone endpoint is ejected", Duration::from_secs(10), async {
+            let clusters = envoy.admin_get("/clusters").await.ok()?;
+            clusters.lines().any(|l| l.contains("pool/80/btp-") && l.contains("failed_active_hc")).then_some(())
+        }.await);
+        eprintln!("active health check ejected the endpoint in {ejected_after:?}");
+        for _ in 0..30 {
+            let answer = get("pool.test").send().await?;
+            assert_eq!(answer.status(), 200, "no request reaches the ejected endpoint");
+        }
 
         // Basic auth.
         assert_eq!(get("basic.test").send().await?.status(), 401);

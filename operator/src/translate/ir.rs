@@ -193,7 +193,24 @@ pub struct TrafficIr {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_policy: Option<HashPolicyIr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterSettingsIr>,
+}
+
+/// Faults Envoy injects into a share of the route's requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultIr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Share of requests delayed, in millionths.
+    pub delay_per_million: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_http_status: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_grpc_status: Option<u32>,
+    /// Share of requests aborted, in millionths.
+    pub abort_per_million: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,6 +265,61 @@ pub struct ClusterSettingsIr {
     pub max_requests_per_connection: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancing: Option<LoadBalancingIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_health_check: Option<ActiveHealthCheckIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetectionIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepaliveIr>,
+}
+
+/// Active health checking of a cluster's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ActiveHealthCheckIr {
+    pub check: HealthCheckKindIr,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HealthCheckKindIr {
+    Http {
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        method: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        /// Statuses counted healthy; empty means 200.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        expected_statuses: Vec<u32>,
+    },
+    Tcp,
+    Grpc {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
+    },
+}
+
+/// Passive health checking: endpoints ejected after consecutive errors.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OutlierDetectionIr {
+    pub consecutive_5xx: Option<u32>,
+    pub consecutive_gateway_errors: Option<u32>,
+    pub consecutive_local_origin_failures: Option<u32>,
+    pub split_external_local_origin_errors: bool,
+    pub interval_ms: Option<u64>,
+    pub base_ejection_time_ms: Option<u64>,
+    pub max_ejection_percent: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TcpKeepaliveIr {
+    pub probes: Option<u32>,
+    pub idle_time_s: Option<u32>,
+    pub interval_s: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -35,8 +35,9 @@ use serde::Serialize;
 use super::conditions::{Problem, condition, verdict};
 use super::index::{Index, secret_value};
 use super::ir::{
-    AuthorizationIr, AuthzRuleIr, BasicAuthIr, ClusterSettingsIr, CorsIr, HashPolicyIr, JwksIr,
-    JwtIr, JwtProviderIr, LoadBalancingIr, RateLimitIr, RetryIr, SecurityIr, TrafficIr,
+    ActiveHealthCheckIr, AuthorizationIr, AuthzRuleIr, BasicAuthIr, ClusterSettingsIr, CorsIr,
+    FaultIr, HashPolicyIr, HealthCheckKindIr, JwksIr, JwtIr, JwtProviderIr, LoadBalancingIr,
+    OutlierDetectionIr, RateLimitIr, RetryIr, SecurityIr, TcpKeepaliveIr, TrafficIr,
 };
 use super::refs::GATEWAY_GROUP;
 use super::route_kind::RouteKind;
@@ -593,6 +594,30 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
     if let Some(lb) = &spec.load_balancer {
         unsupported.extend(unsupported_fields("spec.loadBalancer", &lb.unsupported));
     }
+    if let Some(hc) = &spec.health_check {
+        unsupported.extend(unsupported_fields("spec.healthCheck", &hc.unsupported));
+        if let Some(a) = &hc.active {
+            unsupported.extend(unsupported_fields(
+                "spec.healthCheck.active",
+                &a.unsupported,
+            ));
+            if let Some(h) = &a.http {
+                unsupported.extend(unsupported_fields(
+                    "spec.healthCheck.active.http",
+                    &h.unsupported,
+                ));
+            }
+            if let Some(tcp) = &a.tcp {
+                unsupported.extend(unsupported_fields("spec.healthCheck.active.tcp", tcp));
+            }
+        }
+        if let Some(p) = &hc.passive {
+            unsupported.extend(unsupported_fields(
+                "spec.healthCheck.passive",
+                &p.unsupported,
+            ));
+        }
+    }
     if let Some(rl) = &spec.rate_limit {
         if rl.kind.as_deref() != Some("Local") || rl.global.is_some() {
             unsupported.push(
@@ -760,6 +785,119 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
             },
         )
         .transpose()?;
+    let active_health_check = spec
+        .health_check
+        .as_ref()
+        .and_then(|h| h.active.as_ref())
+        .map(|a| -> Result<ActiveHealthCheckIr, PolicyError> {
+            let check = match a.kind.as_str() {
+                "HTTP" => {
+                    let http = a.http.as_ref().ok_or_else(|| PolicyError::InvalidValue {
+                        field: "spec.healthCheck.active.http".into(),
+                        value: String::new(),
+                        problem: "required for type HTTP".into(),
+                    })?;
+                    HealthCheckKindIr::Http {
+                        path: http.path.clone(),
+                        method: http.method.clone(),
+                        host: http.hostname.clone(),
+                        expected_statuses: http.expected_statuses.clone(),
+                    }
+                }
+                "TCP" => HealthCheckKindIr::Tcp,
+                "GRPC" => HealthCheckKindIr::Grpc {
+                    service: a.grpc.as_ref().and_then(|g| g.service.clone()),
+                },
+                other => {
+                    return Err(PolicyError::InvalidValue {
+                        field: "spec.healthCheck.active.type".into(),
+                        value: other.to_owned(),
+                        problem: "must be HTTP, TCP or GRPC".into(),
+                    });
+                }
+            };
+            Ok(ActiveHealthCheckIr {
+                check,
+                // Upstream's defaults.
+                interval_ms: opt_millis("spec.healthCheck.active.interval", a.interval.as_ref())?
+                    .unwrap_or(3_000),
+                timeout_ms: opt_millis("spec.healthCheck.active.timeout", a.timeout.as_ref())?
+                    .unwrap_or(1_000),
+                healthy_threshold: a.healthy_threshold.unwrap_or(1),
+                unhealthy_threshold: a.unhealthy_threshold.unwrap_or(3),
+            })
+        })
+        .transpose()?;
+    let outlier_detection = spec
+        .health_check
+        .as_ref()
+        .and_then(|h| h.passive.as_ref())
+        .map(|p| -> Result<OutlierDetectionIr, PolicyError> {
+            Ok(OutlierDetectionIr {
+                consecutive_5xx: p.consecutive5_xx_errors,
+                consecutive_gateway_errors: p.consecutive_gateway_errors,
+                consecutive_local_origin_failures: p.consecutive_local_origin_failures,
+                split_external_local_origin_errors: p
+                    .split_external_local_origin_errors
+                    .unwrap_or(false),
+                interval_ms: opt_millis("spec.healthCheck.passive.interval", p.interval.as_ref())?,
+                base_ejection_time_ms: opt_millis(
+                    "spec.healthCheck.passive.baseEjectionTime",
+                    p.base_ejection_time.as_ref(),
+                )?,
+                max_ejection_percent: p.max_ejection_percent,
+            })
+        })
+        .transpose()?;
+    let seconds = |field: &str, value: Option<&String>| -> Result<Option<u32>, PolicyError> {
+        Ok(opt_millis(field, value)?.map(|ms| u32::try_from(ms / 1000).unwrap_or(u32::MAX)))
+    };
+    let tcp_keepalive = spec
+        .tcp_keepalive
+        .as_ref()
+        .map(|k| -> Result<TcpKeepaliveIr, PolicyError> {
+            Ok(TcpKeepaliveIr {
+                probes: k.probes,
+                idle_time_s: seconds("spec.tcpKeepalive.idleTime", k.idle_time.as_ref())?,
+                interval_s: seconds("spec.tcpKeepalive.interval", k.interval.as_ref())?,
+            })
+        })
+        .transpose()?;
+    let per_million = |field: &str, percentage: Option<f64>| -> Result<u32, PolicyError> {
+        let p = percentage.unwrap_or(100.0);
+        if !(0.0..=100.0).contains(&p) {
+            return Err(PolicyError::InvalidValue {
+                field: field.to_owned(),
+                value: p.to_string(),
+                problem: "must be between 0 and 100".into(),
+            });
+        }
+        // In range, so the cast cannot truncate meaningfully.
+        Ok((p * 10_000.0).round() as u32)
+    };
+    let fault = spec
+        .fault_injection
+        .as_ref()
+        .map(|f| -> Result<FaultIr, PolicyError> {
+            Ok(FaultIr {
+                delay_ms: f
+                    .delay
+                    .as_ref()
+                    .map(|d| millis("spec.faultInjection.delay.fixedDelay", &d.fixed_delay))
+                    .transpose()?,
+                delay_per_million: per_million(
+                    "spec.faultInjection.delay.percentage",
+                    f.delay.as_ref().and_then(|d| d.percentage),
+                )?,
+                abort_http_status: f.abort.as_ref().and_then(|a| a.http_status),
+                abort_grpc_status: f.abort.as_ref().and_then(|a| a.grpc_status),
+                abort_per_million: per_million(
+                    "spec.faultInjection.abort.percentage",
+                    f.abort.as_ref().and_then(|a| a.percentage),
+                )?,
+            })
+        })
+        .transpose()?;
     let (load_balancing, hash_policy) = match lb {
         Some((l, h)) => (Some(l), h),
         None => (None, None),
@@ -786,12 +924,16 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
         max_parallel_retries: cb.and_then(|c| c.max_parallel_retries),
         max_requests_per_connection: cb.and_then(|c| c.max_requests_per_connection),
         load_balancing,
+        active_health_check,
+        outlier_detection,
+        tcp_keepalive,
     };
     Ok(TrafficIr {
         retry,
         request_timeout_ms,
         rate_limit,
         hash_policy,
+        fault,
         cluster: (cluster != ClusterSettingsIr::default()).then_some(cluster),
     })
 }

@@ -17,10 +17,15 @@
 
 use std::collections::BTreeMap;
 
-use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, Cluster, circuit_breakers};
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers, Cluster, OutlierDetection, UpstreamConnectionOptions, circuit_breakers,
+};
 use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
 use envoy_types::pb::envoy::config::core::v3::{
     CidrRange, HttpProtocolOptions as CommonHttpProtocolOptions, RoutingPriority,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    HealthCheck, RequestMethod, TcpKeepalive, health_check,
 };
 use envoy_types::pb::envoy::config::rbac::v3::{
     Permission, Policy, Principal, Rbac as RbacRules, permission, principal, rbac,
@@ -29,8 +34,12 @@ use envoy_types::pb::envoy::config::route::v3::{
     FilterConfig, HeaderMatcher, RetryPolicy, RouteAction, header_matcher, retry_policy,
     route_action,
 };
+use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{FaultDelay, fault_delay};
 use envoy_types::pb::envoy::extensions::filters::http::basic_auth::v3::{
     BasicAuth, BasicAuthPerRoute,
+};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
+    FaultAbort, HttpFault, fault_abort,
 };
 use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
     JwtClaimToHeader, JwtHeader, JwtProvider, JwtRequirement, JwtRequirementOrList, PerRouteConfig,
@@ -42,6 +51,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpFilter, http_filter,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+use envoy_types::pb::envoy::r#type::v3::Int64Range;
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, TokenBucket, fractional_percent};
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, Empty, UInt32Value};
 use prost::encoding::{WireType, encode_key, encode_varint};
@@ -49,13 +59,15 @@ use prost::{Message, Name};
 
 use super::envoy_config::any;
 use crate::translate::ir::{
-    AuthorizationIr, ClusterSettingsIr, HashPolicyIr, JwtIr, RouteIr, SecurityIr, TrafficIr,
+    ActiveHealthCheckIr, AuthorizationIr, ClusterSettingsIr, FaultIr, HashPolicyIr,
+    HealthCheckKindIr, JwtIr, RouteIr, SecurityIr, TrafficIr,
 };
 
 pub const BASIC_AUTH_FILTER: &str = "envoy.filters.http.basic_auth";
 pub const RBAC_FILTER: &str = "envoy.filters.http.rbac";
 pub const LOCAL_RATE_LIMIT_FILTER: &str = "envoy.filters.http.local_ratelimit";
 pub const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
+pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
 
 /// The users of the listener-level basic_auth filter, which is disabled (routes enable it with
 /// their policy's users): one whose SHA-1 no password has (all zero bytes), so even enabled
@@ -85,7 +97,9 @@ pub fn policy_filters(jwt: Option<Any>) -> Vec<HttpFilter> {
         disabled,
         ..HttpFilter::default()
     };
-    let mut filters = Vec::with_capacity(4);
+    let mut filters = Vec::with_capacity(5);
+    // Faults come first: an injected abort answers before any other work.
+    filters.push(typed(FAULT_FILTER, any(&HttpFault::default()), true));
     if let Some(jwt) = jwt {
         filters.push(typed(JWT_FILTER, jwt, false));
     }
@@ -142,6 +156,9 @@ pub fn per_filter_configs(r: &RouteIr) -> BTreeMap<String, Any> {
         };
         out.insert(LOCAL_RATE_LIMIT_FILTER.to_owned(), enable(any(&config)));
     }
+    if let Some(fault) = r.traffic.as_ref().and_then(|t| t.fault.as_ref()) {
+        out.insert(FAULT_FILTER.to_owned(), enable(any(&http_fault(fault))));
+    }
     if let Some(security) = &r.security {
         if let Some(basic) = &security.basic_auth {
             let config = BasicAuthPerRoute {
@@ -170,6 +187,33 @@ pub fn per_filter_configs(r: &RouteIr) -> BTreeMap<String, Any> {
         }
     }
     out
+}
+
+fn per_million(numerator: u32) -> FractionalPercent {
+    FractionalPercent {
+        numerator,
+        denominator: fractional_percent::DenominatorType::Million as i32,
+    }
+}
+
+fn http_fault(f: &FaultIr) -> HttpFault {
+    HttpFault {
+        delay: f.delay_ms.map(|ms| FaultDelay {
+            percentage: Some(per_million(f.delay_per_million)),
+            fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(millis(ms))),
+            ..FaultDelay::default()
+        }),
+        abort: f
+            .abort_http_status
+            .map(fault_abort::ErrorType::HttpStatus)
+            .or(f.abort_grpc_status.map(fault_abort::ErrorType::GrpcStatus))
+            .map(|error| FaultAbort {
+                error_type: Some(error),
+                percentage: Some(per_million(f.abort_per_million)),
+                ..FaultAbort::default()
+            }),
+        ..HttpFault::default()
+    }
 }
 
 /// RBAC rules for an authorization: see the module docs. The translator only produces
@@ -467,6 +511,33 @@ pub fn apply_cluster_settings(
         cluster.lb_policy = policy as i32;
         cluster.lb_config = config;
     }
+    if let Some(check) = &s.active_health_check {
+        cluster.health_checks = vec![health_check(check)];
+    }
+    if let Some(o) = &s.outlier_detection {
+        let value = |v: Option<u32>| v.map(|value| UInt32Value { value });
+        cluster.outlier_detection = Some(OutlierDetection {
+            consecutive_5xx: value(o.consecutive_5xx),
+            consecutive_gateway_failure: value(o.consecutive_gateway_errors),
+            consecutive_local_origin_failure: value(o.consecutive_local_origin_failures),
+            split_external_local_origin_errors: o.split_external_local_origin_errors,
+            interval: o.interval_ms.map(millis),
+            base_ejection_time: o.base_ejection_time_ms.map(millis),
+            max_ejection_percent: value(o.max_ejection_percent),
+            ..OutlierDetection::default()
+        });
+    }
+    if let Some(k) = &s.tcp_keepalive {
+        let value = |v: Option<u32>| v.map(|value| UInt32Value { value });
+        cluster.upstream_connection_options = Some(UpstreamConnectionOptions {
+            tcp_keepalive: Some(TcpKeepalive {
+                keepalive_probes: value(k.probes),
+                keepalive_time: value(k.idle_time_s),
+                keepalive_interval: value(k.interval_s),
+            }),
+            ..UpstreamConnectionOptions::default()
+        });
+    }
     CommonHttpProtocolOptions {
         idle_timeout: s.idle_timeout_ms.map(millis),
         max_connection_duration: s.max_connection_duration_ms.map(millis),
@@ -474,6 +545,57 @@ pub fn apply_cluster_settings(
             .max_requests_per_connection
             .map(|value| UInt32Value { value }),
         ..CommonHttpProtocolOptions::default()
+    }
+}
+
+fn health_check(c: &ActiveHealthCheckIr) -> HealthCheck {
+    let checker = match &c.check {
+        HealthCheckKindIr::Http {
+            path,
+            method,
+            host,
+            expected_statuses,
+        } => health_check::HealthChecker::HttpHealthCheck(health_check::HttpHealthCheck {
+            path: path.clone(),
+            host: host.clone().unwrap_or_default(),
+            method: method
+                .as_deref()
+                .and_then(RequestMethod::from_str_name)
+                .unwrap_or(RequestMethod::MethodUnspecified) as i32,
+            expected_statuses: expected_statuses
+                .iter()
+                .map(|s| Int64Range {
+                    start: i64::from(*s),
+                    end: i64::from(*s) + 1,
+                })
+                .collect(),
+            ..health_check::HttpHealthCheck::default()
+        }),
+        HealthCheckKindIr::Tcp => {
+            health_check::HealthChecker::TcpHealthCheck(health_check::TcpHealthCheck::default())
+        }
+        HealthCheckKindIr::Grpc { service } => {
+            health_check::HealthChecker::GrpcHealthCheck(health_check::GrpcHealthCheck {
+                service_name: service.clone().unwrap_or_default(),
+                ..health_check::GrpcHealthCheck::default()
+            })
+        }
+    };
+    HealthCheck {
+        timeout: Some(millis(c.timeout_ms)),
+        interval: Some(millis(c.interval_ms)),
+        // The policy's interval holds whether or not the cluster has seen traffic (Envoy's own
+        // default checks idle clusters once a minute, which would leave a dead endpoint in
+        // rotation until the first requests fail).
+        no_traffic_interval: Some(millis(c.interval_ms)),
+        healthy_threshold: Some(UInt32Value {
+            value: c.healthy_threshold,
+        }),
+        unhealthy_threshold: Some(UInt32Value {
+            value: c.unhealthy_threshold,
+        }),
+        health_checker: Some(checker),
+        ..HealthCheck::default()
     }
 }
 
