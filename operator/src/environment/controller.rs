@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use eg_crds::EnvoyGateway;
+use eg_crds::envoy_gateway::UpgradePhase;
+use eg_crds::{EnvoyGateway, EnvoyGatewayStatus};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -75,6 +76,8 @@ fn key(eg: &EnvoyGateway) -> String {
 /// How soon to look again at an environment that is waiting for readiness, besides the watch
 /// on its Deployment.
 const WAITING_REQUEUE: Duration = Duration::from_secs(10);
+/// How soon to look again while proxy fleets roll (their readiness is not watched).
+const ROLLOUT_REQUEUE: Duration = Duration::from_secs(2);
 /// Periodic check of a healthy environment (drift, certificate renewal).
 const HEALTHY_REQUEUE: Duration = Duration::from_secs(300);
 const CONFLICT_REQUEUE: Duration = Duration::from_secs(60);
@@ -142,8 +145,15 @@ async fn apply(eg: &EnvoyGateway, ctx: &Context) -> Result<Action, ControllerErr
     ctx.metrics
         .observe(verdict.label(), verdict.error_category(), started.elapsed());
     publish_events(eg, ctx, &pass).await;
-    write_status(eg, ctx, &verdict).await?;
+    let status = write_status(eg, ctx, &verdict, &pass).await?;
+    // Proxy fleets are gated on objects this controller does not own (fleet workloads,
+    // Gateway conditions): an unfinished upgrade looks again soon.
+    let rolling = status
+        .upgrade
+        .as_ref()
+        .is_some_and(|u| u.phase != UpgradePhase::Complete);
     match (verdict, pass) {
+        (Verdict::Ready, _) if rolling => Ok(Action::requeue(ROLLOUT_REQUEUE)),
         (Verdict::Ready, _) => Ok(Action::requeue(HEALTHY_REQUEUE)),
         (Verdict::Waiting { .. }, _) => Ok(Action::requeue(WAITING_REQUEUE)),
         (Verdict::Conflict { .. }, _) => Ok(Action::requeue(CONFLICT_REQUEUE)),
@@ -168,19 +178,25 @@ async fn write_status(
     eg: &EnvoyGateway,
     ctx: &Context,
     verdict: &Verdict,
-) -> Result<(), ControllerError> {
+    pass: &Result<ReconcileOutcome, ReconcileError>,
+) -> Result<EnvoyGatewayStatus, ControllerError> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let version = eg.spec.version.trim_start_matches('v');
+    let fleets = pass
+        .as_ref()
+        .map(|o| o.fleets.as_slice())
+        .unwrap_or_default();
     let status = next_status(
         eg.status.as_ref(),
         verdict,
+        fleets,
         eg.meta().generation,
         version,
         now,
         ctx.settings.upgrade_gate_timeout,
     );
     if eg.status.as_ref() == Some(&status) {
-        return Ok(());
+        return Ok(status);
     }
     let ns = eg.namespace().ok_or(ControllerError::NoNamespace)?;
     let api: Api<EnvoyGateway> = Api::namespaced(ctx.client.clone(), &ns);
@@ -196,7 +212,7 @@ async fn write_status(
     )
     .await
     .map_err(ControllerError::Status)?;
-    Ok(())
+    Ok(status)
 }
 
 async fn publish_events(
