@@ -147,13 +147,15 @@ async fn apply(eg: &EnvoyGateway, ctx: &Context) -> Result<Action, ControllerErr
     publish_events(eg, ctx, &pass).await;
     let status = write_status(eg, ctx, &verdict, &pass).await?;
     // Proxy fleets are gated on objects this controller does not own (fleet workloads,
-    // Gateway conditions): an unfinished upgrade looks again soon.
-    let rolling = status
-        .upgrade
-        .as_ref()
-        .is_some_and(|u| u.phase != UpgradePhase::Complete);
+    // Gateway conditions): a rollout looks again soon, a halted one now and then.
+    let phase = status.upgrade.as_ref().map(|u| u.phase);
     match (verdict, pass) {
-        (Verdict::Ready, _) if rolling => Ok(Action::requeue(ROLLOUT_REQUEUE)),
+        (Verdict::Ready, _) if phase == Some(UpgradePhase::Proxies) => {
+            Ok(Action::requeue(ROLLOUT_REQUEUE))
+        }
+        (Verdict::Ready, _) if phase == Some(UpgradePhase::Halted) => {
+            Ok(Action::requeue(WAITING_REQUEUE))
+        }
         (Verdict::Ready, _) => Ok(Action::requeue(HEALTHY_REQUEUE)),
         (Verdict::Waiting { .. }, _) => Ok(Action::requeue(WAITING_REQUEUE)),
         (Verdict::Conflict { .. }, _) => Ok(Action::requeue(CONFLICT_REQUEUE)),

@@ -25,8 +25,8 @@ pub struct OperatorSettings {
     pub image_repository: String,
     /// Operand versions this operator can run (the upgrade pre-flight refuses others).
     pub runnable_versions: Vec<String>,
-    /// How long an upgraded control plane may take to become Available before the upgrade
-    /// halts (Degraded).
+    /// How long each upgrade step (the control plane, then each Gateway's proxy fleet) may take
+    /// to pass its health gate before the upgrade halts (Degraded).
     pub upgrade_gate_timeout: std::time::Duration,
 }
 
