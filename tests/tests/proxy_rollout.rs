@@ -11,18 +11,20 @@
 //! Programmed; a control plane that never becomes Available halts before any proxy changes; a
 //! fleet that never becomes Available halts the upgrade Degraded with the Gateway named, the
 //! next fleet untouched; setting `spec.version` back rolls back only what moved; a restarted
-//! operator and control plane leave the proxy Deployments untouched (resourceVersion).
+//! operator and control plane send no write and leave the proxy Deployments untouched
+//! (resourceVersion). "Untouched" mid-upgrade means the Deployment's generation did not move.
 //!
 //! Only this test binary runs an operator controller here: it watches every namespace.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eg_crds::envoy_gateway::UpgradePhase;
 use eg_crds::{EnvoyGateway, EnvoyGatewaySpec};
 use eg_e2e::manifests::apply;
 use eg_e2e::pod_status::report_pods_ready;
-use eg_e2e::{LOOPBACK, eg_condition, eventually, free_port, with_temp_namespace};
+use eg_e2e::{LOOPBACK, counting_client, eg_condition, eventually, free_port, with_temp_namespace};
 use eg_operator::control_plane::config::ControllerConfig;
 use eg_operator::control_plane::process::fleet_config;
 use eg_operator::environment::controller::run;
@@ -53,8 +55,9 @@ struct Env {
 }
 
 impl Env {
-    /// `(operand-version annotation, shutdown-manager image, resourceVersion)` of the fleet
-    /// Deployment of Gateway `gw`.
+    /// `(operand-version annotation, shutdown-manager image, generation)` of the fleet
+    /// Deployment of Gateway `gw`: the generation moves with every change to its spec (a
+    /// resourceVersion also moves with the Deployment controller's status updates).
     async fn fleet(&self, gw: &str) -> Option<(String, String, String)> {
         let d = self
             .deployments
@@ -74,7 +77,7 @@ impl Env {
             .find(|c| c.name == "shutdown-manager")?
             .image
             .clone()?;
-        Some((version, sidecar, d.resource_version()?))
+        Some((version, sidecar, d.metadata.generation?.to_string()))
     }
 
     /// Whether the fleet Deployment of `gw` is Available with every replica updated.
@@ -93,13 +96,32 @@ impl Env {
         self.fleet(gw).await.map(|f| f.0).unwrap_or_default()
     }
 
-    /// resourceVersion of every fleet Deployment.
-    async fn fleet_versions(&self) -> BTreeMap<String, String> {
+    /// Generation of every fleet Deployment.
+    async fn generations(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         for gw in GATEWAYS {
             out.insert(gw.to_owned(), self.fleet(gw).await.expect("fleet").2);
         }
         out
+    }
+
+    /// resourceVersion of every fleet Deployment once the Deployment controller stopped
+    /// updating their status (the same for three seconds).
+    async fn settled_resource_versions(&self) -> BTreeMap<String, String> {
+        let read = || async {
+            let mut out = BTreeMap::new();
+            for gw in GATEWAYS {
+                let d = self.deployments.get(&format!("envoy-{gw}")).await.ok()?;
+                out.insert(gw.to_owned(), d.resource_version()?);
+            }
+            Some(out)
+        };
+        eventually("fleet Deployments settled", LIMIT, || async {
+            let first = read().await?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            (read().await? == first).then_some(first)
+        })
+        .await
     }
 
     /// Reports Gateway `gw`'s proxy pods ready (the kubelet stand-in).
@@ -260,7 +282,7 @@ async fn proxy_fleets_roll_one_gateway_at_a_time_halt_roll_back_and_survive_rest
         .await;
         let (_, sidecar, _) = env.fleet("a").await.expect("fleet a");
         assert!(sidecar.ends_with(":v0.1.0"), "{sidecar}");
-        let steady = env.fleet_versions().await;
+        let steady = env.generations().await;
 
         // Upgrade: the control plane first; no proxy moves while it is not Available.
         env.set_version("0.2.0").await;
@@ -280,7 +302,7 @@ async fn proxy_fleets_roll_one_gateway_at_a_time_halt_roll_back_and_survive_rest
         let (fleets, _leader) = env.start_fleets().await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(
-            env.fleet_versions().await,
+            env.generations().await,
             steady,
             "no fleet write before the control plane is Available"
         );
@@ -335,7 +357,7 @@ async fn proxy_fleets_roll_one_gateway_at_a_time_halt_roll_back_and_survive_rest
                 .and_then(|s| s.target_version.clone()),
             None
         );
-        let at_two = env.fleet_versions().await;
+        let at_two = env.generations().await;
 
         // A control plane that never becomes Available halts before any proxy changes.
         env.set_version("0.3.0").await;
@@ -351,11 +373,11 @@ async fn proxy_fleets_roll_one_gateway_at_a_time_halt_roll_back_and_survive_rest
             message.contains("control plane 0.3.0 did not become Available"),
             "{message}"
         );
-        assert_eq!(env.fleet_versions().await, at_two);
+        assert_eq!(env.generations().await, at_two);
         env.set_version("0.2.0").await;
         env.until_ready("0.2.0", &[]).await;
         assert_eq!(
-            env.fleet_versions().await,
+            env.generations().await,
             at_two,
             "fleets never moved, so nothing rolls back"
         );
@@ -419,19 +441,34 @@ async fn proxy_fleets_roll_one_gateway_at_a_time_halt_roll_back_and_survive_rest
         fleets.abort();
         let _ = operator.await;
         let _ = fleets.await;
-        let before = env.fleet_versions().await;
+        let before = env.settled_resource_versions().await;
         let eg_before = env.eg().await.resource_version();
+        // Both new processes' requests are recorded.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let counting = Env {
+            client: counting_client(log.clone()),
+            ns: ns.clone(),
+            egs: env.egs.clone(),
+            deployments: env.deployments.clone(),
+        };
         let metrics = Metrics::new();
-        let operator = tokio::spawn(run(client.clone(), settings, metrics.clone()));
-        let (fleets, _leader) = env.start_fleets().await;
+        let operator = tokio::spawn(run(counting.client.clone(), settings, metrics.clone()));
+        let (fleets, _leader) = counting.start_fleets().await;
         eventually("a pass of the new operator", LIMIT, || {
             let text = metrics.encode();
             async move { text.contains("verdict=\"ready\"").then_some(()) }
         })
         .await;
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let calls = log.lock().map(|l| l.clone()).unwrap_or_default();
+        let mutating: Vec<&String> = calls.iter().filter(|c| !c.starts_with("GET ")).collect();
+        assert!(mutating.is_empty(), "mutating calls: {mutating:?}");
+        assert!(
+            calls.iter().any(|c| c.contains("/deployments")),
+            "the fleets were looked at"
+        );
         assert_eq!(
-            env.fleet_versions().await,
+            env.settled_resource_versions().await,
             before,
             "proxy Deployments untouched"
         );
