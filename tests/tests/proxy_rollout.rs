@@ -430,6 +430,29 @@ async fn proxy_fleets_roll_one_gateway_at_a_time_halt_roll_back_and_survive_rest
             Some("False".into())
         );
 
+        // Each step was announced.
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+        let notes: Vec<(String, String)> = events
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect();
+        for (reason, note) in [
+            ("UpgradingProxies", format!("Gateway {ns}/b may run 0.2.0")),
+            (
+                "UpgradeHalted",
+                format!("Gateway {ns}/a did not become Available"),
+            ),
+            ("UpgradeComplete", "upgrade from 0.1.0 to 0.2.0".to_owned()),
+        ] {
+            assert!(
+                notes.iter().any(|(r, n)| r == reason && n.contains(&note)),
+                "{reason}: {note} in {notes:?}"
+            );
+        }
+
         // Operator and control plane restart: an unchanged environment's proxies are not touched.
         eventually("fleet a settled", LIMIT, || async {
             env.proxies_ready("a").await;

@@ -10,6 +10,7 @@ use eg_crds::envoy_gateway::UpgradePhase;
 use eg_crds::{EnvoyGateway, EnvoyGatewayStatus};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -25,6 +26,7 @@ use super::reconcile::{
     OperatorSettings, ReconcileError, ReconcileOutcome, cleanup_environment, reconcile_environment,
 };
 use super::status::{Verdict, next_status};
+use super::upgrade::{StepEvent, step_events};
 use crate::metrics::Metrics;
 
 /// Finalizer that lets the operator remove cluster-scoped and cross-namespace objects, which
@@ -146,6 +148,36 @@ async fn apply(eg: &EnvoyGateway, ctx: &Context) -> Result<Action, ControllerErr
         .observe(verdict.label(), verdict.error_category(), started.elapsed());
     publish_events(eg, ctx, &pass).await;
     let status = write_status(eg, ctx, &verdict, &pass).await?;
+    let steps = step_events(
+        eg.status.as_ref().and_then(|s| s.upgrade.as_ref()),
+        status.upgrade.as_ref(),
+    );
+    for step in steps {
+        let StepEvent {
+            warning,
+            reason,
+            note,
+            gateway,
+        } = step;
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        // The Gateway as related object keeps each fleet's steps apart (the recorder folds
+        // events of one key into a series that keeps the first note).
+        let related = gateway.and_then(|g| {
+            let (namespace, name) = g.split_once('/')?;
+            Some(ObjectReference {
+                api_version: Some("gateway.networking.k8s.io/v1".into()),
+                kind: Some("Gateway".into()),
+                namespace: Some(namespace.to_owned()),
+                name: Some(name.to_owned()),
+                ..ObjectReference::default()
+            })
+        });
+        publish(eg, ctx, (type_, reason, note), "Upgrade", related).await;
+    }
     // Proxy fleets are gated on objects this controller does not own (fleet workloads,
     // Gateway conditions): a rollout looks again soon, a halted one now and then.
     let phase = status.upgrade.as_ref().map(|u| u.phase);
@@ -272,18 +304,27 @@ async fn publish_events(
             e.to_string(),
         )),
     }
-    let reference = eg.object_ref(&());
-    for (type_, reason, note) in events {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            warn!(error = %e, "publishing event");
-        }
+    for event in events {
+        publish(eg, ctx, event, "Reconcile", None).await;
+    }
+}
+
+async fn publish(
+    eg: &EnvoyGateway,
+    ctx: &Context,
+    (type_, reason, note): (EventType, &str, String),
+    action: &str,
+    secondary: Option<ObjectReference>,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &eg.object_ref(&())).await {
+        warn!(error = %e, "publishing event");
     }
 }
 

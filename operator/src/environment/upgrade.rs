@@ -335,6 +335,73 @@ fn roll_proxies(
     );
 }
 
+/// An upgrade step worth an Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepEvent {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+    /// The Gateway (`namespace/name`) whose fleet the step is about, if any.
+    pub gateway: Option<String>,
+}
+
+/// The steps taken between two records: a fleet allowed a new version, a halt, a completion.
+pub fn step_events(
+    before: Option<&UpgradeStatus>,
+    after: Option<&UpgradeStatus>,
+) -> Vec<StepEvent> {
+    let Some(after) = after else {
+        return Vec::new();
+    };
+    let same_upgrade = before.filter(|b| b.to == after.to && b.started_at == after.started_at);
+    let mut events: Vec<StepEvent> = after
+        .proxies
+        .iter()
+        .filter(|p| {
+            !same_upgrade.is_some_and(|b| {
+                b.proxies
+                    .iter()
+                    .any(|q| q.gateway == p.gateway && q.version == p.version)
+            })
+        })
+        // Entries a rollback inherited still name the version being left.
+        .filter(|p| p.version == after.to)
+        .map(|p| StepEvent {
+            warning: false,
+            reason: "UpgradingProxies",
+            note: format!("proxy fleet of Gateway {} may run {}", p.gateway, p.version),
+            gateway: Some(p.gateway.clone()),
+        })
+        .collect();
+    let phase_before = same_upgrade.map(|b| b.phase);
+    if phase_before != Some(after.phase) {
+        match after.phase {
+            UpgradePhase::Halted => events.push(StepEvent {
+                warning: true,
+                reason: "UpgradeHalted",
+                note: after.message.clone(),
+                // The fleet whose gate failed: the first one not there.
+                gateway: after
+                    .proxies
+                    .iter()
+                    .find(|p| p.version == after.to && !p.ready)
+                    .map(|p| p.gateway.clone()),
+            }),
+            UpgradePhase::Complete if same_upgrade.is_some() => events.push(StepEvent {
+                warning: false,
+                reason: "UpgradeComplete",
+                note: format!(
+                    "upgrade from {} to {}: {}",
+                    after.from, after.to, after.message
+                ),
+                gateway: None,
+            }),
+            _ => {}
+        }
+    }
+    events
+}
+
 fn started(from: &str, to: &str, now: &Time) -> UpgradeStatus {
     UpgradeStatus {
         from: from.to_owned(),
@@ -748,5 +815,91 @@ mod tests {
             fleet_version(Some(&done), Some("0.2.0"), "shop/new", "0.2.0"),
             "0.2.0"
         );
+    }
+
+    #[test]
+    fn a_fleet_is_observed_from_its_workload_and_its_gateways_programmed_condition() {
+        let gateway = |observed: i64| {
+            serde_json::json!({
+                "metadata": {"namespace": "shop", "name": "a", "uid": "u-a", "generation": 2},
+                "status": {"conditions": [
+                    {"type": "Programmed", "status": "True", "observedGeneration": observed}
+                ]}
+            })
+        };
+        let deployment = serde_json::json!({
+            "kind": "Deployment",
+            "metadata": {
+                "generation": 3,
+                "labels": {crate::fleet::FLEET_GATEWAY_UID_LABEL: "u-a"},
+                "annotations": {crate::fleet::OPERAND_VERSION_ANNOTATION: "0.2.0"}
+            },
+            "spec": {"replicas": 2},
+            "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}
+        });
+        let other = serde_json::json!({
+            "kind": "DaemonSet",
+            "metadata": {"generation": 1, "labels": {crate::fleet::FLEET_GATEWAY_UID_LABEL: "u-b"}},
+            "status": {"observedGeneration": 1, "desiredNumberScheduled": 3, "updatedNumberScheduled": 1, "numberAvailable": 3}
+        });
+        let seen = observe_fleet(&gateway(2), &[other.clone(), deployment.clone()]);
+        assert_eq!(seen, fleet("shop/a", "0.2.0", true, true));
+        // Programmed for an older generation of the Gateway does not count.
+        assert!(!observe_fleet(&gateway(1), std::slice::from_ref(&deployment)).programmed);
+        // No workload of its own yet.
+        let none = observe_fleet(&gateway(2), std::slice::from_ref(&other));
+        assert_eq!((none.version, none.available), (None, false));
+        assert!(!workload_available(&other), "a DaemonSet mid-rollout");
+        let mut rolled = other;
+        rolled["status"]["updatedNumberScheduled"] = 3.into();
+        assert!(workload_available(&rolled));
+    }
+
+    #[test]
+    fn each_fleet_step_a_halt_and_the_completion_are_events_once() {
+        let cp = next_upgrade(None, Some("0.1.0"), "0.2.0", &waiting(), &at(0), GATE);
+        assert!(step_events(None, cp.as_ref()).is_empty());
+        let cp = cp.expect("upgrade");
+        let steady = [
+            fleet("shop/a", "0.1.0", true, true),
+            fleet("shop/b", "0.1.0", true, true),
+        ];
+        let first = pass(&cp, "0.2.0", &steady, 10);
+        let events = step_events(Some(&cp), Some(&first));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, "UpgradingProxies");
+        assert_eq!(events[0].gateway.as_deref(), Some("shop/a"));
+        assert!(
+            events[0].note.contains("shop/a may run 0.2.0"),
+            "{}",
+            events[0].note
+        );
+        assert!(step_events(Some(&first), Some(&pass(&first, "0.2.0", &steady, 11))).is_empty());
+        let broken = [fleet("shop/a", "0.2.0", false, true), steady[1].clone()];
+        let halted = pass(&first, "0.2.0", &broken, 100);
+        let events = step_events(Some(&first), Some(&halted));
+        assert_eq!(
+            (events.len(), events[0].warning, events[0].reason),
+            (1, true, "UpgradeHalted")
+        );
+        assert_eq!(events[0].gateway.as_deref(), Some("shop/a"));
+        assert!(step_events(Some(&halted), Some(&pass(&halted, "0.2.0", &broken, 101))).is_empty());
+        // The rollback's inherited entry (still at 0.2.0) is no step of its own.
+        let back = next_upgrade(
+            Some(&halted),
+            Some("0.1.0"),
+            "0.1.0",
+            &waiting(),
+            &at(200),
+            GATE,
+        );
+        assert!(step_events(Some(&halted), back.as_ref()).is_empty());
+        let back = back.expect("rollback");
+        let rolled = pass(&back, "0.1.0", &broken, 210);
+        assert_eq!(step_events(Some(&back), Some(&rolled)).len(), 1);
+        let done = pass(&rolled, "0.1.0", &steady, 220);
+        let events = step_events(Some(&rolled), Some(&done));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, "UpgradeComplete");
     }
 }
