@@ -611,6 +611,31 @@ mod tests {
             .collect()
     }
 
+    /// Gateways shop/a and shop/b, their fleets healthy at 0.1.0.
+    fn steady() -> [FleetObservation; 2] {
+        [
+            fleet("shop/a", "0.1.0", true, true),
+            fleet("shop/b", "0.1.0", true, true),
+        ]
+    }
+
+    /// An upgrade from 0.1.0 to 0.2.0 started at 0, waiting for its control plane.
+    fn upgrade_started() -> Option<UpgradeStatus> {
+        next_upgrade(None, Some("0.1.0"), "0.2.0", &waiting(), &at(0), GATE)
+    }
+
+    /// `spec.version` set back to 0.1.0 at 200, the control plane not yet Available.
+    fn rolled_back(record: &UpgradeStatus) -> Option<UpgradeStatus> {
+        next_upgrade(
+            Some(record),
+            Some("0.1.0"),
+            "0.1.0",
+            &waiting(),
+            &at(200),
+            GATE,
+        )
+    }
+
     /// One pass from 0.1.0 to `target` with the control plane Available.
     fn pass(
         previous: &UpgradeStatus,
@@ -635,8 +660,7 @@ mod tests {
             fleet("shop/b", "0.1.0", true, true),
             fleet("shop/a", "0.1.0", true, true),
         ];
-        let cp =
-            next_upgrade(None, Some("0.1.0"), "0.2.0", &waiting(), &at(0), GATE).expect("upgrade");
+        let cp = upgrade_started().expect("upgrade");
         assert_eq!(cp.phase, UpgradePhase::ControlPlane);
         assert!(
             cp.proxies.is_empty(),
@@ -695,12 +719,8 @@ mod tests {
 
     #[test]
     fn a_fleet_gate_past_its_deadline_halts_and_holds_the_fleets_after_it() {
-        let cp =
-            next_upgrade(None, Some("0.1.0"), "0.2.0", &waiting(), &at(0), GATE).expect("upgrade");
-        let steady = [
-            fleet("shop/a", "0.1.0", true, true),
-            fleet("shop/b", "0.1.0", true, true),
-        ];
+        let cp = upgrade_started().expect("upgrade");
+        let steady = steady();
         let first = pass(&cp, "0.2.0", &steady, 10);
         let broken = [fleet("shop/a", "0.2.0", false, true), steady[1].clone()];
         assert_eq!(
@@ -735,26 +755,14 @@ mod tests {
 
     #[test]
     fn setting_the_version_back_rolls_back_only_the_fleets_that_moved() {
-        let cp =
-            next_upgrade(None, Some("0.1.0"), "0.2.0", &waiting(), &at(0), GATE).expect("upgrade");
-        let steady = [
-            fleet("shop/a", "0.1.0", true, true),
-            fleet("shop/b", "0.1.0", true, true),
-        ];
+        let cp = upgrade_started().expect("upgrade");
+        let steady = steady();
         let first = pass(&cp, "0.2.0", &steady, 10);
         let broken = [fleet("shop/a", "0.2.0", false, true), steady[1].clone()];
         let halted = pass(&first, "0.2.0", &broken, 100);
         assert_eq!(halted.phase, UpgradePhase::Halted);
 
-        let back = next_upgrade(
-            Some(&halted),
-            Some("0.1.0"),
-            "0.1.0",
-            &waiting(),
-            &at(200),
-            GATE,
-        )
-        .expect("rollback");
+        let back = rolled_back(&halted).expect("rollback");
         assert_eq!(
             (back.from.as_str(), back.to.as_str(), back.phase),
             ("0.2.0", "0.1.0", UpgradePhase::ControlPlane)
@@ -774,12 +782,8 @@ mod tests {
 
     #[test]
     fn the_record_alone_carries_the_rollout_so_a_restart_resumes_it_unchanged() {
-        let cp =
-            next_upgrade(None, Some("0.1.0"), "0.2.0", &waiting(), &at(0), GATE).expect("upgrade");
-        let steady = [
-            fleet("shop/a", "0.1.0", true, true),
-            fleet("shop/b", "0.1.0", true, true),
-        ];
+        let cp = upgrade_started().expect("upgrade");
+        let steady = steady();
         let first = pass(&cp, "0.2.0", &steady, 10);
         // A new operator process reads the same status and sees the same cluster.
         let rolling = [fleet("shop/a", "0.2.0", false, true), steady[1].clone()];
@@ -857,13 +861,10 @@ mod tests {
 
     #[test]
     fn each_fleet_step_a_halt_and_the_completion_are_events_once() {
-        let cp = next_upgrade(None, Some("0.1.0"), "0.2.0", &waiting(), &at(0), GATE);
+        let cp = upgrade_started();
         assert!(step_events(None, cp.as_ref()).is_empty());
         let cp = cp.expect("upgrade");
-        let steady = [
-            fleet("shop/a", "0.1.0", true, true),
-            fleet("shop/b", "0.1.0", true, true),
-        ];
+        let steady = steady();
         let first = pass(&cp, "0.2.0", &steady, 10);
         let events = step_events(Some(&cp), Some(&first));
         assert_eq!(events.len(), 1);
@@ -885,14 +886,7 @@ mod tests {
         assert_eq!(events[0].gateway.as_deref(), Some("shop/a"));
         assert!(step_events(Some(&halted), Some(&pass(&halted, "0.2.0", &broken, 101))).is_empty());
         // The rollback's inherited entry (still at 0.2.0) is no step of its own.
-        let back = next_upgrade(
-            Some(&halted),
-            Some("0.1.0"),
-            "0.1.0",
-            &waiting(),
-            &at(200),
-            GATE,
-        );
+        let back = rolled_back(&halted);
         assert!(step_events(Some(&halted), back.as_ref()).is_empty());
         let back = back.expect("rollback");
         let rolled = pass(&back, "0.1.0", &broken, 210);
