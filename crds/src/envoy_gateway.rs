@@ -378,6 +378,27 @@ pub struct UpgradeStatus {
     /// Progress in words: what the upgrade waits for, or why it halted.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The proxy fleets this upgrade moved, in rollout order (Gateways by namespace and name),
+    /// each with the version its fleet may run. A Gateway not listed runs `status.version`.
+    /// The control plane renders every fleet at the version given here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["gateway".into()]))]
+    pub proxies: Vec<ProxyRollout>,
+}
+
+/// One Gateway's proxy fleet in an upgrade.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyRollout {
+    /// The Gateway, as `namespace/name`.
+    pub gateway: String,
+    /// Operand version its fleet may run.
+    pub version: String,
+    /// When its fleet was allowed `version`; its health gate's deadline counts from here.
+    pub started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// Whether its fleet runs `version`, is Available, and its Gateway is Programmed.
+    #[serde(default)]
+    pub ready: bool,
 }
 
 /// Phases of an operand upgrade.
@@ -385,6 +406,9 @@ pub struct UpgradeStatus {
 pub enum UpgradePhase {
     /// The control plane rolls to the new version and must become Available.
     ControlPlane,
+    /// Proxy fleets roll one Gateway at a time, each gated on its fleet being Available and its
+    /// Gateway Programmed (its proxies ACKed their configuration).
+    Proxies,
     /// Every step passed its health gate.
     Complete,
     /// A health gate failed: nothing further changes until `spec.version` changes.

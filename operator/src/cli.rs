@@ -199,8 +199,8 @@ pub struct OperatorArgs {
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub leader_election_namespace: String,
-    /// Seconds an upgraded control plane may take to become Available before its upgrade
-    /// halts (Degraded).
+    /// Seconds each upgrade step (the control plane, then each Gateway's proxy fleet) may take
+    /// to become Available (fleets: and Programmed) before the upgrade halts (Degraded).
     #[arg(long, env = "EG_UPGRADE_GATE_SECONDS", default_value_t = 600)]
     pub upgrade_gate_seconds: u64,
 }

@@ -55,7 +55,8 @@ async fn controller_process_serves_an_httproute_over_mtls_xds() {
             leader_election: true,
             xds: XdsConfig { port: xds_port, cert_dir: server_dir.clone() },
             proxy_defaults: Default::default(),
-            image: String::new(),
+            image_repository: String::new(),
+            version: String::new(),
             backend_api: false,
         };
         let config_path = write("config.yaml", &serde_yaml_ng::to_string(&config)?);

@@ -139,7 +139,8 @@ async fn a_gateway_gets_its_fleet_and_loses_it_with_the_gateway() {
                     anti_affinity: AntiAffinity::Preferred,
                     xds: XdsAddress::Tcp("127.0.0.1:18000".parse()?),
                     xds_server_name: "prod-envoy-gateway.test.svc".into(),
-                    shutdown_manager_image: Some("quay.io/eg-operator/eg-operator:v0.0.0-test".into()),
+                    image_repository: Some("quay.io/eg-operator/eg-operator".into()),
+                    version: "0.0.0-test".into(),
                 },
                 proxy_defaults: ProxySpec::default(),
                 issuer_secret: (ns.clone(), names.proxy_issuer_secret()),
@@ -443,7 +444,8 @@ async fn envoy_runs_from_the_generated_bootstrap_over_mutual_tls() {
         anti_affinity: AntiAffinity::Preferred,
         xds: XdsAddress::Tcp(xds),
         xds_server_name: names.xds_dns_names()[0].clone(),
-        shutdown_manager_image: None,
+        image_repository: None,
+        version: String::new(),
     };
     // Gateway shop/public's fleet Secret, as the kubelet mounts it.
     let cert_dir = dir.path().join("certs");

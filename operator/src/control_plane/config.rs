@@ -23,9 +23,14 @@ pub struct ControllerConfig {
     /// `EnvoyGateway.spec.proxy`, the defaults of every proxy fleet.
     #[serde(default)]
     pub proxy_defaults: eg_crds::envoy_gateway::ProxySpec,
-    /// The control plane's own image; the proxies' shutdown-manager sidecar runs it.
+    /// Image repository of the operand; its tag is `v{version}`. The proxies' shutdown-manager
+    /// sidecar runs it, at the version each fleet may run (see [`crate::fleet::run`]).
     #[serde(default)]
-    pub image: String,
+    pub image_repository: String,
+    /// The operand version of this control plane: fleets run it unless the EnvoyGateway's status
+    /// pins them elsewhere during an upgrade.
+    #[serde(default)]
+    pub version: String,
     /// Routes may send to Envoy Gateway `Backend`s (`extensionApis.enableBackend`).
     #[serde(default)]
     pub backend_api: bool,

@@ -84,7 +84,9 @@ pub fn fleet_config(config: &ControllerConfig) -> crate::fleet::run::FleetConfig
                 port: config.xds.port,
             },
             xds_server_name: host,
-            shutdown_manager_image: (!config.image.is_empty()).then(|| config.image.clone()),
+            image_repository: (!config.image_repository.is_empty())
+                .then(|| config.image_repository.clone()),
+            version: config.version.clone(),
             names: names.clone(),
         },
         proxy_defaults: config.proxy_defaults.clone(),

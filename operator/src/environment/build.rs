@@ -265,7 +265,8 @@ pub fn build(inputs: &BuildInputs<'_>) -> Result<ResourceGraph, BuildError> {
             cert_dir: CERT_DIR.into(),
         },
         proxy_defaults: env.proxy.clone(),
-        image: control_plane_image(image_repository, env),
+        image_repository: (*image_repository).to_owned(),
+        version: env.version.clone(),
         backend_api: env.backend_api,
     };
     let config_yaml = serde_yaml_ng::to_string(&config).map_err(|e| BuildError::Serialize {
@@ -525,6 +526,12 @@ fn own_namespace_rules(n: &super::names::Names) -> Vec<PolicyRule> {
         // Proxy fleets: the class-wide EnvoyProxy, and the proxy issuer that signs each
         // Gateway's client certificate (that Secret only: the CA key lives next to it).
         rule(&["gateway.envoyproxy.io"], &["envoyproxies"], READ),
+        // The EnvoyGateway's status: the operand version each fleet may run during upgrades.
+        rule(
+            &["operator.gateway.envoyproxy.io"],
+            &["envoygateways"],
+            READ,
+        ),
         PolicyRule {
             resource_names: Some(vec![n.proxy_issuer_secret()]),
             ..rule(&[""], &["secrets"], &["get"])
@@ -667,9 +674,9 @@ pub fn restricted_pod_security() -> PodSecurityContext {
     }
 }
 
-/// The control plane's image: the operand version of this environment.
-fn control_plane_image(image_repository: &str, env: &Environment) -> String {
-    format!("{image_repository}:v{}", env.version)
+/// The operand's image at `version`: the control plane's, and the proxies' shutdown manager's.
+pub fn operand_image(image_repository: &str, version: &str) -> String {
+    format!("{image_repository}:v{version}")
 }
 
 fn control_plane_deployment(
@@ -687,7 +694,7 @@ fn control_plane_deployment(
     let port = tcp_port;
     let container = Container {
         name: "controller".into(),
-        image: Some(control_plane_image(image_repository, env)),
+        image: Some(operand_image(image_repository, &env.version)),
         args: Some(vec![
             "controller".into(),
             format!("--config={CONFIG_DIR}/config.yaml"),

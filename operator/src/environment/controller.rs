@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use eg_crds::EnvoyGateway;
+use eg_crds::envoy_gateway::UpgradePhase;
+use eg_crds::{EnvoyGateway, EnvoyGatewayStatus};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -24,6 +26,7 @@ use super::reconcile::{
     OperatorSettings, ReconcileError, ReconcileOutcome, cleanup_environment, reconcile_environment,
 };
 use super::status::{Verdict, next_status};
+use super::upgrade::{StepEvent, step_events};
 use crate::metrics::Metrics;
 
 /// Finalizer that lets the operator remove cluster-scoped and cross-namespace objects, which
@@ -75,6 +78,8 @@ fn key(eg: &EnvoyGateway) -> String {
 /// How soon to look again at an environment that is waiting for readiness, besides the watch
 /// on its Deployment.
 const WAITING_REQUEUE: Duration = Duration::from_secs(10);
+/// How soon to look again while proxy fleets roll (their readiness is not watched).
+const ROLLOUT_REQUEUE: Duration = Duration::from_secs(2);
 /// Periodic check of a healthy environment (drift, certificate renewal).
 const HEALTHY_REQUEUE: Duration = Duration::from_secs(300);
 const CONFLICT_REQUEUE: Duration = Duration::from_secs(60);
@@ -142,8 +147,47 @@ async fn apply(eg: &EnvoyGateway, ctx: &Context) -> Result<Action, ControllerErr
     ctx.metrics
         .observe(verdict.label(), verdict.error_category(), started.elapsed());
     publish_events(eg, ctx, &pass).await;
-    write_status(eg, ctx, &verdict).await?;
+    let status = write_status(eg, ctx, &verdict, &pass).await?;
+    let steps = step_events(
+        eg.status.as_ref().and_then(|s| s.upgrade.as_ref()),
+        status.upgrade.as_ref(),
+    );
+    for step in steps {
+        let StepEvent {
+            warning,
+            reason,
+            note,
+            gateway,
+        } = step;
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        // The Gateway as related object keeps each fleet's steps apart (the recorder folds
+        // events of one key into a series that keeps the first note).
+        let related = gateway.and_then(|g| {
+            let (namespace, name) = g.split_once('/')?;
+            Some(ObjectReference {
+                api_version: Some("gateway.networking.k8s.io/v1".into()),
+                kind: Some("Gateway".into()),
+                namespace: Some(namespace.to_owned()),
+                name: Some(name.to_owned()),
+                ..ObjectReference::default()
+            })
+        });
+        publish(eg, ctx, (type_, reason, note), "Upgrade", related).await;
+    }
+    // Proxy fleets are gated on objects this controller does not own (fleet workloads,
+    // Gateway conditions): a rollout looks again soon, a halted one now and then.
+    let phase = status.upgrade.as_ref().map(|u| u.phase);
     match (verdict, pass) {
+        (Verdict::Ready, _) if phase == Some(UpgradePhase::Proxies) => {
+            Ok(Action::requeue(ROLLOUT_REQUEUE))
+        }
+        (Verdict::Ready, _) if phase == Some(UpgradePhase::Halted) => {
+            Ok(Action::requeue(WAITING_REQUEUE))
+        }
         (Verdict::Ready, _) => Ok(Action::requeue(HEALTHY_REQUEUE)),
         (Verdict::Waiting { .. }, _) => Ok(Action::requeue(WAITING_REQUEUE)),
         (Verdict::Conflict { .. }, _) => Ok(Action::requeue(CONFLICT_REQUEUE)),
@@ -168,19 +212,25 @@ async fn write_status(
     eg: &EnvoyGateway,
     ctx: &Context,
     verdict: &Verdict,
-) -> Result<(), ControllerError> {
+    pass: &Result<ReconcileOutcome, ReconcileError>,
+) -> Result<EnvoyGatewayStatus, ControllerError> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let version = eg.spec.version.trim_start_matches('v');
+    let fleets = pass
+        .as_ref()
+        .map(|o| o.fleets.as_slice())
+        .unwrap_or_default();
     let status = next_status(
         eg.status.as_ref(),
         verdict,
+        fleets,
         eg.meta().generation,
         version,
         now,
         ctx.settings.upgrade_gate_timeout,
     );
     if eg.status.as_ref() == Some(&status) {
-        return Ok(());
+        return Ok(status);
     }
     let ns = eg.namespace().ok_or(ControllerError::NoNamespace)?;
     let api: Api<EnvoyGateway> = Api::namespaced(ctx.client.clone(), &ns);
@@ -196,7 +246,7 @@ async fn write_status(
     )
     .await
     .map_err(ControllerError::Status)?;
-    Ok(())
+    Ok(status)
 }
 
 async fn publish_events(
@@ -254,18 +304,27 @@ async fn publish_events(
             e.to_string(),
         )),
     }
-    let reference = eg.object_ref(&());
-    for (type_, reason, note) in events {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            warn!(error = %e, "publishing event");
-        }
+    for event in events {
+        publish(eg, ctx, event, "Reconcile", None).await;
+    }
+}
+
+async fn publish(
+    eg: &EnvoyGateway,
+    ctx: &Context,
+    (type_, reason, note): (EventType, &str, String),
+    action: &str,
+    secondary: Option<ObjectReference>,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &eg.object_ref(&())).await {
+        warn!(error = %e, "publishing event");
     }
 }
 

@@ -4,7 +4,8 @@
 //! [`dereference`] (read what is live) → [`validate`] (pure) → [`certificates`] (pure, decides
 //! which certificates to keep or issue) → [`build`] (pure, the desired
 //! [`eg_graph::ResourceGraph`]) → [`apply`] (server-side apply in waves, then prune) → status.
-//! [`upgrade`] gates changes of `spec.version` (pre-flight, health gate, halt, rollback).
+//! [`upgrade`] orders and gates changes of `spec.version` (pre-flight, the control plane, then
+//! the proxy fleets one Gateway at a time, health gates, halt, rollback).
 //! [`names`] fixes the names and labels every stage agrees on; [`permissions`] derives the
 //! operator's own RBAC from what these stages do.
 

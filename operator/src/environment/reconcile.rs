@@ -11,9 +11,11 @@ use kube::Client;
 use super::apply::{ApplyError, ApplyOutcome, apply};
 use super::build::{BuildError, BuildInputs, build};
 use super::certificates::{CertificateError, Issued, decide};
-use super::dereference::{DereferenceError, existing_certificates, foreign_objects, owned_objects};
-use super::names::{FIELD_MANAGER, Names, OWNER_UID_LABEL};
-use super::upgrade::{UpgradeError, preflight};
+use super::dereference::{
+    DereferenceError, existing_certificates, foreign_objects, labelled_objects, owned_objects,
+};
+use super::names::{ENVIRONMENT_LABEL, FIELD_MANAGER, Names, OWNER_UID_LABEL};
+use super::upgrade::{FleetObservation, UpgradeError, observe_fleet, preflight, upgrading};
 use super::validate::{Environment, ValidationError, validate};
 
 /// Settings of the operator that shape every environment.
@@ -23,8 +25,8 @@ pub struct OperatorSettings {
     pub image_repository: String,
     /// Operand versions this operator can run (the upgrade pre-flight refuses others).
     pub runnable_versions: Vec<String>,
-    /// How long an upgraded control plane may take to become Available before the upgrade
-    /// halts (Degraded).
+    /// How long each upgrade step (the control plane, then each Gateway's proxy fleet) may take
+    /// to pass its health gate before the upgrade halts (Degraded).
     pub upgrade_gate_timeout: std::time::Duration,
 }
 
@@ -93,6 +95,9 @@ pub struct ReconcileOutcome {
     /// `None` when conflicts stopped the pass before applying.
     pub applied: Option<ApplyOutcome>,
     pub issued: Vec<Issued>,
+    /// The proxy fleets of the environment's Gateways, observed only while an upgrade needs
+    /// them (everything else applied and ready).
+    pub fleets: Vec<FleetObservation>,
 }
 
 /// The ownership every stage uses for an environment.
@@ -153,13 +158,63 @@ pub async fn reconcile_environment(
             conflicts,
             applied: None,
             issued: certificates.issued,
+            fleets: Vec::new(),
         });
     }
     let applied = apply(client, &desired, &plan, &owned).await?;
+    let upgrade = eg.status.as_ref().and_then(|s| s.upgrade.as_ref());
+    let fleets = match applied {
+        ApplyOutcome::Complete { .. } if upgrading(running, upgrade, &env.version) => {
+            observe_fleets(client, &env).await?
+        }
+        _ => Vec::new(),
+    };
     Ok(ReconcileOutcome {
         plan,
         conflicts,
         applied: Some(applied),
         issued: certificates.issued,
+        fleets,
     })
+}
+
+/// The proxy fleets of every Gateway of the environment's class (read-only: the control plane
+/// applies fleets; the operator only gates its rollout on them).
+async fn observe_fleets(
+    client: &Client,
+    env: &Environment,
+) -> Result<Vec<FleetObservation>, DereferenceError> {
+    const GATEWAY: &[(&str, &str, bool)] = &[("gateway.networking.k8s.io/v1", "Gateway", true)];
+    const WORKLOADS: &[(&str, &str, bool)] = &[
+        ("apps/v1", "Deployment", true),
+        ("apps/v1", "DaemonSet", true),
+    ];
+    let fleet_selector = format!(
+        "app.kubernetes.io/component={},{ENVIRONMENT_LABEL}={}",
+        crate::fleet::FLEET_COMPONENT,
+        env.names.environment_label_value()
+    );
+    let namespaces: Vec<Option<&str>> = if env.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        env.watch_namespaces
+            .iter()
+            .map(|n| Some(n.as_str()))
+            .collect()
+    };
+    let (mut gateways, mut workloads) = (Vec::new(), Vec::new());
+    for ns in namespaces {
+        gateways.extend(labelled_objects(client, GATEWAY, ns, "").await?);
+        workloads.extend(labelled_objects(client, WORKLOADS, ns, &fleet_selector).await?);
+    }
+    Ok(gateways
+        .iter()
+        .filter(|g| {
+            g.pointer("/spec/gatewayClassName")
+                .and_then(serde_json::Value::as_str)
+                == Some(env.gateway_class_name.as_str())
+                && g.pointer("/metadata/deletionTimestamp").is_none()
+        })
+        .map(|g| observe_fleet(g, &workloads))
+        .collect())
 }

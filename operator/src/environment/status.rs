@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::apply::ApplyOutcome;
 use super::reconcile::{ReconcileError, ReconcileOutcome};
-use super::upgrade::{Gate, next_upgrade};
+use super::upgrade::{FleetObservation, Gate, next_upgrade};
 
 /// The gist of one pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,11 +92,14 @@ fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condit
 }
 
 /// The status to record for `verdict` on an object at `generation`, given the previous status.
-/// `version` is the wanted operand version (`spec.version`), running once the verdict is Ready;
-/// `gate_timeout` bounds how long an upgrade waits for its control plane (see [`super::upgrade`]).
+/// `version` is the wanted operand version (`spec.version`), running once the verdict is Ready
+/// and any upgrade to it is complete; `fleets` are the proxy fleets the pass observed (only while
+/// upgrading); `gate_timeout` bounds how long an upgrade waits for each step (see
+/// [`super::upgrade`]).
 pub fn next_status(
     previous: Option<&EnvoyGatewayStatus>,
     verdict: &Verdict,
+    fleets: &[FleetObservation],
     generation: Option<i64>,
     version: &str,
     now: Time,
@@ -104,7 +107,7 @@ pub fn next_status(
 ) -> EnvoyGatewayStatus {
     let previous_version = previous.and_then(|p| p.version.clone());
     let gate = match verdict {
-        Verdict::Ready => Gate::Passed,
+        Verdict::Ready => Gate::Passed(fleets.to_vec()),
         Verdict::Waiting { object, rule } => Gate::Waiting(format!("waiting for {object}: {rule}")),
         _ => Gate::NotReached,
     };
@@ -119,11 +122,11 @@ pub fn next_status(
     let upgrading = upgrade
         .as_ref()
         .filter(|u| u.phase != UpgradePhase::Complete && u.to == version);
-    let target_version = (*verdict != Verdict::Ready
-        && (previous_version.as_deref() != Some(version) || upgrading.is_some()))
+    let target_version = (upgrading.is_some()
+        || (*verdict != Verdict::Ready && previous_version.as_deref() != Some(version)))
     .then(|| version.to_owned());
     let (conditions, version) = match (verdict, upgrading) {
-        (Verdict::Waiting { .. }, Some(u)) if u.phase == UpgradePhase::Halted => {
+        (Verdict::Waiting { .. } | Verdict::Ready, Some(u)) if u.phase == UpgradePhase::Halted => {
             let message = format!("upgrade from {} to {} halted: {}", u.from, u.to, u.message);
             (
                 [
@@ -139,7 +142,7 @@ pub fn next_status(
                 previous_version,
             )
         }
-        (Verdict::Waiting { .. }, Some(u)) => {
+        (Verdict::Waiting { .. } | Verdict::Ready, Some(u)) => {
             let message = format!("upgrading from {} to {}: {}", u.from, u.to, u.message);
             (
                 [
@@ -296,9 +299,9 @@ mod tests {
             object: "Deployment eg/prod-envoy-gateway".into(),
             rule: "Deployment Available".into(),
         };
-        let steady = next_status(None, &Verdict::Ready, Some(1), "0.1.0", at(0), GATE);
+        let steady = next_status(None, &Verdict::Ready, &[], Some(1), "0.1.0", at(0), GATE);
         assert_eq!(steady.target_version, None);
-        let upgrading = next_status(Some(&steady), &waiting, Some(2), "0.2.0", at(10), GATE);
+        let upgrading = next_status(Some(&steady), &waiting, &[], Some(2), "0.2.0", at(10), GATE);
         assert_eq!(upgrading.version.as_deref(), Some("0.1.0"));
         assert_eq!(upgrading.target_version.as_deref(), Some("0.2.0"));
         assert_eq!(
@@ -307,17 +310,33 @@ mod tests {
         );
         let upgrade = upgrading.upgrade.clone().expect("upgrade");
         assert_eq!(upgrade.phase, UpgradePhase::ControlPlane);
-        let halted = next_status(Some(&upgrading), &waiting, Some(2), "0.2.0", at(70), GATE);
+        let halted = next_status(
+            Some(&upgrading),
+            &waiting,
+            &[],
+            Some(2),
+            "0.2.0",
+            at(70),
+            GATE,
+        );
         assert_eq!(
             reason(&halted, "Degraded"),
             ("True".into(), "UpgradeHalted".into())
         );
         assert_eq!(halted.version.as_deref(), Some("0.1.0"));
         // Rolled back: spec.version set back, the old control plane becomes Available again.
-        let back = next_status(Some(&halted), &waiting, Some(3), "0.1.0", at(80), GATE);
+        let back = next_status(Some(&halted), &waiting, &[], Some(3), "0.1.0", at(80), GATE);
         assert_eq!(back.target_version.as_deref(), Some("0.1.0"));
         assert_eq!(reason(&back, "Degraded").0, "False");
-        let done = next_status(Some(&back), &Verdict::Ready, Some(3), "0.1.0", at(90), GATE);
+        let done = next_status(
+            Some(&back),
+            &Verdict::Ready,
+            &[],
+            Some(3),
+            "0.1.0",
+            at(90),
+            GATE,
+        );
         assert_eq!(done.version.as_deref(), Some("0.1.0"));
         assert_eq!(done.target_version, None);
         let record = done.upgrade.expect("upgrade");
@@ -325,6 +344,48 @@ mod tests {
             (record.from.as_str(), record.to.as_str(), record.phase),
             ("0.2.0", "0.1.0", UpgradePhase::Complete)
         );
+    }
+
+    #[test]
+    fn a_ready_control_plane_with_proxies_still_rolling_keeps_the_running_version() {
+        use super::super::upgrade::FleetObservation;
+        let steady = next_status(None, &Verdict::Ready, &[], Some(1), "0.1.0", at(0), GATE);
+        let fleet = |version: &str| FleetObservation {
+            gateway: "shop/a".into(),
+            version: Some(version.into()),
+            available: true,
+            programmed: true,
+        };
+        let rolling = next_status(
+            Some(&steady),
+            &Verdict::Ready,
+            &[fleet("0.1.0")],
+            Some(2),
+            "0.2.0",
+            at(10),
+            GATE,
+        );
+        assert_eq!(rolling.version.as_deref(), Some("0.1.0"));
+        assert_eq!(rolling.target_version.as_deref(), Some("0.2.0"));
+        assert_eq!(
+            reason(&rolling, "Ready"),
+            ("False".into(), "Upgrading".into())
+        );
+        let record = rolling.upgrade.clone().expect("upgrade");
+        assert_eq!(record.phase, UpgradePhase::Proxies);
+        assert_eq!(record.proxies[0].version, "0.2.0");
+        let done = next_status(
+            Some(&rolling),
+            &Verdict::Ready,
+            &[fleet("0.2.0")],
+            Some(2),
+            "0.2.0",
+            at(20),
+            GATE,
+        );
+        assert_eq!(done.version.as_deref(), Some("0.2.0"));
+        assert_eq!(done.target_version, None);
+        assert_eq!(reason(&done, "Ready"), ("True".into(), "Reconciled".into()));
     }
 
     fn cond<'a>(s: &'a EnvoyGatewayStatus, t: &str) -> &'a Condition {
@@ -340,7 +401,7 @@ mod tests {
             object: "Deployment ns/x".into(),
             rule: "Deployment Available".into(),
         };
-        let s1 = next_status(None, &waiting, Some(1), "0.1.0", at(100), GATE);
+        let s1 = next_status(None, &waiting, &[], Some(1), "0.1.0", at(100), GATE);
         assert_eq!(cond(&s1, "Progressing").status, "True");
         assert_eq!(
             cond(&s1, "Ready").message,
@@ -348,10 +409,18 @@ mod tests {
         );
         assert_eq!(s1.version, None);
 
-        let s2 = next_status(Some(&s1), &waiting, Some(1), "0.1.0", at(200), GATE);
+        let s2 = next_status(Some(&s1), &waiting, &[], Some(1), "0.1.0", at(200), GATE);
         assert_eq!(s2, s1, "an unchanged verdict must give an identical status");
 
-        let s3 = next_status(Some(&s2), &Verdict::Ready, Some(1), "0.1.0", at(300), GATE);
+        let s3 = next_status(
+            Some(&s2),
+            &Verdict::Ready,
+            &[],
+            Some(1),
+            "0.1.0",
+            at(300),
+            GATE,
+        );
         assert_eq!(cond(&s3, "Ready").status, "True");
         assert_eq!(cond(&s3, "Ready").last_transition_time, at(300));
         assert_eq!(
@@ -373,7 +442,7 @@ mod tests {
                 "prod",
             )],
         };
-        let s = next_status(None, &v, Some(2), "0.1.0", at(1), GATE);
+        let s = next_status(None, &v, &[], Some(2), "0.1.0", at(1), GATE);
         let degraded = cond(&s, "Degraded");
         assert_eq!(
             (degraded.status.as_str(), degraded.reason.as_str()),

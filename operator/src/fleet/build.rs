@@ -42,9 +42,12 @@ use serde::Serialize;
 
 use super::settings::parse_duration;
 use super::shutdown::{SHUTDOWN_PATH, SHUTDOWN_PORT};
-use super::{FLEET_COMPONENT, FLEET_GATEWAY_UID_LABEL, OWNING_GATEWAY_NAMESPACE_LABEL};
+use super::{
+    FLEET_COMPONENT, FLEET_GATEWAY_UID_LABEL, OPERAND_VERSION_ANNOTATION,
+    OWNING_GATEWAY_NAMESPACE_LABEL,
+};
 use crate::environment::build::restricted_container_security;
-use crate::environment::build::{OWNING_GATEWAY_LABEL, anti_affinity};
+use crate::environment::build::{OWNING_GATEWAY_LABEL, anti_affinity, operand_image};
 use crate::environment::names::{ENVIRONMENT_LABEL, MANAGED_BY, Names};
 use crate::short_hash::short_sha256_hex;
 use crate::xds::bootstrap::{
@@ -111,9 +114,12 @@ pub struct FleetEnvironment {
     pub xds: XdsAddress,
     /// Name the xDS server certificate carries.
     pub xds_server_name: String,
-    /// Image of the proxies' shutdown-manager sidecar (this project's own); without one, the
-    /// Envoy container only waits the minimum drain duration before it is stopped.
-    pub shutdown_manager_image: Option<String>,
+    /// Image repository of the proxies' shutdown-manager sidecar (this project's own operand,
+    /// tagged with each fleet's version); without one, the Envoy container only waits the
+    /// minimum drain duration before it is stopped.
+    pub image_repository: Option<String>,
+    /// The control plane's own operand version: what a fleet runs when nothing pins it.
+    pub version: String,
 }
 
 /// The Gateway's xDS client certificate (see [`super::certificate`]): the trust bundle, the leaf
@@ -132,6 +138,9 @@ pub struct FleetInputs<'a> {
     pub gateway: &'a Gateway,
     pub settings: &'a EnvoyProxySpec,
     pub certificate: &'a ClientCertificate,
+    /// Operand version this fleet runs (its shutdown manager's image tag), as the upgrade
+    /// rollout allows it; recorded on the workload as [`OPERAND_VERSION_ANNOTATION`].
+    pub version: &'a str,
 }
 
 /// Names of one Gateway's fleet objects.
@@ -261,6 +270,7 @@ pub fn build(inputs: &FleetInputs<'_>) -> Result<ResourceGraph, BuildError> {
         gateway,
         settings,
         certificate,
+        version,
     } = inputs;
     let namespace = gateway
         .metadata
@@ -416,8 +426,13 @@ pub fn build(inputs: &FleetInputs<'_>) -> Result<ResourceGraph, BuildError> {
         ports: &ports,
         drain_seconds: drain,
         min_drain_seconds: min_drain,
-        shutdown_manager_image: environment.shutdown_manager_image.as_deref(),
+        shutdown_manager_image: environment
+            .image_repository
+            .as_deref()
+            .map(|repository| operand_image(repository, version)),
     };
+    let versioned =
+        BTreeMap::from([(OPERAND_VERSION_ANNOTATION.to_owned(), (*version).to_owned())]);
 
     let hpa_wanted = envoy_hpa.is_some() && envoy_daemon_set.is_none();
     let workload = if let Some(daemon_set) = envoy_daemon_set {
@@ -431,7 +446,7 @@ pub fn build(inputs: &FleetInputs<'_>) -> Result<ResourceGraph, BuildError> {
         g.add(node(
             "DaemonSet",
             &DaemonSet {
-                metadata: meta(&ds_name, None, None),
+                metadata: meta(&ds_name, None, Some(&versioned)),
                 spec: Some(DaemonSetSpec {
                     selector: match_labels(&selector),
                     template: pod_template(&pod_inputs, pod.as_ref(), container.as_ref()),
@@ -452,7 +467,7 @@ pub fn build(inputs: &FleetInputs<'_>) -> Result<ResourceGraph, BuildError> {
         } = envoy_deployment.unwrap_or_default();
         let deploy_name = deploy_name.unwrap_or_else(|| fleet.base.clone());
         let deployment = Deployment {
-            metadata: meta(&deploy_name, None, None),
+            metadata: meta(&deploy_name, None, Some(&versioned)),
             spec: Some(DeploymentSpec {
                 // With an HPA the field is left out, so applies never fight the autoscaler.
                 replicas: if hpa_wanted {
@@ -632,7 +647,7 @@ struct PodInputs<'a> {
     ports: &'a [(i32, &'static str)],
     drain_seconds: u64,
     min_drain_seconds: u64,
-    shutdown_manager_image: Option<&'a str>,
+    shutdown_manager_image: Option<String>,
 }
 
 fn pod_template(
@@ -788,9 +803,9 @@ fn pod_template(
     };
     // A native sidecar (an init container that keeps running): started before Envoy and
     // stopped only after it, so it is there for the whole of Envoy's preStop hook.
-    let shutdown_manager = shutdown_manager_image.map(|image| Container {
+    let shutdown_manager = shutdown_manager_image.as_ref().map(|image| Container {
         name: "shutdown-manager".into(),
-        image: Some(image.to_owned()),
+        image: Some(image.clone()),
         restart_policy: Some("Always".into()),
         args: Some(vec![
             "shutdown-manager".into(),
@@ -899,7 +914,8 @@ mod tests {
                 port: 18000,
             },
             xds_server_name: "production-envoy-gateway.eg-production.svc".into(),
-            shutdown_manager_image: Some("quay.io/eg-operator/eg-operator:v1.9.1".into()),
+            image_repository: Some("quay.io/eg-operator/eg-operator".into()),
+            version: "1.9.1".into(),
         }
     }
 
@@ -944,6 +960,7 @@ mod tests {
             gateway: &gateway(),
             settings: &settings(spec),
             certificate: &certificate(),
+            version: "1.9.1",
         })
         .expect("builds");
         graph

@@ -21,6 +21,10 @@ pub mod status;
 pub const FLEET_GATEWAY_UID_LABEL: &str = "operator.gateway.envoyproxy.io/gateway-uid";
 /// Upstream's label naming the namespace of a proxy's Gateway.
 pub const OWNING_GATEWAY_NAMESPACE_LABEL: &str = "gateway.envoyproxy.io/owning-gateway-namespace";
+/// Annotation on a fleet's workload naming the operand version it was rendered at (its
+/// shutdown-manager image); the operator's upgrade gate reads it. On the workload's own metadata,
+/// not its pod template, so it never restarts a proxy by itself.
+pub const OPERAND_VERSION_ANNOTATION: &str = "operator.gateway.envoyproxy.io/operand-version";
 /// `app.kubernetes.io/component` of every fleet object.
 pub const FLEET_COMPONENT: &str = "proxy";
 /// Every kind a fleet can contain: `(apiVersion, kind, namespaced)`, listed for pruning so an

@@ -8,6 +8,10 @@
 //! [`build`] → plan against the Gateway's live fleet → conflict check → [`apply`] (server-side
 //! apply, prune by the Gateway-UID label) → status.
 //!
+//! Each fleet is rendered at the operand version the environment's upgrade rollout allows its
+//! Gateway ([`fleet_version`] of the EnvoyGateway's status: the operator moves one Gateway at a
+//! time), so a new control plane neither restarts proxies nor moves them all at once.
+//!
 //! A Gateway whose settings do not resolve keeps its previous fleet untouched and gets a False
 //! condition naming the field. Fleets whose Gateway left the class are pruned; fleets of deleted
 //! Gateways go with their owner (garbage collector) and are pruned here too if still around.
@@ -16,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use eg_crds::envoy_gateway::ProxySpec;
+use eg_crds::{EnvoyGateway, EnvoyGatewayStatus};
 use eg_graph::{GraphBuilder, Ownership, plan};
 use futures::StreamExt;
 use gateway_api::apis::standard::gatewayclasses::GatewayClass;
@@ -39,6 +44,7 @@ use crate::environment::dereference::{
     DereferenceError, api_resource, foreign_objects, labelled_objects,
 };
 use crate::environment::names::{ENVIRONMENT_LABEL, FIELD_MANAGER, MANAGED_BY};
+use crate::environment::upgrade::fleet_version;
 use crate::xds::identity::EnvironmentIdentity;
 
 /// Errors of one pass that stop it as a whole (per-Gateway problems become conditions).
@@ -152,7 +158,7 @@ fn spawn_watches(client: &Client, config: &FleetConfig, tx: watch::Sender<u64>) 
     let own = Some(config.environment.names.namespace().to_owned());
     let mut proxy_namespaces = namespaces.clone();
     if !proxy_namespaces.contains(&None) && !proxy_namespaces.contains(&own) {
-        proxy_namespaces.push(own);
+        proxy_namespaces.push(own.clone());
     }
     let fleet_services = format!(
         "app.kubernetes.io/component={FLEET_COMPONENT},{ENVIRONMENT_LABEL}={}",
@@ -175,6 +181,12 @@ fn spawn_watches(client: &Client, config: &FleetConfig, tx: watch::Sender<u64>) 
             Some(fleet_services.clone()),
         ));
     }
+    // The environment's EnvoyGateway: its status carries the version each fleet may run.
+    watches.push((
+        api_resource("operator.gateway.envoyproxy.io/v1alpha1", "EnvoyGateway"),
+        own.clone(),
+        None,
+    ));
     for ns in proxy_namespaces {
         watches.push((
             api_resource("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy"),
@@ -399,6 +411,21 @@ async fn layers(
     Ok(layers)
 }
 
+/// The status of the environment's EnvoyGateway, which carries the upgrade rollout; `None` when
+/// there is none (a control plane run without the operator).
+async fn rollout(
+    client: &Client,
+    config: &FleetConfig,
+) -> Result<Option<EnvoyGatewayStatus>, FleetError> {
+    let names = &config.environment.names;
+    let api: Api<EnvoyGateway> = Api::namespaced(client.clone(), names.namespace());
+    Ok(api
+        .get_opt(names.environment())
+        .await
+        .map_err(list_error("EnvoyGateway"))?
+        .and_then(|eg| eg.status))
+}
+
 /// One pass over every Gateway of the class.
 pub async fn pass(client: &Client, config: &FleetConfig) -> Result<(), FleetError> {
     let classes: Api<GatewayClass> = Api::all(client.clone());
@@ -418,6 +445,7 @@ pub async fn pass(client: &Client, config: &FleetConfig) -> Result<(), FleetErro
         .filter(|g| g.metadata.deletion_timestamp.is_none())
         .collect();
     let mut live = fleet_objects(client, config).await?;
+    let rollout = rollout(client, config).await?;
     let signer = Signer::new(proxy_issuer(client, config).await?)?;
     let defaults = proxy_defaults_spec(&config.proxy_defaults).map_err(FleetError::Defaults)?;
 
@@ -434,8 +462,22 @@ pub async fn pass(client: &Client, config: &FleetConfig) -> Result<(), FleetErro
         );
         let owned = live.remove(&uid).unwrap_or_default();
         let class = &ours[&gateway.spec.gateway_class_name];
-        let outcome =
-            reconcile_gateway(client, config, gateway, class, &defaults, &signer, &owned).await;
+        let version = fleet_version(
+            rollout.as_ref().and_then(|s| s.upgrade.as_ref()),
+            rollout.as_ref().and_then(|s| s.version.as_deref()),
+            &key,
+            &config.environment.version,
+        );
+        let outcome = reconcile_gateway(
+            client,
+            config,
+            (gateway, class),
+            &defaults,
+            &signer,
+            &owned,
+            version,
+        )
+        .await;
         let (verdict, service) = match outcome {
             Ok(v) => v,
             Err(e) => {
@@ -470,11 +512,11 @@ pub async fn pass(client: &Client, config: &FleetConfig) -> Result<(), FleetErro
 async fn reconcile_gateway(
     client: &Client,
     config: &FleetConfig,
-    gateway: &Gateway,
-    class: &GatewayClass,
+    (gateway, class): (&Gateway, &GatewayClass),
     defaults: &Value,
     signer: &Signer,
     owned: &[Value],
+    version: &str,
 ) -> Result<(Verdict, Option<Value>), FleetError> {
     let resolved = match layers(client, defaults, class, gateway).await {
         Ok(layers) => resolve(&layers),
@@ -522,6 +564,7 @@ async fn reconcile_gateway(
         gateway,
         settings: &settings,
         certificate: &decision.certificate,
+        version,
     })?;
     let steps = plan(&desired, owned, &ownership(config, &uid));
     let conflicts = foreign_objects(client, &desired, owned).await?;
