@@ -201,7 +201,6 @@ fn http_fault(f: &FaultIr) -> HttpFault {
         delay: f.delay_ms.map(|ms| FaultDelay {
             percentage: Some(per_million(f.delay_per_million)),
             fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(millis(ms))),
-            ..FaultDelay::default()
         }),
         abort: f
             .abort_http_status
