@@ -3,13 +3,13 @@
 //! real Envoy, and requests reach the backends (with the paths) that the Ingresses' ingress-nginx
 //! semantics say: hosts, Prefix / Exact / ImplementationSpecific paths, rewrite-target with
 //! capture groups and without, permanent-redirect, app-root, ssl-redirect to the HTTPS listener
-//! (which serves the Ingress's certificate), canary by weight, header and cookie, CORS, and the
-//! default backend of another namespace.
+//! (which serves the Ingress's certificate), canary by weight, header and cookie, CORS, basic
+//! auth from an htpasswd Secret, CIDR allow-lists, and the default backend of another namespace.
 //!
 //! The Services of the fixture are given EndpointSlices pointing at echo backends on loopback,
-//! as a cluster's endpoint controller would. Policies (auth, CIDR lists, rate limits) are not in
-//! this fixture: the translator does not program Envoy Gateway policies yet, so they are only
-//! checked against the real apiserver (`migrate_apply.rs`).
+//! as a cluster's endpoint controller would. Annotations that become policies the translator
+//! does not program yet (rate limits, external auth) are only checked against the real
+//! apiserver (`migrate_apply.rs`).
 
 mod common;
 
@@ -153,7 +153,7 @@ async fn migrated_ingresses_route_traffic_as_ingress_nginx_did() -> Result<(), E
         String::from_utf8_lossy(&output.stderr)
     );
     let report: serde_json::Value = serde_json::from_str(&stdout)?;
-    assert_eq!(report["summary"]["ingresses"], 12, "{report:#}");
+    assert_eq!(report["summary"]["ingresses"], 15, "{report:#}");
     assert_eq!(report["summary"]["notTranslated"], 0, "{report:#}");
 
     let mut files = vec![("cluster.yaml".to_owned(), cluster_objects(&backends, &cert))];
@@ -246,6 +246,55 @@ async fn migrated_ingresses_route_traffic_as_ingress_nginx_did() -> Result<(), E
     assert_eq!(
         reached(c, http, "portal.example.com", "/portal/home", &[]).await,
         pair("web", "/portal/home")
+    );
+
+    // auth-type basic with auth-secret: the SecurityPolicy asks for the htpasswd users.
+    let basic = |user: &str, password: &str| {
+        let token = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{user}:{password}"),
+        );
+        format!("Basic {token}")
+    };
+    let status = |a: Option<Answer>| a.map(|a| a.status);
+    assert_eq!(
+        status(send(c, http, "private.example.com", "/", &[]).await),
+        Some(401)
+    );
+    let wrong = basic("alice", "guess");
+    assert_eq!(
+        status(
+            send(
+                c,
+                http,
+                "private.example.com",
+                "/",
+                &[("authorization", &wrong)]
+            )
+            .await
+        ),
+        Some(401)
+    );
+    let right = basic("alice", "wonderland");
+    assert_eq!(
+        reached(
+            c,
+            http,
+            "private.example.com",
+            "/in",
+            &[("authorization", &right)]
+        )
+        .await,
+        pair("web", "/in")
+    );
+    // whitelist-source-range: the client (127.0.0.1) is on one list and not on the other.
+    assert_eq!(
+        reached(c, http, "office.example.com", "/", &[]).await,
+        pair("web", "/")
+    );
+    assert_eq!(
+        status(send(c, http, "partners.example.com", "/", &[]).await),
+        Some(403)
     );
 
     // ssl-redirect: 308 to the HTTPS listener, which serves the Ingress's certificate.

@@ -1005,6 +1005,24 @@ fn security_ir(index: &Index<'_>, policy: &SecurityPolicy) -> Result<SecurityIr,
                     name: b.users.name.clone(),
                     key: ".htpasswd",
                 })?;
+            // Envoy reads SHA-1 entries only; anything else would make it refuse the whole
+            // route table, so it is refused here, with the line that is wrong.
+            for (i, line) in htpasswd
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let valid = line
+                    .split_once(':')
+                    .is_some_and(|(user, hash)| !user.is_empty() && hash.starts_with("{SHA}"));
+                if !valid {
+                    return Err(PolicyError::InvalidValue {
+                        field: format!("Secret {ns}/{} .htpasswd line {}", b.users.name, i + 1),
+                        value: line.split(':').next().unwrap_or_default().to_owned(),
+                        problem: "only user:{SHA}<base64 SHA-1> entries are supported".into(),
+                    });
+                }
+            }
             Ok(BasicAuthIr {
                 htpasswd,
                 forward_username_header: b.forward_username_header.clone(),

@@ -9,10 +9,8 @@
 //! - JWT providers are the exception: Envoy's jwt_authn filter holds them at the listener, so
 //!   the filter is present only on listeners with JWT routes, with one requirement per policy,
 //!   named after it, which the routes select.
-//! - Authorization: rules of one action against the opposite default (an allow-list under
-//!   `defaultAction: Deny`, a deny-list under `Allow`) are one RBAC policy whose principals are
-//!   the rules (any CIDR AND each header AND any method). Protobuf maps are avoided or encoded
-//!   in sorted order: prost encodes `HashMap`s in iteration order, and the bytes must not
+//! - Authorization: upstream's ordered rules become one RBAC ALLOW policy (see [`rbac_rules`]).
+//!   Protobuf maps are avoided or encoded in sorted order: prost encodes `HashMap`s in iteration order, and the bytes must not
 //!   change from one build to the next.
 
 use std::collections::BTreeMap;
@@ -59,7 +57,7 @@ use prost::{Message, Name};
 
 use super::envoy_config::any;
 use crate::translate::ir::{
-    ActiveHealthCheckIr, AuthorizationIr, ClusterSettingsIr, FaultIr, HashPolicyIr,
+    ActiveHealthCheckIr, AuthorizationIr, AuthzRuleIr, ClusterSettingsIr, FaultIr, HashPolicyIr,
     HealthCheckKindIr, JwtIr, RouteIr, SecurityIr, TrafficIr,
 };
 
@@ -215,9 +213,61 @@ fn http_fault(f: &FaultIr) -> HttpFault {
     }
 }
 
-/// RBAC rules for an authorization: see the module docs. The translator only produces
-/// authorizations whose rules share one action opposite to the default.
+/// RBAC rules for an authorization. Upstream's rules are ordered (the first rule matching a
+/// request decides; none matching means the default action), which one RBAC ALLOW policy
+/// expresses exactly: a request is allowed when some Allow rule matches and no earlier rule
+/// does, or, under `defaultAction: Allow`, when no rule matches at all.
 fn rbac_rules(a: &AuthorizationIr) -> RbacRules {
+    let matches: Vec<Principal> = a.rules.iter().map(rule_principal).collect();
+    let not = |p: &Principal| Principal {
+        identifier: Some(principal::Identifier::NotId(Box::new(p.clone()))),
+    };
+    let all = |ids: Vec<Principal>| match ids.len() {
+        0 => Principal {
+            identifier: Some(principal::Identifier::Any(true)),
+        },
+        1 => ids.into_iter().next().unwrap_or_default(),
+        _ => Principal {
+            identifier: Some(principal::Identifier::AndIds(principal::Set { ids })),
+        },
+    };
+    let mut allowed: Vec<Principal> = Vec::new();
+    for (i, rule) in a.rules.iter().enumerate() {
+        if rule.allow {
+            let mut ids = vec![matches[i].clone()];
+            ids.extend(matches[..i].iter().map(not));
+            allowed.push(all(ids));
+        }
+    }
+    if a.default_allow {
+        allowed.push(all(matches.iter().map(not).collect()));
+    }
+    RbacRules {
+        action: rbac::Action::Allow as i32,
+        // One entry at most: a one-entry map encodes the same whatever the map type. No entry
+        // (nothing can be allowed) denies every request.
+        policies: (!allowed.is_empty())
+            .then(|| {
+                (
+                    "authorization".to_owned(),
+                    Policy {
+                        permissions: vec![Permission {
+                            rule: Some(permission::Rule::Any(true)),
+                        }],
+                        principals: allowed,
+                        ..Policy::default()
+                    },
+                )
+            })
+            .into_iter()
+            .collect(),
+        ..RbacRules::default()
+    }
+}
+
+/// The requests a rule matches: any of its CIDRs, each of its headers with any of its values,
+/// and any of its methods.
+fn rule_principal(rule: &AuthzRuleIr) -> Principal {
     let header = |name: &str, value: &str| HeaderMatcher {
         name: name.to_owned(),
         header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(exact(
@@ -228,74 +278,45 @@ fn rbac_rules(a: &AuthorizationIr) -> RbacRules {
     let or = |ids: Vec<Principal>| Principal {
         identifier: Some(principal::Identifier::OrIds(principal::Set { ids })),
     };
-    let principals = a
-        .rules
-        .iter()
-        .map(|rule| {
-            let mut and = Vec::new();
-            if !rule.client_cidrs.is_empty() {
-                and.push(or(rule
-                    .client_cidrs
-                    .iter()
-                    .filter_map(|c| crate::translate::parse_cidr(c).ok())
-                    .map(|(ip, len)| Principal {
-                        identifier: Some(principal::Identifier::RemoteIp(CidrRange {
-                            address_prefix: ip.to_string(),
-                            prefix_len: Some(UInt32Value { value: len }),
-                        })),
-                    })
-                    .collect()));
-            }
-            for (name, values) in &rule.headers {
-                and.push(or(values
-                    .iter()
-                    .map(|v| Principal {
-                        identifier: Some(principal::Identifier::Header(header(name, v))),
-                    })
-                    .collect()));
-            }
-            if !rule.methods.is_empty() {
-                and.push(or(rule
-                    .methods
-                    .iter()
-                    .map(|m| Principal {
-                        identifier: Some(principal::Identifier::Header(header(":method", m))),
-                    })
-                    .collect()));
-            }
-            if and.is_empty() {
-                Principal {
-                    identifier: Some(principal::Identifier::Any(true)),
-                }
-            } else {
-                Principal {
-                    identifier: Some(principal::Identifier::AndIds(principal::Set { ids: and })),
-                }
-            }
-        })
-        .collect();
-    // Allow-list: requests matching a rule are allowed, others denied; deny-list the reverse.
-    let action = if a.default_allow {
-        rbac::Action::Deny
+    let mut and = Vec::new();
+    if !rule.client_cidrs.is_empty() {
+        and.push(or(rule
+            .client_cidrs
+            .iter()
+            .filter_map(|c| crate::translate::parse_cidr(c).ok())
+            .map(|(ip, len)| Principal {
+                identifier: Some(principal::Identifier::RemoteIp(CidrRange {
+                    address_prefix: ip.to_string(),
+                    prefix_len: Some(UInt32Value { value: len }),
+                })),
+            })
+            .collect()));
+    }
+    for (name, values) in &rule.headers {
+        and.push(or(values
+            .iter()
+            .map(|v| Principal {
+                identifier: Some(principal::Identifier::Header(header(name, v))),
+            })
+            .collect()));
+    }
+    if !rule.methods.is_empty() {
+        and.push(or(rule
+            .methods
+            .iter()
+            .map(|m| Principal {
+                identifier: Some(principal::Identifier::Header(header(":method", m))),
+            })
+            .collect()));
+    }
+    if and.is_empty() {
+        Principal {
+            identifier: Some(principal::Identifier::Any(true)),
+        }
     } else {
-        rbac::Action::Allow
-    };
-    RbacRules {
-        action: action as i32,
-        // One entry: a one-entry map encodes the same whatever the map type.
-        policies: [(
-            "authorization".to_owned(),
-            Policy {
-                permissions: vec![Permission {
-                    rule: Some(permission::Rule::Any(true)),
-                }],
-                principals,
-                ..Policy::default()
-            },
-        )]
-        .into_iter()
-        .collect(),
-        ..RbacRules::default()
+        Principal {
+            identifier: Some(principal::Identifier::AndIds(principal::Set { ids: and })),
+        }
     }
 }
 
@@ -604,4 +625,84 @@ pub fn jwt_policies<'a>(routes: impl Iterator<Item = &'a RouteIr>) -> BTreeMap<S
         .filter_map(|r| r.security.as_ref())
         .filter_map(|s: &SecurityIr| Some((s.policy.clone(), s.jwt.as_ref()?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    /// Whether `p` matches a request from `ip` (the identifiers `rbac_rules` uses for CIDRs).
+    fn matches(p: &Principal, ip: IpAddr) -> bool {
+        match p.identifier.as_ref().expect("identifier") {
+            principal::Identifier::Any(any) => *any,
+            principal::Identifier::AndIds(set) => set.ids.iter().all(|p| matches(p, ip)),
+            principal::Identifier::OrIds(set) => set.ids.iter().any(|p| matches(p, ip)),
+            principal::Identifier::NotId(inner) => !matches(inner, ip),
+            principal::Identifier::RemoteIp(range) => {
+                let prefix: IpAddr = range.address_prefix.parse().expect("prefix");
+                let len = range.prefix_len.as_ref().map_or(32, |l| l.value);
+                match (prefix, ip) {
+                    (IpAddr::V4(p), IpAddr::V4(i)) => {
+                        let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                        u32::from(p) & mask == u32::from(i) & mask
+                    }
+                    _ => false,
+                }
+            }
+            other => panic!("unexpected identifier {other:?}"),
+        }
+    }
+
+    fn allowed(a: &AuthorizationIr, ip: &str) -> bool {
+        let rules = rbac_rules(a);
+        assert_eq!(rules.action, rbac::Action::Allow as i32);
+        let ip: IpAddr = ip.parse().expect("ip");
+        rules
+            .policies
+            .values()
+            .any(|p| p.principals.iter().any(|pr| matches(pr, ip)))
+    }
+
+    fn rule(allow: bool, cidrs: &[&str]) -> AuthzRuleIr {
+        AuthzRuleIr {
+            allow,
+            client_cidrs: cidrs.iter().map(|c| (*c).to_owned()).collect(),
+            headers: Vec::new(),
+            methods: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides_then_the_default() {
+        let both = AuthorizationIr {
+            default_allow: false,
+            rules: vec![rule(false, &["10.1.0.0/16"]), rule(true, &["10.0.0.0/8"])],
+        };
+        assert!(!allowed(&both, "10.1.2.3"), "the earlier deny wins");
+        assert!(allowed(&both, "10.2.3.4"));
+        assert!(!allowed(&both, "192.168.1.1"), "default deny");
+
+        let deny_list = AuthorizationIr {
+            default_allow: true,
+            rules: vec![rule(false, &["10.0.0.0/8"])],
+        };
+        assert!(!allowed(&deny_list, "10.9.9.9"));
+        assert!(allowed(&deny_list, "8.8.8.8"));
+
+        let allow_first = AuthorizationIr {
+            default_allow: true,
+            rules: vec![rule(true, &["10.1.0.0/16"]), rule(false, &["10.0.0.0/8"])],
+        };
+        assert!(allowed(&allow_first, "10.1.0.1"), "the earlier allow wins");
+        assert!(!allowed(&allow_first, "10.2.0.1"));
+        assert!(allowed(&allow_first, "1.1.1.1"));
+
+        let nothing = AuthorizationIr {
+            default_allow: false,
+            rules: Vec::new(),
+        };
+        assert!(rbac_rules(&nothing).policies.is_empty(), "deny everything");
+    }
 }
