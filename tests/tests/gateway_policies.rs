@@ -243,7 +243,13 @@ async fn policies_shape_traffic_through_envoy_and_report_status() {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         let claims = |exp: u64| json!({"iss": "https://issuer.test", "aud": "api.test", "sub": "user-1", "exp": exp});
         let valid = key.token(&claims(now + 600));
-        let echo: Echo = get("jwt.test").bearer_auth(&valid).send().await?.error_for_status()?.json().await?;
+        // The JWT providers live on the listener: wait until it carries them, on connections of
+        // their own (a connection accepted by an earlier listener keeps that listener's filters).
+        let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+        let get = |host: &'static str| fresh.get(&url).header("host", host);
+        let (echo, _) = until!("JWT route accepts a valid token", Duration::from_secs(10), async {
+            get("jwt.test").bearer_auth(&valid).send().await.ok()?.error_for_status().ok()?.json::<Echo>().await.ok()
+        }.await);
         assert_eq!(echo.headers.get("x-jwt-sub").map(String::as_str), Some("user-1"));
         assert_eq!(get("jwt.test").send().await?.status(), 401);
         assert_eq!(get("jwt.test").bearer_auth(key.token(&claims(now - 600))).send().await?.status(), 401);

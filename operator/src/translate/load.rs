@@ -4,8 +4,8 @@
 //! Documents are dispatched on `apiVersion` + `kind`; a `v1` `List` is unwrapped. Every error
 //! names the line where the failing document starts (or where YAML broke), the object
 //! (`Kind namespace/name`) and, for objects that do not decode, the field path — a user fixing
-//! a file needs all three. Kinds this project knows but does not translate yet (policies,
-//! EnvoyProxy) are returned as [`Skipped`] so callers can say so;
+//! a file needs all three. Kinds this project knows but does not translate yet
+//! (ClientTrafficPolicy, EnvoyProxy, …) are returned as [`Skipped`] so callers can say so;
 //! anything else is an error, because silently dropping a document would make a fixture test
 //! something other than what its author wrote.
 
@@ -394,14 +394,14 @@ items:
 
     #[test]
     fn recognised_but_untranslated_kinds_are_reported_as_skipped() {
-        let text = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: SecurityPolicy\nmetadata: {name: p, namespace: n}\n---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyProxy\nmetadata: {name: c, namespace: n}\n";
+        let text = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: ClientTrafficPolicy\nmetadata: {name: p, namespace: n}\n---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyProxy\nmetadata: {name: c, namespace: n}\n";
         let (_, skipped) = load_yaml("c", text).expect("loads");
         assert_eq!(
             skipped,
             vec![
                 Skipped {
                     line: 1,
-                    object: "SecurityPolicy n/p".into()
+                    object: "ClientTrafficPolicy n/p".into()
                 },
                 Skipped {
                     line: 5,

@@ -1548,7 +1548,11 @@ mod tests {
         };
         let hcm = HttpConnectionManager::decode(hcm.value.as_slice()).expect("decodes");
         let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, [CORS_FILTER, "envoy.filters.http.router"]);
+        // CORS first, the router last, the policy filters (disabled until a route enables
+        // them) in between.
+        assert_eq!(names.first(), Some(&CORS_FILTER));
+        assert_eq!(names.last(), Some(&"envoy.filters.http.router"));
+        assert!(names.contains(&policy_config::RBAC_FILTER));
     }
 
     fn weighted(route: &Route) -> Vec<ClusterWeight> {

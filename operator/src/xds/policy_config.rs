@@ -6,9 +6,10 @@
 //!   disabled, before the router; a route under a policy enables them through its
 //!   `typed_per_filter_config` (`FilterConfig`). So the first policy on a listener changes a
 //!   route table, never the listener (a listener update drains its connections).
-//! - JWT providers are the exception: Envoy's jwt_authn filter holds them at the listener, so
-//!   the filter is present only on listeners with JWT routes, with one requirement per policy,
-//!   named after it, which the routes select.
+//! - JWT providers are the exception: Envoy's jwt_authn filter holds them at the listener (one
+//!   requirement per policy, named after it, which the routes select), so the first JWT policy
+//!   on a listener does change it. The filter is there even without providers, so connections
+//!   still on the previous listener refuse JWT routes instead of skipping the check.
 //! - Authorization: upstream's ordered rules become one RBAC ALLOW policy (see [`rbac_rules`]).
 //!   Protobuf maps are avoided or encoded in sorted order: prost encodes `HashMap`s in iteration order, and the bytes must not
 //!   change from one build to the next.
@@ -40,8 +41,8 @@ use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
     FaultAbort, HttpFault, fault_abort,
 };
 use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
-    JwtClaimToHeader, JwtHeader, JwtProvider, JwtRequirement, JwtRequirementOrList, PerRouteConfig,
-    jwt_provider, jwt_requirement, per_route_config,
+    JwtAuthentication, JwtClaimToHeader, JwtHeader, JwtProvider, JwtRequirement,
+    JwtRequirementOrList, PerRouteConfig, jwt_provider, jwt_requirement, per_route_config,
 };
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac, RbacPerRoute};
@@ -98,9 +99,15 @@ pub fn policy_filters(jwt: Option<Any>) -> Vec<HttpFilter> {
     let mut filters = Vec::with_capacity(5);
     // Faults come first: an injected abort answers before any other work.
     filters.push(typed(FAULT_FILTER, any(&HttpFault::default()), true));
-    if let Some(jwt) = jwt {
-        filters.push(typed(JWT_FILTER, jwt, false));
-    }
+    // Always present, even without providers: a connection accepted before a listener update
+    // keeps its old filter chain while the routes it reads are new, and a route naming a
+    // requirement its jwt_authn filter does not know is refused (403) rather than let through
+    // unchecked, as it would be with no jwt_authn filter at all.
+    filters.push(typed(
+        JWT_FILTER,
+        jwt.unwrap_or_else(|| any(&JwtAuthentication::default())),
+        false,
+    ));
     // Envoy requires users even on a disabled filter; routes bring their own.
     filters.push(typed(
         BASIC_AUTH_FILTER,
@@ -397,7 +404,7 @@ pub fn jwt_authentication(policies: &BTreeMap<String, &JwtIr>) -> Option<Any> {
     put_map(&mut value, 1, &providers);
     put_map(&mut value, 5, &requirements);
     Some(Any {
-        type_url: envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::JwtAuthentication::type_url(),
+        type_url: JwtAuthentication::type_url(),
         value,
     })
 }
