@@ -96,37 +96,37 @@ pub fn policy_filters(jwt: Option<Any>) -> Vec<HttpFilter> {
         disabled,
         ..HttpFilter::default()
     };
-    let mut filters = Vec::with_capacity(5);
-    // Faults come first: an injected abort answers before any other work.
-    filters.push(typed(FAULT_FILTER, any(&HttpFault::default()), true));
-    // Always present, even without providers: a connection accepted before a listener update
-    // keeps its old filter chain while the routes it reads are new, and a route naming a
-    // requirement its jwt_authn filter does not know is refused (403) rather than let through
-    // unchecked, as it would be with no jwt_authn filter at all.
-    filters.push(typed(
-        JWT_FILTER,
-        jwt.unwrap_or_else(|| any(&JwtAuthentication::default())),
-        false,
-    ));
-    // Envoy requires users even on a disabled filter; routes bring their own.
-    filters.push(typed(
-        BASIC_AUTH_FILTER,
-        any(&BasicAuth {
-            users: Some(super::from_ir::inline_source(NO_USERS)),
-            ..BasicAuth::default()
-        }),
-        true,
-    ));
-    filters.push(typed(RBAC_FILTER, any(&Rbac::default()), true));
-    filters.push(typed(
-        LOCAL_RATE_LIMIT_FILTER,
-        any(&LocalRateLimit {
-            stat_prefix: "local_rate_limit".into(),
-            ..LocalRateLimit::default()
-        }),
-        true,
-    ));
-    filters
+    vec![
+        // Faults come first: an injected abort answers before any other work.
+        typed(FAULT_FILTER, any(&HttpFault::default()), true),
+        // Always present, even without providers: a connection accepted before a listener
+        // update keeps its old filter chain while the routes it reads are new, and a route
+        // naming a requirement its jwt_authn filter does not know is refused (403) rather than
+        // let through unchecked, as it would be with no jwt_authn filter at all.
+        typed(
+            JWT_FILTER,
+            jwt.unwrap_or_else(|| any(&JwtAuthentication::default())),
+            false,
+        ),
+        // Envoy requires users even on a disabled filter; routes bring their own.
+        typed(
+            BASIC_AUTH_FILTER,
+            any(&BasicAuth {
+                users: Some(super::from_ir::inline_source(NO_USERS)),
+                ..BasicAuth::default()
+            }),
+            true,
+        ),
+        typed(RBAC_FILTER, any(&Rbac::default()), true),
+        typed(
+            LOCAL_RATE_LIMIT_FILTER,
+            any(&LocalRateLimit {
+                stat_prefix: "local_rate_limit".into(),
+                ..LocalRateLimit::default()
+            }),
+            true,
+        ),
+    ]
 }
 
 /// The per-route configuration of the policy filters, by filter name (sorted).
