@@ -283,7 +283,7 @@ async fn backend_tls_policy_reaches_only_backends_whose_certificate_matches() {
         let mode = vec!["--tls".to_owned(), cert.display().to_string(), key.display().to_string()];
         let backend = EchoHost::start_with("tls-backend", echo_bin, &mode).await?;
         // Three Services in front of the same TLS backend, each with its own policy.
-        for name in ["good", "wrong-name", "no-ca"] {
+        for name in ["good", "wrong-name", "no-ca", "system"] {
             service_with_endpoint(&client, &ns, name, backend.address()).await;
         }
         apply(&client, Some(&ns), json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "backend-ca"},
@@ -304,7 +304,11 @@ async fn backend_tls_policy_reaches_only_backends_whose_certificate_matches() {
         apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
             "metadata": {"name": "gw"},
             "spec": {"gatewayClassName": class, "listeners": [{"name": "http", "protocol": "HTTP", "port": port}]}})).await;
-        let rules: Vec<serde_json::Value> = ["good", "wrong-name", "no-ca"].iter().map(|name| json!({
+        apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
+            "metadata": {"name": "system"},
+            "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "system"}],
+                     "validation": {"wellKnownCACertificates": "System", "hostname": "backend.internal"}}})).await;
+        let rules: Vec<serde_json::Value> = ["good", "wrong-name", "no-ca", "system"].iter().map(|name| json!({
             "matches": [{"path": {"type": "PathPrefix", "value": format!("/{name}")}}],
             "backendRefs": [{"name": name, "port": 80}]})).collect();
         apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
@@ -323,8 +327,16 @@ async fn backend_tls_policy_reaches_only_backends_whose_certificate_matches() {
         }.await);
         assert!(echo.tls, "the backend saw a TLS connection");
         assert_eq!(echo.sni.as_deref(), Some("backend.internal"));
-        // The same backend behind a policy naming another host, or trusting nothing: refused.
-        for path in ["/wrong-name", "/no-ca"] {
+        // Envoy accepted every cluster (a rejected one would also answer 503, but would leave
+        // the Gateway unprogrammed): the TLS settings of each policy are valid configuration.
+        let clusters = envoy.admin_get("/clusters").await?;
+        for name in ["good", "wrong-name", "no-ca", "system"] {
+            let cluster = format!("service/{ns}/{name}/80::");
+            assert!(clusters.contains(&cluster), "Envoy has no cluster {cluster}");
+        }
+        // The same backend behind a policy naming another host, trusting nothing readable, or
+        // trusting the system store (the backend's CA is a test CA): refused.
+        for path in ["/wrong-name", "/no-ca", "/system"] {
             let status = get(path).await.expect("answer").status();
             assert_eq!(status, 503, "{path} must fail the TLS handshake");
         }

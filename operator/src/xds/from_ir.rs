@@ -35,7 +35,6 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use certificate_validation_context::SystemRootCerts;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::Address;
@@ -71,8 +70,8 @@ use envoy_types::pb::envoy::extensions::filters::udp::udp_proxy::v3::{
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
-    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext, certificate_validation_context,
-    common_tls_context, secret, subject_alt_name_matcher,
+    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext, common_tls_context, secret,
+    subject_alt_name_matcher,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
@@ -749,6 +748,31 @@ fn lb_endpoint(address: Address) -> LbEndpoint {
     }
 }
 
+/// The system trust store of the proxy.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A CA certificate whose private key was discarded when it was made: no backend certificate
+/// chains to it, which is what a policy whose CA certificates cannot be read must trust.
+const UNUSABLE_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIB1zCCAX2gAwIBAgIUVxLQ+6nwXQjTOFwAgPfdc1zk4gYwCgYIKoZIzj0EAwIw
+QDE+MDwGA1UEAww1ZWctb3BlcmF0b3IgZmFpbC1jbG9zZWQgdHJ1c3QgKHByaXZh
+dGUga2V5IGRpc2NhcmRlZCkwIBcNMjYxMTI2MTExNDE5WhgPMjEyNjExMDIxMTE0
+MTlaMEAxPjA8BgNVBAMMNWVnLW9wZXJhdG9yIGZhaWwtY2xvc2VkIHRydXN0IChw
+cml2YXRlIGtleSBkaXNjYXJkZWQpMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE
+Nb6mVnGqY/AdAhAgFYgKFx2hFcPFXfa22FhIfTkQwiwXxV1UVweL9C9uu8l5UKro
+ElAXBaXHkptqsdXq4yVSRaNTMFEwHQYDVR0OBBYEFCTFWih9001ZtD6WZaM0S/F9
+j2+WMB8GA1UdIwQYMBaAFCTFWih9001ZtD6WZaM0S/F9j2+WMA8GA1UdEwEB/wQF
+MAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIhAMXTc/hXPlhrNZnImf4JorweaAranM9s
+fo3V75I3CjmJAiAvryUH0esoARbeK90dTC2jg2qHm6caG9kfiZpQQHoaBg==
+-----END CERTIFICATE-----\n";
+
+fn file_source(path: &str) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::Filename(path.to_owned())),
+        ..DataSource::default()
+    }
+}
+
 /// A SAN no certificate carries (`.invalid` is reserved, RFC 2606): the only name a backend
 /// behind a policy with unreadable CA certificates is checked against, so TLS to it fails.
 const UNSATISFIABLE_SAN: &str = "backendtlspolicy-ca-unresolved.invalid";
@@ -780,9 +804,12 @@ fn upstream_tls(tls: &UpstreamTlsIr, protocol: UpstreamProtocol) -> TransportSoc
     let mut validation = CertificateValidationContext::default();
     match &tls.trust {
         TrustIr::Pem(pem) => validation.trusted_ca = Some(inline_source(pem)),
-        TrustIr::System => validation.system_root_certs = Some(SystemRootCerts::default()),
+        // Envoy refuses SAN checks without `trusted_ca` (its `system_root_certs` does not
+        // count), so the system store is named by the path it has on Debian/Ubuntu-based
+        // Envoy images and on this project's hosts.
+        TrustIr::System => validation.trusted_ca = Some(file_source(SYSTEM_CA_BUNDLE)),
         TrustIr::Unresolved => {
-            validation.system_root_certs = Some(SystemRootCerts::default());
+            validation.trusted_ca = Some(inline_source(UNUSABLE_CA));
             sans = vec![dns(UNSATISFIABLE_SAN)];
         }
     }
