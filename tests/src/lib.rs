@@ -16,6 +16,7 @@ pub mod backend;
 pub mod cluster;
 pub mod envoy;
 pub mod grpc;
+pub mod kubelet;
 pub mod manifests;
 pub mod netns;
 pub mod pki;
