@@ -123,3 +123,31 @@ pub fn envoy_gateway_crds_dir() -> Result<PathBuf, ToolError> {
         "envoy-gateway-crds.sh",
     )
 }
+
+/// The `eg-operator` binary the pods of the process kubelet run: `$EG_OPERATOR_BIN`, or the one
+/// cargo built next to the running test (`cargo test --workspace` builds it; so does
+/// `cargo build -p eg-operator`).
+pub fn eg_operator_bin() -> Result<PathBuf, ToolError> {
+    let origin = "$EG_OPERATOR_BIN or the cargo target directory".to_owned();
+    let path = match std::env::var_os("EG_OPERATOR_BIN") {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => std::env::current_exe()
+            .ok()
+            .and_then(|exe| {
+                exe.ancestors()
+                    .skip(1)
+                    .map(|dir| dir.join("eg-operator"))
+                    .find(|p| p.is_file())
+            })
+            .unwrap_or_default(),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ToolError::Missing {
+            what: "eg-operator binary (run `cargo build -p eg-operator`)",
+            path,
+            origin,
+        })
+    }
+}

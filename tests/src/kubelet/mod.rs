@@ -257,7 +257,8 @@ impl Drop for RunningPod {
         }
         let _ = net::ip(&["netns", "del", &self.net.netns]);
         let _ = net::ip(&["link", "del", &self.net.link]);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The directory (with the containers' logs) stays until the state directory goes, or a
+        // graceful stop removes it.
     }
 }
 
@@ -383,6 +384,7 @@ impl State {
                 },
                 ready: false,
                 restart_count: 0,
+                sidecar: false,
             })
             .collect();
         let obs = PodObservation {
@@ -680,20 +682,26 @@ impl State {
                     };
                     run_probe(address, &action, grace).await;
                 }
-                let mut processes: Vec<ManagedProcess> = run
-                    .containers
-                    .iter_mut()
-                    .filter_map(|c| c.process.take())
-                    .collect();
-                let _ = tokio::task::spawn_blocking(move || {
-                    std::thread::scope(|s| {
-                        for p in &mut processes {
-                            s.spawn(|| p.stop(grace.max(Duration::from_secs(1))));
-                        }
-                    });
-                })
-                .await;
+                // Containers first, then their sidecars.
+                for sidecars in [false, true] {
+                    let mut processes: Vec<ManagedProcess> = run
+                        .containers
+                        .iter_mut()
+                        .filter(|c| c.plan.sidecar == sidecars)
+                        .filter_map(|c| c.process.take())
+                        .collect();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        std::thread::scope(|s| {
+                            for p in &mut processes {
+                                s.spawn(|| p.stop(grace.max(Duration::from_secs(1))));
+                            }
+                        });
+                    })
+                    .await;
+                }
+                let dir = run.dir.clone();
                 drop(run);
+                let _ = std::fs::remove_dir_all(dir);
             }
             let api: Api<Pod> = Api::namespaced(client, &ns);
             let dp = DeleteParams {
@@ -807,6 +815,7 @@ fn observe(run: &RunningPod, host_ip: Ipv4Addr) -> PodObservation {
                 state,
                 ready: c.ready && c.process.is_some(),
                 restart_count: c.restart_count,
+                sidecar: c.plan.sidecar,
             }
         })
         .collect();

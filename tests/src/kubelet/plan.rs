@@ -150,9 +150,13 @@ pub struct ContainerPlan {
     pub readiness: Option<ProbePlan>,
     /// HTTP GET run before SIGTERM (`lifecycle.preStop.httpGet`): port and path.
     pub pre_stop: Option<(u16, String)>,
+    /// A native sidecar (an init container with `restartPolicy: Always`): started before the
+    /// containers, stopped after them, reported under `initContainerStatuses`.
+    pub sidecar: bool,
 }
 
-/// Plans every container of `pod` (init containers are refused).
+/// Plans every container of `pod`: native sidecars first, then the containers. Init containers
+/// that run to completion are refused.
 pub fn plan_pod(
     pod: &Pod,
     binaries: &Binaries,
@@ -160,13 +164,22 @@ pub fn plan_pod(
     sources: &EnvSources,
 ) -> Result<Vec<ContainerPlan>, PlanError> {
     let spec = pod.spec.as_ref().ok_or(PlanError::NoSpec)?;
-    if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
-        return Err(PlanError::Unsupported("initContainers".into()));
+    let mut plans = Vec::new();
+    for c in spec.init_containers.iter().flatten() {
+        if c.restart_policy.as_deref() != Some("Always") {
+            return Err(PlanError::Unsupported(format!(
+                "init container {} (only native sidecars, restartPolicy: Always,)",
+                c.name
+            )));
+        }
+        let mut plan = plan_container(pod, c, binaries, place, sources)?;
+        plan.sidecar = true;
+        plans.push(plan);
     }
-    spec.containers
-        .iter()
-        .map(|c| plan_container(pod, c, binaries, place, sources))
-        .collect()
+    for c in &spec.containers {
+        plans.push(plan_container(pod, c, binaries, place, sources)?);
+    }
+    Ok(plans)
 }
 
 fn plan_container(
@@ -241,6 +254,7 @@ fn plan_container(
         mounts,
         readiness,
         pre_stop,
+        sidecar: false,
     })
 }
 
@@ -693,7 +707,14 @@ mod tests {
     }
 
     #[test]
-    fn init_containers_are_refused() {
+    fn native_sidecars_come_first_and_other_init_containers_are_refused() {
+        let p = pod(json!({
+            "initContainers": [{"name": "i", "image": "eg-e2e/eg-echo:dev", "restartPolicy": "Always"}],
+            "containers": [{"name": "c", "image": "eg-e2e/eg-echo:dev"}]
+        }));
+        let plans = plan_pod(&p, &binaries(), &place(), &EnvSources::default()).expect("plan");
+        let names: Vec<_> = plans.iter().map(|p| (p.name.as_str(), p.sidecar)).collect();
+        assert_eq!(names, [("i", true), ("c", false)]);
         let p = pod(json!({
             "initContainers": [{"name": "i", "image": "eg-e2e/eg-echo:dev"}],
             "containers": [{"name": "c", "image": "eg-e2e/eg-echo:dev"}]

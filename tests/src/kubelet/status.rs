@@ -34,6 +34,8 @@ pub struct ContainerObservation {
     pub state: ContainerState,
     pub ready: bool,
     pub restart_count: u32,
+    /// A native sidecar, reported under `initContainerStatuses`.
+    pub sidecar: bool,
 }
 
 /// A pod as observed.
@@ -96,40 +98,40 @@ pub fn pod_status(obs: &PodObservation, previous: Option<&PodStatus>, now: &str)
         c
     })
     .collect();
-    let containers: Vec<Value> = obs
-        .containers
-        .iter()
-        .map(|c| {
-            let state = match &c.state {
-                ContainerState::Waiting { reason, message } => {
-                    json!({"waiting": {"reason": reason, "message": message}})
-                }
-                ContainerState::Running { started_at } => {
-                    json!({"running": {"startedAt": started_at}})
-                }
-                ContainerState::Terminated {
-                    exit_code,
-                    started_at,
-                    finished_at,
-                } => json!({"terminated": {
-                    "exitCode": exit_code,
-                    "reason": if *exit_code == 0 { "Completed" } else { "Error" },
-                    "startedAt": started_at,
-                    "finishedAt": finished_at
-                }}),
-            };
-            json!({
-                "name": c.name,
-                "image": c.image,
-                "imageID": "",
-                "containerID": format!("process://{}", c.name),
-                "ready": c.ready,
-                "started": matches!(c.state, ContainerState::Running { .. }),
-                "restartCount": c.restart_count,
-                "state": state
-            })
+    let (sidecars, containers): (Vec<&ContainerObservation>, Vec<&ContainerObservation>) =
+        obs.containers.iter().partition(|c| c.sidecar);
+    let report = |c: &ContainerObservation| {
+        let state = match &c.state {
+            ContainerState::Waiting { reason, message } => {
+                json!({"waiting": {"reason": reason, "message": message}})
+            }
+            ContainerState::Running { started_at } => {
+                json!({"running": {"startedAt": started_at}})
+            }
+            ContainerState::Terminated {
+                exit_code,
+                started_at,
+                finished_at,
+            } => json!({"terminated": {
+                "exitCode": exit_code,
+                "reason": if *exit_code == 0 { "Completed" } else { "Error" },
+                "startedAt": started_at,
+                "finishedAt": finished_at
+            }}),
+        };
+        json!({
+            "name": c.name,
+            "image": c.image,
+            "imageID": "",
+            "containerID": format!("process://{}", c.name),
+            "ready": c.ready,
+            "started": matches!(c.state, ContainerState::Running { .. }),
+            "restartCount": c.restart_count,
+            "state": state
         })
-        .collect();
+    };
+    let containers: Vec<Value> = containers.into_iter().map(report).collect();
+    let sidecars: Vec<Value> = sidecars.into_iter().map(report).collect();
     let mut status = json!({
         "phase": phase(obs),
         "hostIP": obs.host_ip,
@@ -138,6 +140,9 @@ pub fn pod_status(obs: &PodObservation, previous: Option<&PodStatus>, now: &str)
         "conditions": conditions,
         "containerStatuses": containers
     });
+    if !sidecars.is_empty() {
+        status["initContainerStatuses"] = json!(sidecars);
+    }
     if let Some(ip) = obs.pod_ip {
         status["podIP"] = json!(ip.to_string());
         status["podIPs"] = json!([{"ip": ip.to_string()}]);
@@ -223,6 +228,7 @@ mod tests {
             state,
             ready,
             restart_count: 0,
+            sidecar: false,
         }
     }
 
@@ -278,6 +284,21 @@ mod tests {
         let s = pod_status(&obs(vec![container(done(2), false)], false), None, T0);
         assert_eq!(s["phase"], "Failed");
         let s = pod_status(&obs(vec![container(done(2), false)], true), None, T0);
+        assert_eq!(s["phase"], "Running");
+    }
+
+    #[test]
+    fn sidecars_are_reported_as_init_containers() {
+        let mut sidecar = container(running(), true);
+        sidecar.sidecar = true;
+        sidecar.name = "shutdown-manager".into();
+        let s = pod_status(
+            &obs(vec![sidecar, container(running(), true)], true),
+            None,
+            T0,
+        );
+        assert_eq!(s["initContainerStatuses"][0]["name"], "shutdown-manager");
+        assert_eq!(s["containerStatuses"].as_array().map(Vec::len), Some(1));
         assert_eq!(s["phase"], "Running");
     }
 
