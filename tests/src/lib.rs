@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod cluster;
+pub mod conformance;
 pub mod envoy;
 pub mod grpc;
 pub mod kubelet;

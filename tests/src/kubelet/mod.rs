@@ -244,6 +244,7 @@ struct RunningPod {
     hosts: String,
     start_time: String,
     restart_always: bool,
+    restart_policy: String,
     grace: Duration,
 }
 
@@ -320,7 +321,7 @@ impl State {
         }
         self.failed_starts.retain(|id, _| seen.contains(id));
         self.stopping.retain(|id| seen.contains(id));
-        self.refresh_hosts().await
+        self.refresh_services().await
     }
 
     async fn bind(&self, pod: &Pod) {
@@ -461,6 +462,10 @@ impl State {
             hosts: String::new(),
             start_time: now(),
             restart_always: spec.restart_policy.as_deref().unwrap_or("Always") == "Always",
+            restart_policy: spec
+                .restart_policy
+                .clone()
+                .unwrap_or_else(|| "Always".into()),
             grace: Duration::from_secs(
                 spec.termination_grace_period_seconds
                     .and_then(|s| u64::try_from(s).ok())
@@ -603,7 +608,7 @@ impl State {
                 c.process = None;
                 c.ready = false;
                 c.terminated = Some((status.code().unwrap_or(137), now()));
-                if run.restart_always || !status.success() && run.restart_always {
+                if plan::restarts(&run.restart_policy, c.plan.sidecar, status.success()) {
                     let backoff = Duration::from_secs(1 << c.restart_count.min(4));
                     c.restart_at = Some(Instant::now() + backoff);
                 }
@@ -716,13 +721,52 @@ impl State {
         });
     }
 
-    /// Rewrites each pod's `/etc/hosts` when the Services or pods behind them changed.
-    async fn refresh_hosts(&mut self) -> Result<(), KubeletError> {
+    /// Rewrites each pod's `/etc/hosts` when the Services or pods behind them changed, and points
+    /// `LoadBalancer` Services at their ready pods.
+    async fn refresh_services(&mut self) -> Result<(), KubeletError> {
         if self.pods.is_empty() {
             return Ok(());
         }
-        let services: Api<Service> = Api::all(self.client.clone());
-        let services = services.list(&ListParams::default()).await?.items;
+        let api: Api<Service> = Api::all(self.client.clone());
+        let services = api.list(&ListParams::default()).await?.items;
+        let ready: Vec<(String, BTreeMap<String, String>, Ipv4Addr, bool)> = self
+            .pods
+            .values()
+            .map(|r| {
+                let ready = r.containers.iter().all(|c| c.ready && c.process.is_some());
+                (r.namespace.clone(), r.labels.clone(), r.net.address, ready)
+            })
+            .collect();
+        for svc in &services {
+            let (Some(name), Some(ns)) = (&svc.metadata.name, &svc.metadata.namespace) else {
+                continue;
+            };
+            let ips = net::load_balancer_ips(svc, &ready);
+            if ips.is_empty() {
+                continue;
+            }
+            let ingress: Vec<serde_json::Value> =
+                ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect();
+            let live: Vec<String> = svc
+                .status
+                .iter()
+                .filter_map(|s| s.load_balancer.as_ref())
+                .flat_map(|lb| lb.ingress.iter().flatten())
+                .filter_map(|i| i.ip.clone())
+                .collect();
+            let wanted: Vec<String> = ips.iter().map(ToString::to_string).collect();
+            if live == wanted {
+                continue;
+            }
+            let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
+            let namespaced: Api<Service> = Api::namespaced(self.client.clone(), ns);
+            if let Err(e) = namespaced
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::debug!("load balancer status of {ns}/{name}: {e}");
+            }
+        }
         let running: Vec<(String, BTreeMap<String, String>, Ipv4Addr)> = self
             .pods
             .values()

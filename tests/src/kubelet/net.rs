@@ -254,10 +254,80 @@ pub fn hosts_file(
     lines.join("\n")
 }
 
+/// The load balancer addresses of a `LoadBalancer` Service: the addresses of the ready pods it
+/// selects (each listens on the Service's target ports, which the fleet keeps equal to its
+/// ports), sorted. Empty for other Services. `pods` are `(namespace, labels, ip, ready)`.
+pub fn load_balancer_ips(
+    svc: &Service,
+    pods: &[(String, BTreeMap<String, String>, Ipv4Addr, bool)],
+) -> Vec<Ipv4Addr> {
+    let Some(spec) = &svc.spec else {
+        return Vec::new();
+    };
+    let (Some(selector), Some(ns)) = (&spec.selector, &svc.metadata.namespace) else {
+        return Vec::new();
+    };
+    if spec.type_.as_deref() != Some("LoadBalancer") || selector.is_empty() {
+        return Vec::new();
+    }
+    let mut ips: Vec<Ipv4Addr> = pods
+        .iter()
+        .filter(|(pns, labels, _, ready)| {
+            *ready && pns == ns && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .map(|(_, _, ip, _)| *ip)
+        .collect();
+    ips.sort();
+    ips
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn load_balancers_point_at_the_ready_pods_they_select() {
+        let svc = |type_: &str| -> Service {
+            serde_json::from_value(json!({
+                "metadata": {"name": "gw", "namespace": "ns"},
+                "spec": {"type": type_, "selector": {"app": "gw"}}
+            }))
+            .expect("svc")
+        };
+        let labels = BTreeMap::from([("app".to_owned(), "gw".to_owned())]);
+        let pods = vec![
+            (
+                "ns".to_owned(),
+                labels.clone(),
+                Ipv4Addr::new(10, 214, 0, 9),
+                true,
+            ),
+            (
+                "ns".to_owned(),
+                labels.clone(),
+                Ipv4Addr::new(10, 214, 0, 3),
+                true,
+            ),
+            (
+                "ns".to_owned(),
+                labels.clone(),
+                Ipv4Addr::new(10, 214, 0, 4),
+                false,
+            ),
+            (
+                "other".to_owned(),
+                labels,
+                Ipv4Addr::new(10, 214, 0, 5),
+                true,
+            ),
+        ];
+        assert_eq!(
+            load_balancer_ips(&svc("LoadBalancer"), &pods),
+            [Ipv4Addr::new(10, 214, 0, 3), Ipv4Addr::new(10, 214, 0, 9)]
+        );
+        assert!(load_balancer_ips(&svc("ClusterIP"), &pods).is_empty());
+    }
 
     #[test]
     fn hosts_map_service_names_to_the_pods_they_select() {

@@ -451,6 +451,12 @@ pub fn expand(input: &str, vars: &BTreeMap<&str, &str>) -> String {
     out
 }
 
+/// Whether a container that exited is started again: always for native sidecars, else by the
+/// pod's `restartPolicy` (`Always`, `OnFailure`, `Never`).
+pub fn restarts(policy: &str, sidecar: bool, succeeded: bool) -> bool {
+    sidecar || policy == "Always" || (policy == "OnFailure" && !succeeded)
+}
+
 /// A host path bind-mounted at `target` inside the pod's mount namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindMount {
@@ -721,6 +727,15 @@ mod tests {
         }));
         let err = plan_pod(&p, &binaries(), &place(), &EnvSources::default()).expect_err("init");
         assert_eq!(err.category(), "unsupported");
+    }
+
+    #[test]
+    fn restart_policy_decides_restarts_and_sidecars_always_restart() {
+        assert!(restarts("Always", false, true));
+        assert!(restarts("OnFailure", false, false));
+        assert!(!restarts("OnFailure", false, true));
+        assert!(!restarts("Never", false, false));
+        assert!(restarts("Never", true, true));
     }
 
     #[test]
