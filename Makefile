@@ -79,6 +79,7 @@ bench: deps
 CONFORMANCE_REPORT ?= conformance/reports/v1.5.1/eg-operator-default-report.yaml
 conformance: deps
 	$(CARGO) build --quiet --locked -p eg-operator --bin eg-operator
+	$(CARGO) build --quiet --locked -p eg-e2e --bins
 	EG_TESTCLUSTER_BIN="$$(hack/build-testcluster.sh)" \
 	ENVOY_BIN="$$(hack/install-envoy.sh)" \
 	GATEWAY_API_CRDS_DIR="$$(hack/gateway-api-crds.sh)" \

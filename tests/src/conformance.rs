@@ -228,6 +228,7 @@ pub async fn run(opts: RunOptions) -> Result<std::process::ExitStatus, Conforman
         envoy: Some(tools::envoy_bin()?),
         echo_basic: Some(opts.suite_dir.join("echo-basic")),
         eg_echo: None,
+        coredns_stand_in: Some(tools::cargo_bin("eg-echo", "EG_ECHO_BIN")?),
     };
     let _kubelet = Kubelet::start(
         client.clone(),

@@ -89,6 +89,7 @@ async fn envoy_gateway_runs_as_pods_and_serves_a_request() {
         envoy: Some(tools::envoy_bin().expect("envoy")),
         echo_basic: None,
         eg_echo: Some(env!("CARGO_BIN_EXE_eg-echo").into()),
+        coredns_stand_in: None,
     };
     let operator_bin = binaries.eg_operator.clone().expect("set above");
     let kubelet = Kubelet::start(

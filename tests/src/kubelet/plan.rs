@@ -59,17 +59,22 @@ pub struct Binaries {
     pub echo_basic: Option<PathBuf>,
     /// The harness' echo server (`eg-e2e/eg-echo:*`), `eg-echo NAME ADDR [mode]`.
     pub eg_echo: Option<PathBuf>,
+    /// `eg-echo`, run as a stand-in for CoreDNS (`*coredns/coredns:*`): a TCP and UDP echo on
+    /// port 53 whatever the container's args. The conformance suite's setup deploys CoreDNS for
+    /// its UDPRoute test (a profile `make conformance` does not run) and waits for it to be ready.
+    pub coredns_stand_in: Option<PathBuf>,
 }
 
 impl Binaries {
     /// The binary for `image` and the entrypoint name commands may use for it.
     fn for_image(&self, image: &str) -> Option<(&Path, &'static str)> {
         let repository = image_repository(image);
-        let known: [(&str, &Option<PathBuf>, &'static str); 4] = [
+        let known: [(&str, &Option<PathBuf>, &'static str); 5] = [
             ("eg-operator/eg-operator", &self.eg_operator, "eg-operator"),
             ("envoyproxy/envoy", &self.envoy, "envoy"),
             ("gateway-api/echo-basic", &self.echo_basic, "echo-basic"),
             ("eg-e2e/eg-echo", &self.eg_echo, "eg-echo"),
+            ("coredns/coredns", &self.coredns_stand_in, "coredns"),
         ];
         known
             .into_iter()
@@ -197,6 +202,21 @@ fn plan_container(
             image: image.clone(),
         })?;
     let env = container_env(pod, c, place, sources)?;
+    if entry == "coredns" {
+        let argv = ["coredns-stand-in", "0.0.0.0:53", "--stream"].map(String::from);
+        return Ok(ContainerPlan {
+            name: c.name.clone(),
+            image,
+            argv: std::iter::once(binary.display().to_string())
+                .chain(argv)
+                .collect(),
+            env,
+            mounts: Vec::new(),
+            readiness: None,
+            pre_stop: None,
+            sidecar: false,
+        });
+    }
     let vars: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let command: Vec<String> = c
         .command
@@ -550,6 +570,7 @@ mod tests {
             envoy: Some("/opt/envoy".into()),
             echo_basic: None,
             eg_echo: Some("/bin/eg-echo".into()),
+            coredns_stand_in: Some("/bin/eg-echo".into()),
         }
     }
 
@@ -611,6 +632,17 @@ mod tests {
         let err = plan_pod(&p, &binaries(), &place(), &EnvSources::default())
             .expect_err("no echo-basic binary configured");
         assert_eq!(err.category(), "unknown_image");
+    }
+
+    #[test]
+    fn coredns_runs_the_stream_echo_stand_in_whatever_its_args() {
+        let p = pod(json!({"containers": [{"name": "coredns",
+            "image": "registry.k8s.io/coredns/coredns:v1.12.2", "args": ["-conf", "/root/Corefile"]}]}));
+        let plan = &plan_pod(&p, &binaries(), &place(), &EnvSources::default()).expect("plan")[0];
+        assert_eq!(
+            plan.argv,
+            ["/bin/eg-echo", "coredns-stand-in", "0.0.0.0:53", "--stream"]
+        );
     }
 
     #[test]
