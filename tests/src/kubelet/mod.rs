@@ -14,10 +14,13 @@
 //!
 //! The I/O here is a thin loop (every 300 ms: list, bind, start, supervise, report); every
 //! decision is in the pure modules. Not done: `kubectl logs`/`exec` (no kubelet server; each
-//! container's output is in its log file under the state directory), init containers, resource
-//! limits, affinity (one node), Secret updates after start, readiness for exec/gRPC probes
-//! (assumed ready once started). Until a container is first ready its probe runs every second;
-//! after that at its `periodSeconds`.
+//! container's output is in its log file under the state directory), init containers that run to
+//! completion (native sidecars are supported), resource limits, affinity (one node), Secret
+//! updates after start, read-only mounts, readiness for exec/gRPC probes (assumed ready once
+//! started), ClusterIPs (no kube-proxy: Service names resolve to pod IPs, and `LoadBalancer`
+//! Services get the IPs of their ready pods as ingress, which is how Gateways get reachable
+//! addresses). Until a container is first ready its probe runs every second; after that at its
+//! `periodSeconds`.
 
 pub mod net;
 pub mod plan;

@@ -201,6 +201,30 @@ fn downward_files(
         .collect()
 }
 
+/// The two kinds of keyed sources.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Secret,
+    ConfigMap,
+}
+
+/// The files of a Secret or ConfigMap source of volume `volume`.
+fn source_files(
+    volume: &str,
+    sources: &Sources,
+    kind: Kind,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    optional: Option<bool>,
+) -> Result<Vec<VolumeFile>, VolumeError> {
+    let (label, all) = match kind {
+        Kind::Secret => ("Secret", &sources.secrets),
+        Kind::ConfigMap => ("ConfigMap", &sources.config_maps),
+    };
+    let data = all.get(name).and_then(Option::as_ref);
+    keyed_files(volume, label, name, data, items, optional == Some(true))
+}
+
 /// The files of one volume of `pod`.
 pub fn volume_files(
     pod: &Pod,
@@ -214,25 +238,23 @@ pub fn volume_files(
     }
     if let Some(s) = &volume.secret {
         let secret = s.secret_name.clone().unwrap_or_default();
-        let data = sources.secrets.get(&secret).and_then(Option::as_ref);
-        return keyed_files(
+        return source_files(
             name,
-            "Secret",
+            sources,
+            Kind::Secret,
             &secret,
-            data,
             s.items.as_ref(),
-            s.optional == Some(true),
+            s.optional,
         );
     }
     if let Some(c) = &volume.config_map {
-        let data = sources.config_maps.get(&c.name).and_then(Option::as_ref);
-        return keyed_files(
+        return source_files(
             name,
-            "ConfigMap",
+            sources,
+            Kind::ConfigMap,
             &c.name,
-            data,
             c.items.as_ref(),
-            c.optional == Some(true),
+            c.optional,
         );
     }
     if let Some(d) = &volume.downward_api {
@@ -242,24 +264,24 @@ pub fn volume_files(
         let mut files = Vec::new();
         for source in p.sources.iter().flatten() {
             if let Some(s) = &source.secret {
-                let data = sources.secrets.get(&s.name).and_then(Option::as_ref);
-                files.extend(keyed_files(
+                let items = s.items.as_ref();
+                files.extend(source_files(
                     name,
-                    "Secret",
+                    sources,
+                    Kind::Secret,
                     &s.name,
-                    data,
-                    s.items.as_ref(),
-                    s.optional == Some(true),
+                    items,
+                    s.optional,
                 )?);
             } else if let Some(c) = &source.config_map {
-                let data = sources.config_maps.get(&c.name).and_then(Option::as_ref);
-                files.extend(keyed_files(
+                let items = c.items.as_ref();
+                files.extend(source_files(
                     name,
-                    "ConfigMap",
+                    sources,
+                    Kind::ConfigMap,
                     &c.name,
-                    data,
-                    c.items.as_ref(),
-                    c.optional == Some(true),
+                    items,
+                    c.optional,
                 )?);
             } else if let Some(d) = &source.downward_api {
                 files.extend(downward_files(
