@@ -148,6 +148,7 @@ impl Kubelet {
             stopping: HashSet::new(),
             failed_starts: HashMap::new(),
             last_lease: Instant::now(),
+            released: tokio::sync::mpsc::unbounded_channel(),
         };
         let task = tokio::spawn(async move {
             loop {
@@ -276,6 +277,11 @@ struct State {
     /// Pods that could not start yet: the error, and when to try again.
     failed_starts: HashMap<String, (String, Instant)>,
     last_lease: Instant,
+    /// Networks of stopped pods, freed once their clean-up is done.
+    released: (
+        tokio::sync::mpsc::UnboundedSender<PodNet>,
+        tokio::sync::mpsc::UnboundedReceiver<PodNet>,
+    ),
 }
 
 fn uid(pod: &Pod) -> String {
@@ -284,6 +290,9 @@ fn uid(pod: &Pod) -> String {
 
 impl State {
     async fn tick(&mut self) -> Result<(), KubeletError> {
+        while let Ok(net) = self.released.1.try_recv() {
+            self.bridge.forget(&net);
+        }
         if self.last_lease.elapsed() > Duration::from_secs(10) {
             renew_lease(&self.client, &self.config.node_name).await?;
             self.last_lease = Instant::now();
@@ -663,9 +672,7 @@ impl State {
             return;
         }
         let run = self.pods.remove(&id);
-        if let Some(run) = &run {
-            self.bridge.forget(&run.net);
-        }
+        let released = self.released.0.clone();
         let client = self.client.clone();
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -707,8 +714,9 @@ impl State {
                     })
                     .await;
                 }
-                let dir = run.dir.clone();
+                let (dir, net) = (run.dir.clone(), run.net.clone());
                 drop(run);
+                let _ = released.send(net);
                 let _ = std::fs::remove_dir_all(dir);
             }
             let api: Api<Pod> = Api::namespaced(client, &ns);

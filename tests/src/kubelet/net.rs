@@ -64,6 +64,7 @@ pub struct Bridge {
     /// Third octet of 10.214.N.0/24.
     pub subnet: u8,
     used: BTreeSet<u8>,
+    last: u8,
 }
 
 impl Bridge {
@@ -93,6 +94,7 @@ impl Bridge {
                 name,
                 subnet,
                 used: BTreeSet::new(),
+                last: 254,
             };
             let cidr = format!("{}/24", bridge.gateway());
             ip(&["addr", "add", &cidr, "dev", &bridge.name])?;
@@ -104,9 +106,12 @@ impl Bridge {
 
     /// A pod's network namespace `egk<N>-<host>` with address 10.214.N.host on the bridge.
     pub fn add_pod(&mut self) -> Result<PodNet, NetError> {
-        let host = (2..=254u8)
+        // Round robin from the last address handed out: a stopped pod's address is reused last.
+        let host = (0..253u16)
+            .map(|i| ((u16::from(self.last) - 2 + 1 + i) % 253 + 2) as u8)
             .find(|h| !self.used.contains(h))
             .ok_or_else(|| NetError::Exhausted(self.cidr()))?;
+        self.last = host;
         let netns = format!("{}-{host}", self.name);
         let link = format!("{}h{host}", self.name);
         let peer = format!("{}p{host}", self.name);
@@ -143,7 +148,8 @@ impl Bridge {
         Ok(net)
     }
 
-    /// Frees a pod's address once its owner deleted the namespace and link.
+    /// Frees a pod's address once its owner deleted the namespace and link (not before: a new
+    /// pod with the same address would lose its namespace to the old one's clean-up).
     pub fn forget(&mut self, net: &PodNet) {
         self.used.remove(&net.host);
     }
