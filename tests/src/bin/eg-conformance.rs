@@ -44,14 +44,20 @@ async fn main() -> anyhow::Result<()> {
             extra,
         } => {
             let _ = std::fs::remove_dir_all(&work_dir);
-            let status = run(RunOptions {
+            let running = run(RunOptions {
                 work_dir,
                 report: report.clone(),
                 suite_dir,
                 extra_args: extra,
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("[{}] {e}", e.category()))?;
+            });
+            // On Ctrl-C or SIGTERM the run is dropped: pods, networks and the cluster go too.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let status = tokio::select! {
+                outcome = running => outcome.map_err(|e| anyhow::anyhow!("[{}] {e}", e.category()))?,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+                _ = term.recv() => anyhow::bail!("terminated"),
+            };
             eprintln!("[conformance] suite exited with {status}");
             if let Ok(text) = std::fs::read_to_string(&report) {
                 print!("{}", markdown_table(&summarize(&text)?));
