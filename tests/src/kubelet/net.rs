@@ -106,11 +106,8 @@ impl Bridge {
 
     /// A pod's network namespace `egk<N>-<host>` with address 10.214.N.host on the bridge.
     pub fn add_pod(&mut self) -> Result<PodNet, NetError> {
-        // Round robin from the last address handed out: a stopped pod's address is reused last.
-        let host = (0..253u16)
-            .map(|i| ((u16::from(self.last) - 2 + 1 + i) % 253 + 2) as u8)
-            .find(|h| !self.used.contains(h))
-            .ok_or_else(|| NetError::Exhausted(self.cidr()))?;
+        let host =
+            next_host(self.last, &self.used).ok_or_else(|| NetError::Exhausted(self.cidr()))?;
         self.last = host;
         let netns = format!("{}-{host}", self.name);
         let link = format!("{}h{host}", self.name);
@@ -166,6 +163,15 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         let _ = ip(&["link", "del", &self.name]);
     }
+}
+
+/// The next free host part (2..=254) after `last`, round robin: a stopped pod's address is
+/// reused last.
+pub fn next_host(last: u8, used: &BTreeSet<u8>) -> Option<u8> {
+    let last = u16::from(last.clamp(2, 254));
+    (1..=253u16)
+        .map(|i| ((last - 2 + i) % 253 + 2) as u8)
+        .find(|h| !used.contains(h))
 }
 
 /// A pod's network namespace and address.
@@ -291,6 +297,21 @@ pub fn load_balancer_ips(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn addresses_are_handed_out_round_robin_and_never_twice() {
+        let mut used = BTreeSet::new();
+        assert_eq!(next_host(254, &used), Some(2));
+        used.extend([2, 3]);
+        assert_eq!(next_host(2, &used), Some(4));
+        used.remove(&2);
+        // 2 is free again, but comes only after the rest of the range.
+        assert_eq!(next_host(4, &used), Some(5));
+        assert_eq!(next_host(253, &used), Some(254));
+        assert_eq!(next_host(254, &used), Some(2));
+        let full: BTreeSet<u8> = (2..=254).collect();
+        assert_eq!(next_host(7, &full), None);
+    }
 
     #[test]
     fn load_balancers_point_at_the_ready_pods_they_select() {
