@@ -148,6 +148,7 @@ impl Kubelet {
             stopping: HashSet::new(),
             failed_starts: HashMap::new(),
             last_lease: Instant::now(),
+            services: Vec::new(),
             released: tokio::sync::mpsc::unbounded_channel(),
         };
         let task = tokio::spawn(async move {
@@ -277,6 +278,8 @@ struct State {
     /// Pods that could not start yet: the error, and when to try again.
     failed_starts: HashMap<String, (String, Instant)>,
     last_lease: Instant,
+    /// The cluster's Services as of the last tick (for `/etc/hosts`).
+    services: Vec<Service>,
     /// Networks of stopped pods, freed once their clean-up is done.
     released: (
         tokio::sync::mpsc::UnboundedSender<PodNet>,
@@ -498,7 +501,12 @@ impl State {
             }
         }
         let hosts_path = dir.join("hosts");
-        run.hosts = net::hosts_file((&run.namespace, &run.name, run.net.address), &[], &[]);
+        // Complete from the start: Envoy resolves the xDS server's name as soon as it runs.
+        run.hosts = net::hosts_file(
+            (&run.namespace, &run.name, run.net.address),
+            &self.services,
+            &self.running_pods(),
+        );
         std::fs::write(&hosts_path, &run.hosts).map_err(io_err(&hosts_path))?;
         if wants_api {
             let listener = net::listen_in(&run.net.netns, SocketAddr::from(([127, 0, 0, 1], 443)))?;
@@ -732,14 +740,20 @@ impl State {
         });
     }
 
+    /// `(namespace, labels, ip)` of every pod running here.
+    fn running_pods(&self) -> Vec<(String, BTreeMap<String, String>, Ipv4Addr)> {
+        self.pods
+            .values()
+            .map(|r| (r.namespace.clone(), r.labels.clone(), r.net.address))
+            .collect()
+    }
+
     /// Rewrites each pod's `/etc/hosts` when the Services or pods behind them changed, and points
     /// `LoadBalancer` Services at their ready pods.
     async fn refresh_services(&mut self) -> Result<(), KubeletError> {
-        if self.pods.is_empty() {
-            return Ok(());
-        }
         let api: Api<Service> = Api::all(self.client.clone());
-        let services = api.list(&ListParams::default()).await?.items;
+        self.services = api.list(&ListParams::default()).await?.items;
+        let services = &self.services;
         let ready: Vec<(String, BTreeMap<String, String>, Ipv4Addr, bool)> = self
             .pods
             .values()
@@ -748,7 +762,7 @@ impl State {
                 (r.namespace.clone(), r.labels.clone(), r.net.address, ready)
             })
             .collect();
-        for svc in &services {
+        for svc in services {
             let (Some(name), Some(ns)) = (&svc.metadata.name, &svc.metadata.namespace) else {
                 continue;
             };
@@ -778,15 +792,11 @@ impl State {
                 tracing::debug!("load balancer status of {ns}/{name}: {e}");
             }
         }
-        let running: Vec<(String, BTreeMap<String, String>, Ipv4Addr)> = self
-            .pods
-            .values()
-            .map(|r| (r.namespace.clone(), r.labels.clone(), r.net.address))
-            .collect();
+        let running = self.running_pods();
         for run in self.pods.values_mut() {
             let hosts = net::hosts_file(
                 (&run.namespace, &run.name, run.net.address),
-                &services,
+                &self.services,
                 &running,
             );
             if hosts != run.hosts {
