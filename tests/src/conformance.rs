@@ -209,8 +209,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ConformanceError + '_ {
 }
 
 /// Runs the whole thing; returns the suite's exit status.
-pub async fn run(opts: RunOptions) -> Result<std::process::ExitStatus, ConformanceError> {
+pub async fn run(mut opts: RunOptions) -> Result<std::process::ExitStatus, ConformanceError> {
     std::fs::create_dir_all(&opts.work_dir).map_err(io_err(&opts.work_dir))?;
+    // The suite runs in the work directory: a relative report path is the caller's.
+    if opts.report.is_relative() {
+        let here = std::env::current_dir().map_err(io_err(Path::new(".")))?;
+        opts.report = here.join(&opts.report);
+    }
     let control_plane = ControlPlane::start(ControlPlaneOptions {
         state_dir: opts.work_dir.join("cluster"),
         lifetime: Lifetime::Owned,
