@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test deps fmt-check clippy unit crds crds-check bundle bundle-validate cluster cluster-stop bench
+.PHONY: run test deps fmt-check clippy unit crds crds-check bundle bundle-validate cluster cluster-stop bench conformance
 
 ## The main job on one machine: Envoy Gateway standalone on examples/quickstart/ with its
 ## backends, no cluster. Prints the curl lines to try; Ctrl-C stops everything.
@@ -71,3 +71,18 @@ bench: deps
 	GATEWAY_API_CRDS_DIR="$$(hack/gateway-api-crds.sh)" \
 	ENVOY_GATEWAY_CRDS_DIR="$$(hack/envoy-gateway-crds.sh)" \
 	$(CARGO) bench -p eg-e2e --bench route_latency
+
+## The official Gateway API conformance suite (sigs.k8s.io/gateway-api/conformance, built by
+## hack/build-conformance.sh) with profiles GATEWAY-HTTP, GATEWAY-GRPC and GATEWAY-TLS and the
+## features our GatewayClass reports, against the operator, its control plane and proxies run as
+## pods by the process kubelet. Writes the report under conformance/reports/. Needs root.
+CONFORMANCE_REPORT ?= conformance/reports/v1.5.1/eg-operator-default-report.yaml
+conformance: deps
+	$(CARGO) build --quiet --locked -p eg-operator --bin eg-operator
+	$(CARGO) build --quiet --locked -p eg-e2e --bins
+	EG_TESTCLUSTER_BIN="$$(hack/build-testcluster.sh)" \
+	ENVOY_BIN="$$(hack/install-envoy.sh)" \
+	GATEWAY_API_CRDS_DIR="$$(hack/gateway-api-crds.sh)" \
+	ENVOY_GATEWAY_CRDS_DIR="$$(hack/envoy-gateway-crds.sh)" \
+	$(CARGO) run --quiet --locked -p eg-e2e --bin eg-conformance -- run \
+	  --suite-dir "$$(hack/build-conformance.sh)" --report $(CONFORMANCE_REPORT) $(CONFORMANCE_ARGS)

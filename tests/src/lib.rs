@@ -8,14 +8,19 @@
 //! - [`backend`]: HTTP, HTTPS and gRPC echo servers on chosen 127.x addresses.
 //! - [`netns`]: test hosts in network namespaces, for addresses the apiserver accepts in
 //!   EndpointSlices (it refuses loopback).
+//! - [`kubelet`]: a process kubelet that runs the cluster's pods (eg-operator, Envoy, echo
+//!   servers) as local processes in their own network namespaces; [`conformance`] runs the
+//!   official Gateway API conformance suite on it (`make conformance`).
 //!
 //! Every process a test starts is killed when the test ends, pass or fail; the shared control
 //! plane stops by itself when the test binary exits.
 
 pub mod backend;
 pub mod cluster;
+pub mod conformance;
 pub mod envoy;
 pub mod grpc;
+pub mod kubelet;
 pub mod manifests;
 pub mod netns;
 pub mod pki;

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::kubelet::net::NetError;
 use crate::process::{Lifetime, ManagedProcess, ProcessError};
 
 /// Errors creating a test host.
@@ -22,15 +23,13 @@ pub enum NetnsError {
 }
 
 fn ip(args: &[&str]) -> Result<(), NetnsError> {
-    let out = Command::new("ip").args(args).output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetnsError::Ip {
+    crate::kubelet::net::ip(args).map_err(|e| match e {
+        NetError::Ip { args, stderr } => NetnsError::Ip { args, stderr },
+        other => NetnsError::Ip {
             args: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
+            stderr: other.to_string(),
+        },
+    })
 }
 
 /// A network namespace with one address, reachable from this machine through a veth pair.

@@ -1,5 +1,5 @@
-//! A stand-in for the kubelet's status reports, until the process kubelet (its own issue) runs
-//! pods for real: marks the pods of a workload Running and Ready through the status subresource,
+//! A stand-in for the kubelet's status reports, for API-level tests that do not need the pods to
+//! run (the process kubelet of [`crate::kubelet`] runs them for real): marks the pods of a workload Running and Ready through the status subresource,
 //! exactly as a kubelet would report them, so kube-controller-manager counts the Deployment
 //! available. Nothing runs in those pods; tests that need a running process must not use this.
 

@@ -123,3 +123,37 @@ pub fn envoy_gateway_crds_dir() -> Result<PathBuf, ToolError> {
         "envoy-gateway-crds.sh",
     )
 }
+
+/// The `eg-operator` binary the pods of the process kubelet run: `$EG_OPERATOR_BIN`, or the one
+/// cargo built next to the running program (`cargo test --workspace` builds it; so does
+/// `cargo build -p eg-operator`).
+pub fn eg_operator_bin() -> Result<PathBuf, ToolError> {
+    cargo_bin("eg-operator", "EG_OPERATOR_BIN")
+}
+
+/// A binary of this workspace: `$env_var`, or `name` in the cargo target directory of the
+/// running program.
+pub fn cargo_bin(name: &'static str, env_var: &str) -> Result<PathBuf, ToolError> {
+    let origin = format!("${env_var} or the cargo target directory");
+    let path = match std::env::var_os(env_var) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => std::env::current_exe()
+            .ok()
+            .and_then(|exe| {
+                exe.ancestors()
+                    .skip(1)
+                    .map(|dir| dir.join(name))
+                    .find(|p| p.is_file())
+            })
+            .unwrap_or_default(),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ToolError::Missing {
+            what: name,
+            path,
+            origin,
+        })
+    }
+}
