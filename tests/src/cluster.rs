@@ -438,18 +438,31 @@ pub fn shared_cluster() -> &'static TestCluster {
 
 async fn start_shared() -> Result<TestCluster, ClusterError> {
     let started = Instant::now();
-    let state_dir = tempfile::Builder::new()
-        .prefix("eg-testcluster-")
-        .tempdir()
-        .map_err(io_err(&std::env::temp_dir()))?
-        // Removed by etcd when the test binary exits (see --remove-on-exit).
-        .keep();
-    let control_plane = ControlPlane::start(ControlPlaneOptions {
-        state_dir,
-        lifetime: Lifetime::Owned,
-        controller_manager: true,
-    })
-    .await?;
+    // Ports are reserved by binding and releasing them, so another process (an Envoy of a test
+    // binary running beside this one) can take one before the apiserver binds it: start again
+    // on fresh ports when that is what went wrong.
+    let mut attempt = 0;
+    let control_plane = loop {
+        attempt += 1;
+        let state_dir = tempfile::Builder::new()
+            .prefix("eg-testcluster-")
+            .tempdir()
+            .map_err(io_err(&std::env::temp_dir()))?
+            // Removed by etcd when the test binary exits (see --remove-on-exit).
+            .keep();
+        match ControlPlane::start(ControlPlaneOptions {
+            state_dir,
+            lifetime: Lifetime::Owned,
+            controller_manager: true,
+        })
+        .await
+        {
+            Err(e) if attempt < 3 && e.to_string().contains("address already in use") => {
+                eprintln!("eg-e2e: control plane port taken, starting again: {e}");
+            }
+            other => break other?,
+        }
+    };
     let config = control_plane.kube_config().await?;
     let client = Client::try_from(config.clone())?;
     install_project_crds(&client).await?;
