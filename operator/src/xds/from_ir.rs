@@ -80,7 +80,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
 };
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
-use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration as PbDuration, UInt32Value};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
 use envoy_types::pb::xds::core::v3::TypedExtensionConfig;
 use envoy_types::pb::xds::r#type::matcher::v3::{Matcher as XdsMatcher, matcher as xds_matcher};
 
@@ -92,7 +92,7 @@ use super::envoy_config::{
     ads_source, any, eds_cluster, hostname_address, load_assignment_of, pipe_address, resource,
     socket_address,
 };
-use super::policy_config;
+use super::policy_config::{self, exact, millis, put_map};
 use super::protocol::{CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, SECRET, Snapshot};
 use crate::short_hash::hex_prefix;
 use crate::translate::ir::{
@@ -403,7 +403,7 @@ const ROUTE_CONFIGURATION_VIRTUAL_HOSTS: u32 = 2;
 const VIRTUAL_HOST_ROUTES: u32 = 3;
 
 /// Appends an embedded message field, as prost encodes one.
-fn put_message(out: &mut Vec<u8>, tag: u32, encoded: &[u8]) {
+pub(super) fn put_message(out: &mut Vec<u8>, tag: u32, encoded: &[u8]) {
     encode_key(tag, WireType::LengthDelimited, out);
     encode_varint(encoded.len() as u64, out);
     out.extend_from_slice(encoded);
@@ -835,13 +835,6 @@ fn upstream_tls(tls: &UpstreamTlsIr, protocol: UpstreamProtocol) -> TransportSoc
     }
 }
 
-fn exact(value: &str) -> StringMatcher {
-    StringMatcher {
-        match_pattern: Some(string_matcher::MatchPattern::Exact(value.to_owned())),
-        ..StringMatcher::default()
-    }
-}
-
 /// The TLS transport socket of a listener that terminates TLS, its certificates delivered over
 /// SDS (added to `snap`), offering `alpn`.
 fn downstream_tls(snap: &mut Snapshot, l: &ListenerIr, alpn: &[&str]) -> TransportSocket {
@@ -993,13 +986,6 @@ fn header_options(m: &HeaderModifierIr) -> (Vec<HeaderValueOption>, Vec<String>)
         )
     }));
     (add, m.remove.clone())
-}
-
-fn millis(ms: u64) -> PbDuration {
-    PbDuration {
-        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
-        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
-    }
 }
 
 /// The weighted-cluster entry that takes the share of invalid backendRefs. No cluster of this
@@ -1202,12 +1188,7 @@ fn encode_route(r: &RouteIr) -> Vec<u8> {
         .into_iter()
         .collect();
     let mut bytes = route.encode_to_vec();
-    for (name, config) in &configs {
-        let mut entry = Vec::new();
-        prost::encoding::string::encode(1, name, &mut entry);
-        prost::encoding::message::encode(2, config, &mut entry);
-        put_message(&mut bytes, ROUTE_TYPED_PER_FILTER_CONFIG, &entry);
-    }
+    put_map(&mut bytes, ROUTE_TYPED_PER_FILTER_CONFIG, &configs);
     bytes
 }
 

@@ -53,7 +53,6 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher}
 use envoy_types::pb::envoy::r#type::v3::Int64Range;
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, TokenBucket, fractional_percent};
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, Empty, UInt32Value};
-use prost::encoding::{WireType, encode_key, encode_varint};
 use prost::{Message, Name};
 
 use super::envoy_config::any;
@@ -73,14 +72,14 @@ pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
 /// by mistake it lets nobody in.
 const NO_USERS: &str = "eg-operator-disabled:{SHA}AAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
-fn millis(ms: u64) -> PbDuration {
+pub(super) fn millis(ms: u64) -> PbDuration {
     PbDuration {
         seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
         nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
     }
 }
 
-fn exact(value: &str) -> StringMatcher {
+pub(super) fn exact(value: &str) -> StringMatcher {
     StringMatcher {
         match_pattern: Some(string_matcher::MatchPattern::Exact(value.to_owned())),
         ..StringMatcher::default()
@@ -409,14 +408,14 @@ pub fn jwt_authentication(policies: &BTreeMap<String, &JwtIr>) -> Option<Any> {
     })
 }
 
-fn put_map<M: Message>(out: &mut Vec<u8>, tag: u32, entries: &BTreeMap<String, M>) {
+/// A protobuf `map<string, M>` field `tag` in key order (map entries: key = 1, value = 2), for
+/// messages whose bytes must not depend on a `HashMap`'s iteration order.
+pub(super) fn put_map<M: Message>(out: &mut Vec<u8>, tag: u32, entries: &BTreeMap<String, M>) {
     for (key, message) in entries {
         let mut entry = Vec::new();
         prost::encoding::string::encode(1, key, &mut entry);
         prost::encoding::message::encode(2, message, &mut entry);
-        encode_key(tag, WireType::LengthDelimited, out);
-        encode_varint(entry.len() as u64, out);
-        out.extend_from_slice(&entry);
+        super::from_ir::put_message(out, tag, &entry);
     }
 }
 
