@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use eg_e2e::backend::Echo;
-use eg_e2e::manifests::{apply, gateway_class, service_with_endpoint};
+use eg_e2e::manifests::{apply, http_gateway, service_with_endpoint};
 use eg_e2e::netns::EchoHost;
 use eg_e2e::{LOOPBACK, free_port, with_temp_namespace};
 use eg_operator::xds::bootstrap::AdsFlavour;
@@ -114,10 +114,7 @@ async fn policies_shape_traffic_through_envoy_and_report_status() {
         let controller_name = format!("example.com/policies-{ns}");
         let class = format!("gc-{ns}");
         let port = free_port(LOOPBACK)?;
-        gateway_class(&client, &class, &controller_name).await;
-        apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-            "metadata": {"name": "gw"},
-            "spec": {"gatewayClassName": class, "listeners": [{"name": "http", "protocol": "HTTP", "port": port}]}})).await;
+        http_gateway(&client, &ns, "gw", &class, &controller_name, port).await;
         for (name, host) in [("retry", "retry.test"), ("plain", "plain.test"), ("limited", "limited.test"),
                              ("breaker", "breaker.test"), ("basic", "basic.test"), ("denied", "denied.test"),
                              ("allowed", "allowed.test"), ("jwt", "jwt.test"), ("cors", "cors.test")] {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use eg_e2e::backend::Echo;
-use eg_e2e::manifests::{apply, gateway_class, service_with_endpoint};
+use eg_e2e::manifests::{apply, gateway_class, http_gateway, service_with_endpoint};
 use eg_e2e::netns::EchoHost;
 use eg_e2e::pki::TestCa;
 use eg_e2e::{LOOPBACK, free_port, grpc, with_temp_namespace};
@@ -300,10 +300,7 @@ async fn backend_tls_policy_reaches_only_backends_whose_certificate_matches() {
         let controller_name = format!("example.com/backend-tls-{ns}");
         let class = format!("gc-{ns}");
         let port = free_port(LOOPBACK)?;
-        gateway_class(&client, &class, &controller_name).await;
-        apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-            "metadata": {"name": "gw"},
-            "spec": {"gatewayClassName": class, "listeners": [{"name": "http", "protocol": "HTTP", "port": port}]}})).await;
+        http_gateway(&client, &ns, "gw", &class, &controller_name, port).await;
         apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
             "metadata": {"name": "system"},
             "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "system"}],
