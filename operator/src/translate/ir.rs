@@ -132,15 +132,17 @@ impl std::fmt::Debug for CertificateIr {
     }
 }
 
-/// Routes served for one hostname on one listener.
+/// Routes served for some hostnames on one listener: those served by exactly the same route
+/// entries (each hostname is in one virtual host of a listener).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtualHostIr {
-    /// `"{gateway ns}/{gateway name}/{listener}/{hostname}"`: unique across the Gateway, so the
-    /// virtual hosts of all listeners on a port can share one route table.
+    /// `"{gateway ns}/{gateway name}/{listener}/{first domain}"`: unique across the Gateway,
+    /// so the virtual hosts of all listeners on a port can share one route table.
     pub name: String,
-    /// The hostname (`"*"`, `"*.example.com"` or an exact name) Envoy matches the Host header
-    /// against. The port of the Host header must be ignored by the converter (Gateway API:
-    /// "Implementations MUST ignore any port value specified in the HTTP Host header").
+    /// The hostnames (`"*"`, `"*.example.com"` or exact names), most specific first, Envoy
+    /// matches the Host header against. The port of the Host header must be ignored by the
+    /// converter (Gateway API: "Implementations MUST ignore any port value specified in the
+    /// HTTP Host header").
     pub domains: Vec<String>,
     /// In Gateway API precedence order: the first route that matches a request wins.
     #[serde(with = "shared")]
