@@ -172,13 +172,13 @@ pub struct RouteIr {
     pub method: Option<String>,
     pub action: RouteActionIr,
     #[serde(default, skip_serializing_if = "RouteFiltersIr::is_empty")]
-    pub filters: RouteFiltersIr,
+    pub filters: Box<RouteFiltersIr>,
     /// The BackendTrafficPolicy governing this entry on this listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic: Option<TrafficIr>,
+    pub traffic: Option<Box<TrafficIr>>,
     /// The SecurityPolicy governing this entry on this listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security: Option<SecurityIr>,
+    pub security: Option<Box<SecurityIr>>,
 }
 
 /// What a BackendTrafficPolicy asks of a route (cluster-level settings live on the clusters
@@ -643,12 +643,12 @@ pub struct ClusterIr {
     pub endpoints: Vec<EndpointIr>,
     /// TLS to the endpoints, from the BackendTLSPolicy targeting the Service port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<UpstreamTlsIr>,
+    pub tls: Option<Box<UpstreamTlsIr>>,
     /// Connection settings from a BackendTrafficPolicy. A cluster with settings is a variant
     /// of the backend's plain cluster, named `{plain name}/btp-{hash of the settings}`: routes
     /// under different policies never share one, and the name stays put while the settings do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub settings: Option<ClusterSettingsIr>,
+    pub settings: Option<Box<ClusterSettingsIr>>,
 }
 
 /// TLS Envoy originates to a backend (BackendTLSPolicy).

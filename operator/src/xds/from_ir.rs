@@ -1382,7 +1382,7 @@ fn envoy_cluster(c: &ClusterIr) -> Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::translate::ir::{HeaderValueIr, RouteFiltersIr};
+    use crate::translate::ir::HeaderValueIr;
     use prost::Name;
 
     fn forwarding_route(backends: Vec<WeightedBackendIr>, invalid_weight: u32) -> RouteIr {
@@ -1398,7 +1398,7 @@ mod tests {
                 backends,
                 invalid_weight,
             }),
-            filters: RouteFiltersIr::default(),
+            filters: Box::default(),
             traffic: None,
             security: None,
         }
