@@ -7,6 +7,11 @@
 //! typed watcher fails the entire list on a single bad object). Watch restarts are handled as
 //! kube-runtime's watcher defines them: objects listed between `Init` and `InitDone` replace the
 //! previous set at once.
+//!
+//! The cluster is [`ClusterState::synced`] once every watch has finished its first list.
+//! Translating before that would program the proxies from a partial view: a listener whose
+//! ClientTrafficPolicy CA ConfigMap or a route whose basic-auth Secret has not been listed yet
+//! would briefly serve without mTLS or authentication.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -125,6 +130,8 @@ type Key = (String, String);
 pub struct KindState {
     live: BTreeMap<Key, serde_json::Value>,
     relist: Option<BTreeMap<Key, serde_json::Value>>,
+    /// The first list has completed (or the kind is not served by the apiserver at all).
+    synced: bool,
 }
 
 fn key_of(obj: &DynamicObject) -> Key {
@@ -156,11 +163,18 @@ impl KindState {
             }
             Event::InitDone => {
                 let fresh = self.relist.take().unwrap_or_default();
-                let changed = fresh != self.live;
+                let changed = fresh != self.live || !self.synced;
                 self.live = fresh;
+                self.synced = true;
                 changed
             }
         }
+    }
+
+    /// The apiserver does not serve the kind (its CRD is not installed): there is nothing to
+    /// wait for. Returns whether this changed anything.
+    pub fn mark_not_served(&mut self) -> bool {
+        !std::mem::replace(&mut self.synced, true)
     }
 
     pub fn len(&self) -> usize {
@@ -208,6 +222,14 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
+    /// Whether every watch has finished its first list (see the module docs).
+    pub fn synced(&self) -> bool {
+        self.kinds
+            .values()
+            .flat_map(|scopes| scopes.values())
+            .all(|s| s.synced)
+    }
+
     /// Every object of `kind` across its watches, decoded; undecodable ones as problems.
     pub fn decode<K: DeserializeOwned>(&self, kind: &str) -> (Vec<K>, Vec<DecodeProblem>) {
         let mut ok = Vec::new();
@@ -258,6 +280,15 @@ pub fn watch_all(
                 .collect()
         };
         for (scope, api) in apis {
+            // Registered before the watch starts, so `synced` waits for it.
+            state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .kinds
+                .entry(kind.kind)
+                .or_default()
+                .entry(scope.clone())
+                .or_default();
             let (state, tx) = (state.clone(), tx.clone());
             let kind_name = kind.kind;
             tasks.push(tokio::spawn(async move {
@@ -266,7 +297,12 @@ pub fn watch_all(
                     .boxed();
                 while let Some(event) = events.next().await {
                     let event = match event {
-                        Ok(e) => e,
+                        Ok(e) => Ok(e),
+                        Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
+                            if status.is_not_found() =>
+                        {
+                            Err(())
+                        }
                         Err(e) => {
                             tracing::warn!(kind = kind_name, error = %e, "watch error; retrying");
                             continue;
@@ -274,12 +310,24 @@ pub fn watch_all(
                     };
                     let changed = {
                         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                        s.kinds
+                        let kind_state = s
+                            .kinds
                             .entry(kind_name)
                             .or_default()
                             .entry(scope.clone())
-                            .or_default()
-                            .apply(event)
+                            .or_default();
+                        match event {
+                            Ok(event) => kind_state.apply(event),
+                            Err(()) => {
+                                if !kind_state.synced {
+                                    tracing::warn!(
+                                        kind = kind_name,
+                                        "kind not served by the apiserver (CRD not installed?); translating without it"
+                                    );
+                                }
+                                kind_state.mark_not_served()
+                            }
+                        }
                     };
                     if changed {
                         tx.send_modify(|v| *v += 1);
@@ -321,6 +369,40 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert!(s.apply(Event::Delete(cm("a", "1"))));
         assert!(s.is_empty());
+    }
+
+    fn scope<'c>(cluster: &'c mut ClusterState, kind: &'static str) -> &'c mut KindState {
+        cluster
+            .kinds
+            .entry(kind)
+            .or_default()
+            .entry(String::new())
+            .or_default()
+    }
+
+    #[test]
+    fn the_cluster_is_synced_once_every_watch_has_listed_or_is_not_served() {
+        let mut cluster = ClusterState::default();
+        for kind in ["ConfigMap", "Secret", "TCPRoute"] {
+            scope(&mut cluster, kind);
+        }
+        assert!(!cluster.synced());
+        // An empty first list is a change: the kind is now known to be empty.
+        assert!(!scope(&mut cluster, "ConfigMap").apply(Event::Init));
+        assert!(scope(&mut cluster, "ConfigMap").apply(Event::InitDone));
+        scope(&mut cluster, "Secret").apply(Event::Init);
+        scope(&mut cluster, "Secret").apply(Event::InitApply(cm("s", "x")));
+        assert!(
+            !cluster.synced(),
+            "Secrets still listing, TCPRoutes not known"
+        );
+        assert!(scope(&mut cluster, "Secret").apply(Event::InitDone));
+        assert!(scope(&mut cluster, "TCPRoute").mark_not_served());
+        assert!(!scope(&mut cluster, "TCPRoute").mark_not_served(), "once");
+        assert!(cluster.synced());
+        // A later relist (watch restart) does not unsync the cluster.
+        scope(&mut cluster, "ConfigMap").apply(Event::Init);
+        assert!(cluster.synced());
     }
 
     #[test]

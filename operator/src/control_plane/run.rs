@@ -112,6 +112,11 @@ pub async fn run(
                 let started = Instant::now();
                 let translation = {
                     let state = state.lock().unwrap_or_else(|p| p.into_inner());
+                    // A partial view could serve a listener without its mTLS CA or a route
+                    // without its credentials; proxies wait for the whole picture instead.
+                    if !state.synced() {
+                        continue;
+                    }
                     let (input, problems) = api_snapshot(&state, &settings.controller_name, settings.backend_api);
                     for p in problems {
                         tracing::warn!(object = %p.object, error = %p.message, "object skipped: cannot be read");

@@ -236,9 +236,10 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
 /// [`Translator::translate`] returns exactly what [`translate`] returns for the same snapshot;
 /// it only skips work whose inputs did not change:
 /// - each HTTPRoute's contribution (compiled rules, attachment, status, entries) is kept while
-///   the route is equal to the one it was computed from and nothing it can depend on changed —
-///   GatewayClasses, Gateways, Services, ReferenceGrants, Secrets, Namespaces and the
-///   controller name. A change to any of those recomputes every route; EndpointSlices are read
+///   the route is unchanged (same `resourceVersion`, or equal when it has none) and nothing it
+///   can depend on changed — GatewayClasses, Gateways, Services, ReferenceGrants, Secrets,
+///   ConfigMaps, Namespaces, Backends, policies and the controller name. A change to any of
+///   those recomputes every route; EndpointSlices are read
 ///   after routes (cluster endpoints only), so endpoint churn never does;
 /// - each virtual host is kept while the very same route contributions make it up.
 ///
@@ -258,9 +259,9 @@ struct CachedRoute {
     outcome: Option<Arc<routes::RouteOutcome>>,
 }
 
-/// Everything of a [`Snapshot`] but routes, EndpointSlices, ConfigMaps and BackendTLSPolicies
-/// (the last three are read after routes, for clusters only). (Backends carry their own
-/// endpoints, so a Backend change is a world change.)
+/// Everything of a [`Snapshot`] but routes, EndpointSlices and BackendTLSPolicies (the last
+/// two are read after routes, for clusters only). (Backends carry their own endpoints, so a
+/// Backend change is a world change; ConfigMaps hold SecurityPolicy JWKS, which routes carry.)
 #[derive(Debug, PartialEq)]
 struct World {
     controller_name: String,
@@ -269,6 +270,7 @@ struct World {
     reference_grants: Vec<ReferenceGrant>,
     services: Vec<Service>,
     secrets: Vec<Secret>,
+    config_maps: Vec<ConfigMap>,
     namespaces: Vec<Namespace>,
     backends: Vec<eg_crds::upstream::Backend>,
     backend_api: bool,
@@ -284,6 +286,7 @@ impl World {
             && all_unchanged(&self.reference_grants, &s.reference_grants)
             && all_unchanged(&self.services, &s.services)
             && all_unchanged(&self.secrets, &s.secrets)
+            && all_unchanged(&self.config_maps, &s.config_maps)
             && all_unchanged(&self.namespaces, &s.namespaces)
             && self.backends == s.backends
             && self.backend_api == s.backend_api
@@ -299,6 +302,7 @@ impl World {
             reference_grants: s.reference_grants.clone(),
             services: s.services.clone(),
             secrets: s.secrets.clone(),
+            config_maps: s.config_maps.clone(),
             namespaces: s.namespaces.clone(),
             backends: s.backends.clone(),
             backend_api: s.backend_api,
