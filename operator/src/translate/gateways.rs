@@ -357,6 +357,7 @@ impl ListenerCtx {
             hostname: self.hostname,
             tls: self.tls,
             virtual_hosts,
+            client: None,
         })
     }
 }

@@ -77,6 +77,10 @@ pub struct ListenerIr {
     /// Most specific hostname first; empty when no route is attached (Envoy answers 404).
     #[serde(with = "shared")]
     pub virtual_hosts: Vec<Arc<VirtualHostIr>>,
+    /// The ClientTrafficPolicy governing this listener (a listener-level one, else the
+    /// Gateway's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientTrafficIr>,
 }
 
 /// Listener protocols this translator programs.
@@ -757,4 +761,147 @@ mod shared {
             .map(Arc::new)
             .collect())
     }
+}
+
+/// What a ClientTrafficPolicy asks of a listener. Settings that Envoy holds per bound port
+/// (socket options, listener filters, buffer limits) are taken from the first listener of a
+/// port that has a policy; the rest (TLS, HTTP connection manager) apply per listener where
+/// Envoy has one filter chain per listener (HTTPS), and per port otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientTrafficIr {
+    /// `"{namespace}/{name}"` of the policy; names the SDS secret of its client CA.
+    pub policy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTlsIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_received_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_idle_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_idle_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_limit: Option<ConnectionLimitIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_limit_bytes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepaliveIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http1: Option<Http1Ir>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<Http2Ir>,
+    /// Serve HTTP/3 over QUIC on the same port (HTTPS listeners).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http3: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xfcc: Option<XfccIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestIdIr>,
+    /// `Allow`, `RejectRequest` or `DropHeader`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with_underscores_action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathNormalizationIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<ClientIpIr>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_protocol: bool,
+}
+
+/// Downstream TLS parameters; versions are Envoy's names (`TLSv1_2`, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientTlsIr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ciphers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ecdh_curves: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signature_algorithms: Vec<String>,
+    /// Replaces the listener's default ALPN list when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn_protocols: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_validation: Option<ClientValidationIr>,
+}
+
+/// Trusted CAs for client certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientValidationIr {
+    /// Every referenced `ca.crt`, concatenated in reference order.
+    pub ca_pem: String,
+    /// Clients without a certificate are let in (one with a certificate must present a valid
+    /// one).
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionLimitIr {
+    pub max_connections: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Http1Ir {
+    pub enable_trailers: bool,
+    pub preserve_header_case: bool,
+    /// Accept HTTP/1.0; `Some(host)` also serves requests without Host as if for `host`.
+    pub accept_http_10: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_host_for_http_10: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Http2Ir {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_stream_window_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_connection_window_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<u32>,
+}
+
+/// `x-forwarded-client-cert` handling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XfccIr {
+    /// `Sanitize`, `ForwardOnly`, `AppendForward`, `SanitizeSet`, `AlwaysForwardOnly`.
+    pub mode: String,
+    /// `Subject`, `Cert`, `Chain`, `DNS`, `URI`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+/// `x-request-id` handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestIdIr {
+    pub preserve: bool,
+    pub generate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathNormalizationIr {
+    pub merge_slashes: bool,
+    /// `KeepUnchanged`, `RejectRequest`, `UnescapeAndForward`, `UnescapeAndRedirect`.
+    pub escaped_slashes_action: String,
+}
+
+/// Where the client's address comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientIpIr {
+    /// `X-Forwarded-For`, trusting this many hops in front of Envoy.
+    XffHops {
+        hops: u32,
+    },
+    /// `X-Forwarded-For`, trusting the hops whose addresses are in these CIDRs.
+    XffCidrs {
+        cidrs: Vec<String>,
+    },
+    CustomHeader {
+        name: String,
+        fail_closed: bool,
+    },
 }

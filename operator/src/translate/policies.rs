@@ -43,7 +43,7 @@ use super::refs::GATEWAY_GROUP;
 use super::route_kind::RouteKind;
 
 /// Condition types and reasons of policy status (GEP-713 and upstream Envoy Gateway).
-mod reason {
+pub(super) mod reason {
     pub const ACCEPTED: &str = "Accepted";
     pub const OVERRIDDEN: &str = "Overridden";
     pub const CONFLICTED: &str = "Conflicted";
@@ -89,7 +89,7 @@ impl PolicyError {
 
 /// What a policy governs, most specific last in the precedence order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Target {
+pub(super) enum Target {
     Gateway(String),
     Listener(String, String),
     Route(RouteKind, String),
@@ -98,18 +98,18 @@ enum Target {
 
 /// One kind's policies, resolved, by target.
 #[derive(Debug)]
-struct Attachments<T> {
+pub(super) struct Attachments<T> {
     kind: &'static str,
     /// Target → the winning policy's key.
-    winners: BTreeMap<Target, String>,
-    policies: BTreeMap<String, Resolved<T>>,
+    pub(super) winners: BTreeMap<Target, String>,
+    pub(super) policies: BTreeMap<String, Resolved<T>>,
 }
 
 #[derive(Debug)]
-struct Resolved<T> {
+pub(super) struct Resolved<T> {
     generation: Option<i64>,
-    ir: Result<Arc<T>, PolicyError>,
-    targets: Vec<Target>,
+    pub(super) ir: Result<Arc<T>, PolicyError>,
+    pub(super) targets: Vec<Target>,
     /// Targets named (by reference) that do not exist.
     missing: Vec<PolicyTargetReference>,
     /// Targets an older policy holds.
@@ -262,7 +262,7 @@ fn precedence_chain(
     chain
 }
 
-fn attach<T>(
+pub(super) fn attach<T>(
     kind: &'static str,
     mut policies: Vec<(&ObjectMeta, &PolicyTargets, Result<T, PolicyError>)>,
     targetable: &Targetable<'_>,
@@ -401,7 +401,7 @@ fn resolve_targets(
 }
 
 impl<T> Attachments<T> {
-    fn winner(&self, chain: &[Target]) -> Option<(String, Arc<T>)> {
+    pub(super) fn winner(&self, chain: &[Target]) -> Option<(String, Arc<T>)> {
         chain.iter().find_map(|t| {
             let key = self.winners.get(t)?;
             let ir = self.policies.get(key)?.ir.as_ref().ok()?;
@@ -409,7 +409,7 @@ impl<T> Attachments<T> {
         })
     }
 
-    fn statuses(
+    pub(super) fn statuses(
         &self,
         parents: &RouteParents,
         controller_name: &str,
@@ -566,11 +566,11 @@ fn millis(field: &str, value: &str) -> Result<u64, PolicyError> {
         })
 }
 
-fn opt_millis(field: &str, value: Option<&String>) -> Result<Option<u64>, PolicyError> {
+pub(super) fn opt_millis(field: &str, value: Option<&String>) -> Result<Option<u64>, PolicyError> {
     value.map(|v| millis(field, v)).transpose()
 }
 
-fn refuse_unsupported(found: Vec<String>) -> Result<(), PolicyError> {
+pub(super) fn refuse_unsupported(found: Vec<String>) -> Result<(), PolicyError> {
     if found.is_empty() {
         Ok(())
     } else {

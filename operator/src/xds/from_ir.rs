@@ -88,6 +88,7 @@ use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
 use sha2::{Digest, Sha256};
 
+use super::client_traffic_config;
 use super::envoy_config::{
     ads_source, any, eds_cluster, hostname_address, load_assignment_of, pipe_address, resource,
     socket_address,
@@ -96,8 +97,8 @@ use super::policy_config::{self, exact, millis, put_map};
 use super::protocol::{CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, SECRET, Snapshot};
 use crate::short_hash::hex_prefix;
 use crate::translate::ir::{
-    ClusterIr, CorsIr, EndpointIr, ForwardIr, GatewayIr, HeaderModifierIr, ListenerIr,
-    ListenerProtocol, PathMatchIr, PathModifierIr, RedirectIr, RouteActionIr, RouteIr,
+    ClientTrafficIr, ClusterIr, CorsIr, EndpointIr, ForwardIr, GatewayIr, HeaderModifierIr,
+    ListenerIr, ListenerProtocol, PathMatchIr, PathModifierIr, RedirectIr, RouteActionIr, RouteIr,
     StringMatchIr, SubjectAltNameIr, TrustIr, UpstreamProtocol, UpstreamTlsIr, VirtualHostIr,
     WeightedBackendIr,
 };
@@ -234,17 +235,19 @@ impl SnapshotBuilder {
                         .collect();
                     snap.insert(ROUTE, self.route_table(&route_name, &vhosts));
                     let jwt = listener_jwt(vhosts.iter().copied());
+                    let client = port_client(&listeners);
+                    let mut filters =
+                        client_traffic_config::network_filters(client, &listener_name);
+                    filters.push(hcm_filter(&listener_name, &route_name, jwt, client));
                     let chain = FilterChain {
-                        filters: vec![hcm_filter(&listener_name, &route_name, jwt)],
+                        filters,
                         ..FilterChain::default()
                     };
-                    snap.insert(
-                        LISTENER,
-                        resource(
-                            &listener_name,
-                            &listener(&listener_name, bind, vec![chain], false),
-                        ),
-                    );
+                    let mut envoy = listener(&listener_name, bind, vec![chain], false);
+                    if let Some(c) = client {
+                        client_traffic_config::apply_listener(&mut envoy, c);
+                    }
+                    snap.insert(LISTENER, resource(&listener_name, &envoy));
                 }
                 Some(ListenerProtocol::Https) => {
                     let mut chains = Vec::new();
@@ -254,13 +257,11 @@ impl SnapshotBuilder {
                         snap.insert(ROUTE, self.route_table(&route_name, &vhosts));
                         chains.push(https_chain(&mut snap, &route_name, l));
                     }
-                    snap.insert(
-                        LISTENER,
-                        resource(
-                            &listener_name,
-                            &listener(&listener_name, bind, chains, true),
-                        ),
-                    );
+                    let mut envoy = listener(&listener_name, bind, chains, true);
+                    if let Some(c) = port_client(&listeners) {
+                        client_traffic_config::apply_listener(&mut envoy, c);
+                    }
+                    snap.insert(LISTENER, resource(&listener_name, &envoy));
                 }
                 Some(ListenerProtocol::Tls) => {
                     let chains: Vec<FilterChain> = listeners
@@ -270,17 +271,27 @@ impl SnapshotBuilder {
                     // No route, no chain: Envoy then refuses connections, as Gateway API
                     // wants for a listener nothing is attached to.
                     if !chains.is_empty() {
-                        let envoy = listener(&listener_name, bind, chains, true);
+                        let mut envoy = listener(&listener_name, bind, chains, true);
+                        if let Some(c) = port_client(&listeners) {
+                            client_traffic_config::apply_listener(&mut envoy, c);
+                        }
                         snap.insert(LISTENER, resource(&listener_name, &envoy));
                     }
                 }
                 Some(ListenerProtocol::Tcp) => {
                     if let Some(forward) = listeners.iter().find_map(|l| carrier(l)) {
+                        let client = port_client(&listeners);
+                        let mut filters =
+                            client_traffic_config::network_filters(client, &listener_name);
+                        filters.push(tcp_proxy_filter(&listener_name, forward, client));
                         let chain = FilterChain {
-                            filters: vec![tcp_proxy_filter(&listener_name, forward)],
+                            filters,
                             ..FilterChain::default()
                         };
-                        let envoy = listener(&listener_name, bind, vec![chain], false);
+                        let mut envoy = listener(&listener_name, bind, vec![chain], false);
+                        if let Some(c) = client {
+                            client_traffic_config::apply_listener(&mut envoy, c);
+                        }
                         snap.insert(LISTENER, resource(&listener_name, &envoy));
                     }
                 }
@@ -473,7 +484,18 @@ fn listener_jwt<'a>(vhosts: impl Iterator<Item = &'a Arc<VirtualHostIr>>) -> Opt
     ))
 }
 
-fn hcm_filter(stat_prefix: &str, route_name: &str, jwt: Option<Any>) -> Filter {
+/// The ClientTrafficPolicy of a port's listeners, for what Envoy holds once per port: the
+/// first listener's (in spec order) that has one.
+fn port_client<'a>(listeners: &[&'a ListenerIr]) -> Option<&'a ClientTrafficIr> {
+    listeners.iter().find_map(|l| l.client.as_ref())
+}
+
+fn hcm_filter(
+    stat_prefix: &str,
+    route_name: &str,
+    jwt: Option<Any>,
+    client: Option<&ClientTrafficIr>,
+) -> Filter {
     let mut http_filters = vec![
         // Always present, so the first CORS route changes only its route table and never
         // the listener (a listener update drains its connections). Without a per-route
@@ -492,7 +514,7 @@ fn hcm_filter(stat_prefix: &str, route_name: &str, jwt: Option<Any>) -> Filter {
         )),
         ..HttpFilter::default()
     });
-    let hcm = HttpConnectionManager {
+    let mut hcm = HttpConnectionManager {
         stat_prefix: stat_prefix.to_owned(),
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads_source()),
@@ -506,6 +528,9 @@ fn hcm_filter(stat_prefix: &str, route_name: &str, jwt: Option<Any>) -> Filter {
         }],
         ..HttpConnectionManager::default()
     };
+    if let Some(c) = client {
+        client_traffic_config::apply_hcm(&mut hcm, c);
+    }
     Filter {
         name: "envoy.filters.network.http_connection_manager".into(),
         config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
@@ -518,11 +543,15 @@ fn https_chain(snap: &mut Snapshot, route_name: &str, l: &ListenerIr) -> FilterC
             server_names: vec![h.clone()],
             ..FilterChainMatch::default()
         }),
-        filters: vec![hcm_filter(
-            route_name,
-            route_name,
-            listener_jwt(l.virtual_hosts.iter()),
-        )],
+        filters: client_traffic_config::network_filters(l.client.as_ref(), route_name)
+            .into_iter()
+            .chain([hcm_filter(
+                route_name,
+                route_name,
+                listener_jwt(l.virtual_hosts.iter()),
+                l.client.as_ref(),
+            )])
+            .collect(),
         transport_socket: Some(downstream_tls(snap, l, &["h2", "http/1.1"])),
         ..FilterChain::default()
     }
@@ -573,7 +602,14 @@ fn tls_chains(snap: &mut Snapshot, listener_name: &str, l: &ListenerIr) -> Vec<F
                 server_names,
                 ..FilterChainMatch::default()
             }),
-            filters: vec![tcp_proxy_filter(&stat_prefix, connections_of(route))],
+            filters: client_traffic_config::network_filters(l.client.as_ref(), &stat_prefix)
+                .into_iter()
+                .chain([tcp_proxy_filter(
+                    &stat_prefix,
+                    connections_of(route),
+                    l.client.as_ref(),
+                )])
+                .collect(),
             transport_socket: l.tls.is_some().then(|| downstream_tls(snap, l, &[])),
             ..FilterChain::default()
         });
@@ -581,7 +617,11 @@ fn tls_chains(snap: &mut Snapshot, listener_name: &str, l: &ListenerIr) -> Vec<F
     chains
 }
 
-fn tcp_proxy_filter(stat_prefix: &str, connections: Connections<'_>) -> Filter {
+fn tcp_proxy_filter(
+    stat_prefix: &str,
+    connections: Connections<'_>,
+    client: Option<&ClientTrafficIr>,
+) -> Filter {
     let mut weights: Vec<(&str, u32)> = Vec::new();
     match connections {
         Connections::Forward(f) => {
@@ -611,6 +651,7 @@ fn tcp_proxy_filter(stat_prefix: &str, connections: Connections<'_>) -> Filter {
     let proxy = TcpProxy {
         stat_prefix: stat_prefix.to_owned(),
         cluster_specifier: Some(cluster_specifier),
+        idle_timeout: client.and_then(|c| c.tcp_idle_timeout_ms).map(millis),
         ..TcpProxy::default()
     };
     Filter {
@@ -859,7 +900,7 @@ fn downstream_tls(snap: &mut Snapshot, l: &ListenerIr, alpn: &[&str]) -> Transpo
             sds_config: Some(ads_source()),
         });
     }
-    let tls = DownstreamTlsContext {
+    let mut tls = DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_certificate_sds_secret_configs: sds,
             alpn_protocols: alpn.iter().map(|p| (*p).to_owned()).collect(),
@@ -867,6 +908,11 @@ fn downstream_tls(snap: &mut Snapshot, l: &ListenerIr, alpn: &[&str]) -> Transpo
         }),
         ..DownstreamTlsContext::default()
     };
+    if let Some(c) = &l.client
+        && let Some(t) = &c.tls
+    {
+        client_traffic_config::apply_tls(snap, &mut tls, &c.policy, t);
+    }
     TransportSocket {
         name: "envoy.transport_sockets.tls".into(),
         config_type: Some(transport_socket::ConfigType::TypedConfig(any(&tls))),
@@ -1550,7 +1596,8 @@ mod tests {
         let without = route_of(&forwarding_route(vec![backend("c", 1)], 0));
         assert!(without.typed_per_filter_config.is_empty());
 
-        let Some(filter::ConfigType::TypedConfig(hcm)) = hcm_filter("l", "r", None).config_type
+        let Some(filter::ConfigType::TypedConfig(hcm)) =
+            hcm_filter("l", "r", None, None).config_type
         else {
             panic!("HCM has a typed config");
         };

@@ -4,11 +4,13 @@
 //! - [`envoy_config`]: typed Envoy configuration pieces and their packing into resources (pure).
 //! - [`from_ir`]: a Gateway's IR to its Envoy snapshot (pure).
 //! - [`policy_config`]: Envoy Gateway policies as Envoy filters and settings (pure).
+//! - [`client_traffic_config`]: ClientTrafficPolicy as listener settings (pure).
 //! - [`bootstrap`]: the bootstrap a proxy starts from (pure).
 //! - [`identity`]: which Gateway a proxy's client certificate lets it be served (pure).
 //! - [`server`]: the tonic ADS service (I/O), grouping proxies by Gateway.
 
 pub mod bootstrap;
+pub mod client_traffic_config;
 pub mod envoy_config;
 pub mod from_ir;
 pub mod identity;
