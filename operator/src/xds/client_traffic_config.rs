@@ -11,23 +11,35 @@
 //!   extension, which Envoy does not combine with `use_remote_address` or a hop count; a hop
 //!   count alone is the connection manager's own `xff_num_trusted_hops`.
 
-use envoy_types::pb::envoy::config::core::v3::{
-    CidrRange, Http1ProtocolOptions, Http2ProtocolOptions,
-    HttpProtocolOptions as CommonHttpProtocolOptions, SocketOption, http_protocol_options,
-    http1_protocol_options, socket_option,
+use std::net::SocketAddr;
+
+use envoy_types::pb::envoy::config::common::mutation_rules::v3::{
+    HeaderMutation as HeaderMutationRule, header_mutation,
 };
-use envoy_types::pb::envoy::config::listener::v3::listener_filter;
-use envoy_types::pb::envoy::config::listener::v3::{Filter, Listener, ListenerFilter, filter};
+use envoy_types::pb::envoy::config::core::v3::{
+    CidrRange, HeaderValue, HeaderValueOption, Http1ProtocolOptions, Http2ProtocolOptions,
+    Http3ProtocolOptions, HttpProtocolOptions as CommonHttpProtocolOptions, SocketOption,
+    TransportSocket, UdpSocketConfig, address, header_value_option, http_protocol_options,
+    http1_protocol_options, socket_address, socket_option, transport_socket,
+};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, Listener, ListenerFilter, QuicProtocolOptions, UdpListenerConfig, filter,
+    listener_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::http::header_mutation::v3::{
+    HeaderMutation, Mutations,
+};
 use envoy_types::pb::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol;
 use envoy_types::pb::envoy::extensions::filters::network::connection_limit::v3::ConnectionLimit;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, http_connection_manager,
+    HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
 };
 use envoy_types::pb::envoy::extensions::http::header_formatters::preserve_case::v3::PreserveCaseFormatterConfig;
 use envoy_types::pb::envoy::extensions::http::original_ip_detection::custom_header::v3::CustomHeaderConfig;
 use envoy_types::pb::envoy::extensions::http::original_ip_detection::xff::v3::{
     XffConfig, XffTrustedCidrs,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::quic::v3::QuicDownstreamTransport;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, DownstreamTlsContext, SdsSecretConfig, Secret, TlsParameters,
     common_tls_context, secret, tls_parameters,
@@ -35,7 +47,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value, UInt64Value};
 
-use super::envoy_config::{ads_source, any, resource};
+use super::envoy_config::{ads_source, any, resource, socket_address};
 use super::from_ir::inline_source;
 use super::policy_config::millis;
 use super::protocol::{SECRET, Snapshot};
@@ -174,6 +186,79 @@ pub fn apply_hcm(hcm: &mut HttpConnectionManager, c: &ClientTrafficIr) {
                 })),
             }];
         }
+    }
+}
+
+/// Advertises HTTP/3 on `port` to clients of a TCP connection manager: an `alt-svc` response
+/// header, added by a header mutation filter just before the router.
+pub fn advertise_http3(hcm: &mut HttpConnectionManager, port: u16) {
+    let alt_svc = HeaderMutationRule {
+        action: Some(header_mutation::Action::Append(HeaderValueOption {
+            header: Some(HeaderValue {
+                key: "alt-svc".into(),
+                value: format!("h3=\":{port}\"; ma=86400"),
+                ..HeaderValue::default()
+            }),
+            append_action: header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+            ..HeaderValueOption::default()
+        })),
+    };
+    let filter = HttpFilter {
+        name: "envoy.filters.http.header_mutation".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(&HeaderMutation {
+            mutations: Some(Mutations {
+                response_mutations: vec![alt_svc],
+                ..Mutations::default()
+            }),
+            ..HeaderMutation::default()
+        }))),
+        ..HttpFilter::default()
+    };
+    // The router is last.
+    let at = hcm.http_filters.len().saturating_sub(1);
+    hcm.http_filters.insert(at, filter);
+}
+
+/// Turns a connection manager into one serving HTTP/3 (for a QUIC listener).
+pub fn serve_http3(hcm: &mut HttpConnectionManager) {
+    hcm.codec_type = http_connection_manager::CodecType::Http3 as i32;
+    hcm.http3_protocol_options = Some(Http3ProtocolOptions::default());
+    // WebSocket upgrades are an HTTP/1.1 mechanism.
+    hcm.upgrade_configs.clear();
+}
+
+/// The QUIC transport socket around a listener's TLS context.
+pub fn quic_transport(tls: DownstreamTlsContext) -> TransportSocket {
+    TransportSocket {
+        name: "envoy.transport_sockets.quic".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(
+            &QuicDownstreamTransport {
+                downstream_tls_context: Some(tls),
+                ..QuicDownstreamTransport::default()
+            },
+        ))),
+    }
+}
+
+/// A QUIC (UDP) listener on `bind` with the given filter chains.
+pub fn quic_listener(name: &str, bind: SocketAddr, filter_chains: Vec<FilterChain>) -> Listener {
+    let mut address = socket_address(bind);
+    if let Some(address::Address::SocketAddress(a)) = address.address.as_mut() {
+        a.protocol = socket_address::Protocol::Udp as i32;
+    }
+    Listener {
+        name: name.to_owned(),
+        address: Some(address),
+        udp_listener_config: Some(UdpListenerConfig {
+            quic_options: Some(QuicProtocolOptions::default()),
+            downstream_socket_config: Some(UdpSocketConfig {
+                prefer_gro: Some(BoolValue { value: true }),
+                ..UdpSocketConfig::default()
+            }),
+            ..UdpListenerConfig::default()
+        }),
+        filter_chains,
+        ..Listener::default()
     }
 }
 

@@ -250,12 +250,32 @@ impl SnapshotBuilder {
                     snap.insert(LISTENER, resource(&listener_name, &envoy));
                 }
                 Some(ListenerProtocol::Https) => {
+                    // HTTP/3 binds UDP on the same port, unless a UDP listener has it.
+                    let http3 = |l: &ListenerIr| {
+                        l.client.as_ref().is_some_and(|c| c.http3)
+                            && !gateway.ports().contains_key(&(true, port))
+                    };
                     let mut chains = Vec::new();
+                    let mut quic_chains = Vec::new();
                     for l in &listeners {
                         let route_name = format!("{listener_name}/{}", l.name);
                         let vhosts: Vec<&Arc<VirtualHostIr>> = l.virtual_hosts.iter().collect();
                         snap.insert(ROUTE, self.route_table(&route_name, &vhosts));
-                        chains.push(https_chain(&mut snap, &route_name, l));
+                        let quic = http3(l);
+                        chains.push(https_chain(
+                            &mut snap,
+                            &route_name,
+                            l,
+                            quic.then_some(bind.port()),
+                        ));
+                        if quic {
+                            quic_chains.push(quic_chain(&mut snap, &route_name, l));
+                        }
+                    }
+                    if !quic_chains.is_empty() {
+                        let name = format!("{listener_name}/quic");
+                        let quic = client_traffic_config::quic_listener(&name, bind, quic_chains);
+                        snap.insert(LISTENER, resource(&name, &quic));
                     }
                     let mut envoy = listener(&listener_name, bind, chains, true);
                     if let Some(c) = port_client(&listeners) {
@@ -496,6 +516,22 @@ fn hcm_filter(
     jwt: Option<Any>,
     client: Option<&ClientTrafficIr>,
 ) -> Filter {
+    hcm_as_filter(&connection_manager(stat_prefix, route_name, jwt, client))
+}
+
+fn hcm_as_filter(hcm: &HttpConnectionManager) -> Filter {
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(hcm))),
+    }
+}
+
+fn connection_manager(
+    stat_prefix: &str,
+    route_name: &str,
+    jwt: Option<Any>,
+    client: Option<&ClientTrafficIr>,
+) -> HttpConnectionManager {
     let mut http_filters = vec![
         // Always present, so the first CORS route changes only its route table and never
         // the listener (a listener update drains its connections). Without a per-route
@@ -531,13 +567,26 @@ fn hcm_filter(
     if let Some(c) = client {
         client_traffic_config::apply_hcm(&mut hcm, c);
     }
-    Filter {
-        name: "envoy.filters.network.http_connection_manager".into(),
-        config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
-    }
+    hcm
 }
 
-fn https_chain(snap: &mut Snapshot, route_name: &str, l: &ListenerIr) -> FilterChain {
+/// The filter chain of HTTPS listener `l`; `http3_port` is the port its QUIC twin listens
+/// on, advertised in `alt-svc`.
+fn https_chain(
+    snap: &mut Snapshot,
+    route_name: &str,
+    l: &ListenerIr,
+    http3_port: Option<u16>,
+) -> FilterChain {
+    let mut hcm = connection_manager(
+        route_name,
+        route_name,
+        listener_jwt(l.virtual_hosts.iter()),
+        l.client.as_ref(),
+    );
+    if let Some(port) = http3_port {
+        client_traffic_config::advertise_http3(&mut hcm, port);
+    }
     FilterChain {
         filter_chain_match: l.hostname.as_ref().map(|h| FilterChainMatch {
             server_names: vec![h.clone()],
@@ -545,14 +594,32 @@ fn https_chain(snap: &mut Snapshot, route_name: &str, l: &ListenerIr) -> FilterC
         }),
         filters: client_traffic_config::network_filters(l.client.as_ref(), route_name)
             .into_iter()
-            .chain([hcm_filter(
-                route_name,
-                route_name,
-                listener_jwt(l.virtual_hosts.iter()),
-                l.client.as_ref(),
-            )])
+            .chain([hcm_as_filter(&hcm)])
             .collect(),
         transport_socket: Some(downstream_tls(snap, l, &["h2", "http/1.1"])),
+        ..FilterChain::default()
+    }
+}
+
+/// The QUIC filter chain of HTTPS listener `l`: HTTP/3 over the same route table and TLS
+/// settings as its TCP chain.
+fn quic_chain(snap: &mut Snapshot, route_name: &str, l: &ListenerIr) -> FilterChain {
+    let mut hcm = connection_manager(
+        route_name,
+        route_name,
+        listener_jwt(l.virtual_hosts.iter()),
+        l.client.as_ref(),
+    );
+    client_traffic_config::serve_http3(&mut hcm);
+    FilterChain {
+        filter_chain_match: l.hostname.as_ref().map(|h| FilterChainMatch {
+            server_names: vec![h.clone()],
+            ..FilterChainMatch::default()
+        }),
+        filters: vec![hcm_as_filter(&hcm)],
+        transport_socket: Some(client_traffic_config::quic_transport(
+            downstream_tls_context(snap, l, &["h3"]),
+        )),
         ..FilterChain::default()
     }
 }
@@ -879,6 +946,19 @@ fn upstream_tls(tls: &UpstreamTlsIr, protocol: UpstreamProtocol) -> TransportSoc
 /// The TLS transport socket of a listener that terminates TLS, its certificates delivered over
 /// SDS (added to `snap`), offering `alpn`.
 fn downstream_tls(snap: &mut Snapshot, l: &ListenerIr, alpn: &[&str]) -> TransportSocket {
+    let tls = downstream_tls_context(snap, l, alpn);
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(&tls))),
+    }
+}
+
+/// [`downstream_tls`]'s TLS context.
+fn downstream_tls_context(
+    snap: &mut Snapshot,
+    l: &ListenerIr,
+    alpn: &[&str],
+) -> DownstreamTlsContext {
     let certificates = l
         .tls
         .as_ref()
@@ -913,10 +993,7 @@ fn downstream_tls(snap: &mut Snapshot, l: &ListenerIr, alpn: &[&str]) -> Transpo
     {
         client_traffic_config::apply_tls(snap, &mut tls, &c.policy, t);
     }
-    TransportSocket {
-        name: "envoy.transport_sockets.tls".into(),
-        config_type: Some(transport_socket::ConfigType::TypedConfig(any(&tls))),
-    }
+    tls
 }
 
 /// A DataSource holding `text` itself.
