@@ -690,8 +690,7 @@ mod tests {
             &s,
             serde_json::json!({"tls": {"minVersion": "1.3", "maxVersion": "1.2"}}),
         )
-        .err()
-        .expect("min above max");
+        .expect_err("min above max");
         assert!(err.to_string().contains("spec.tls.minVersion"), "{err}");
         assert!(ir_of(&s, serde_json::json!({"tls": {"minVersion": "1.4"}})).is_err());
     }
@@ -716,8 +715,7 @@ mod tests {
             &s,
             serde_json::json!({"tls": {"clientValidation": {"caCertificateRefs": [{"name": "gone"}]}}}),
         )
-        .err()
-        .expect("missing Secret");
+        .expect_err("missing Secret");
         assert_eq!(err.to_string(), "Secret n/gone not found");
     }
 
@@ -728,8 +726,7 @@ mod tests {
             &s,
             serde_json::json!({"clientIPDetection": {"xForwardedFor": {"trustedCIDRs": ["10.0.0.0/40"]}}}),
         )
-        .err()
-        .expect("bad CIDR");
+        .expect_err("bad CIDR");
         assert!(
             err.to_string()
                 .contains("spec.clientIPDetection.xForwardedFor.trustedCIDRs[0]"),
@@ -763,8 +760,7 @@ mod tests {
             &Snapshot::default(),
             serde_json::json!({"headers": {"earlyRequestHeaders": {}}, "healthCheck": {"path": "/x"}}),
         )
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         assert_eq!(
             err.to_string(),
             "spec.healthCheck, spec.headers.earlyRequestHeaders not supported yet; the policy is not applied"

@@ -4,6 +4,10 @@
 //!   (`{gateway}/{port}`); HTTPS ports get one filter chain per Gateway listener, chosen by SNI,
 //!   with certificates delivered by SDS and their own route table (`{gateway}/{port}/{listener}`),
 //!   so the routes of one hostname can never answer for another.
+//!   An HTTPS listener whose ClientTrafficPolicy asks for HTTP/3 also gets a QUIC (UDP)
+//!   listener on its port (`{gateway}/{port}/quic`) sharing its route table; its TCP chain
+//!   advertises it with `alt-svc`. ClientTrafficPolicy settings are applied by
+//!   [`client_traffic_config`].
 //! - Clusters keep the IR's names, which derive from backend identity: reordering rules or
 //!   adding a route never renames, and so never drains, a live cluster.
 //! - CORS: every HTTP connection manager carries Envoy's CORS filter before the router, so
