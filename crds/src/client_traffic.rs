@@ -149,6 +149,10 @@ pub struct ClientConnection {
     /// A Kubernetes quantity (`32Ki`, `1Mi`, `1024`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer_limit: Option<Value>,
+    /// Connections accepted per socket event; 0 means no limit. Upstream's CRD defaults it
+    /// to 1 whenever `connection` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_accept_per_socket_event: Option<u32>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }

@@ -3,7 +3,9 @@
 //! without a certificate, with one from another CA, or limited to TLS 1.2 are refused; the
 //! client's subject reaches the backend in `x-forwarded-client-cert`), and on the HTTP
 //! listener client IP detection from a custom header (fail closed), path normalisation and
-//! request IDs turned off; HTTP/3 over QUIC (a quinn + h3 client) on a second HTTPS listener,
+//! request IDs turned off (with Envoy accepting the connection, keepalive, HTTP/1 and HTTP/2
+//! settings beside them); a PROXY protocol listener whose client address reaches
+//! `x-forwarded-for`; HTTP/3 over QUIC (a quinn + h3 client) on a second HTTPS listener,
 //! advertised by `alt-svc` on its TCP twin; plus the statuses upstream users read (Accepted,
 //! Overridden, Conflicted, Invalid).
 
@@ -125,6 +127,24 @@ async fn http3_get(ca: &TestCa, port: u16, host: &str, path: &str) -> anyhow::Re
     Ok((response.status().as_u16(), serde_json::from_slice(&body)?))
 }
 
+/// One HTTP/1.1 request on a fresh connection to `127.0.0.1:port`, after `preamble`; the raw
+/// response (`None` when the connection fails).
+async fn raw_http(port: u16, preamble: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect((LOOPBACK, port))
+        .await
+        .ok()?;
+    let request =
+        format!("{preamble}GET /pp HTTP/1.1\r\nHost: proxied.test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(3), stream.read_to_string(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    Some(response)
+}
+
 #[tokio::test]
 async fn client_traffic_policies_shape_listeners_through_envoy_and_report_status() {
     with_temp_namespace(|client, ns| async move {
@@ -136,6 +156,7 @@ async fn client_traffic_policies_shape_listeners_through_envoy_and_report_status
         let http_port = free_port(LOOPBACK)?;
         let https_port = free_port(LOOPBACK)?;
         let h3_port = free_port(LOOPBACK)?;
+        let proxied_port = free_port(LOOPBACK)?;
         let server_ca = TestCa::new("server-ca")?;
         let server = server_ca.server_cert("secure.test", &["secure.test", "h3.test"])?;
         let client_ca = TestCa::new("client-ca")?;
@@ -155,7 +176,8 @@ async fn client_traffic_policies_shape_listeners_through_envoy_and_report_status
                 {"name": "https", "protocol": "HTTPS", "port": https_port, "hostname": "secure.test",
                  "tls": {"certificateRefs": [{"name": "secure-cert"}]}},
                 {"name": "h3", "protocol": "HTTPS", "port": h3_port, "hostname": "h3.test",
-                 "tls": {"certificateRefs": [{"name": "secure-cert"}]}}]}})).await;
+                 "tls": {"certificateRefs": [{"name": "secure-cert"}]}},
+                {"name": "proxied", "protocol": "HTTP", "port": proxied_port}]}})).await;
         apply(&client, Some(&ns), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
             "metadata": {"name": "app"},
             "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "app", "port": 80}]}]}})).await;
@@ -165,11 +187,17 @@ async fn client_traffic_policies_shape_listeners_through_envoy_and_report_status
             "clientIPDetection": {"customHeader": {"name": "x-client-ip", "failClosed": true}},
             "path": {"escapedSlashesAction": "UnescapeAndForward"},
             "headers": {"requestID": "Disable"},
-            "timeout": {"http": {"requestReceivedTimeout": "5s"}}}))).await;
+            "timeout": {"http": {"requestReceivedTimeout": "5s", "idleTimeout": "30s"}},
+            "connection": {"connectionLimit": {"value": 100}, "bufferLimit": "64Ki"},
+            "tcpKeepalive": {"probes": 3, "idleTime": "60s", "interval": "10s"},
+            "http1": {"preserveHeaderCase": true, "http10": {"useDefaultHost": true}},
+            "http2": {"initialStreamWindowSize": "64Ki", "initialConnectionWindowSize": "1Mi", "maxConcurrentStreams": 50}}))).await;
         apply(&client, Some(&ns), policy("mtls", Some("https"), json!({
             "tls": {"minVersion": "1.3", "clientValidation": {"caCertificateRefs": [{"kind": "ConfigMap", "name": "client-ca"}]}},
             "headers": {"xForwardedClientCert": {"mode": "SanitizeSet", "certDetailsToAdd": ["Subject"]}}}))).await;
         apply(&client, Some(&ns), policy("http3", Some("h3"), json!({"http3": {}}))).await;
+        apply(&client, Some(&ns), policy("proxied", Some("proxied"), json!({
+            "enableProxyProtocol": true, "clientIPDetection": {"xForwardedFor": {"numTrustedHops": 0}}}))).await;
         // Refused, changing nothing: a newer Gateway-wide policy, a CA that does not exist.
         tokio::time::sleep(Duration::from_millis(1100)).await; // creationTimestamp has 1 s resolution
         apply(&client, Some(&ns), policy("newer", None, json!({"headers": {"requestID": "Generate"}}))).await;
@@ -228,6 +256,15 @@ async fn client_traffic_policies_shape_listeners_through_envoy_and_report_status
         let old = tls_client(&server_ca, https_port, Some(&alice), true).get(&url).send().await;
         assert!(old.is_err(), "TLS 1.2 client against minVersion 1.3: {old:?}");
 
+        // PROXY protocol: the address in the header is the client's (appended to XFF, as Envoy
+        // is the edge); a connection without the header is closed unanswered.
+        let (echo, _) = until!("PROXY protocol listener served", Duration::from_secs(20),
+            raw_http(proxied_port, "PROXY TCP4 198.51.100.9 127.0.0.1 40000 80\r\n").await
+                .and_then(|r| serde_json::from_str::<Echo>(r.split_once("\r\n\r\n")?.1).ok()));
+        assert_eq!(echo.headers.get("x-forwarded-for").map(String::as_str), Some("198.51.100.9"));
+        let bare = raw_http(proxied_port, "").await.unwrap_or_default();
+        assert!(!bare.starts_with("HTTP/1.1 200"), "no PROXY header: {bare:?}");
+
         // HTTP/3: the TCP listener advertises it, and a QUIC client is served on the same port.
         let h3_tcp = reqwest::Client::builder()
             .tls_built_in_root_certs(false)
@@ -247,10 +284,12 @@ async fn client_traffic_policies_shape_listeners_through_envoy_and_report_status
 
         // Statuses.
         verdict("http3", "True", "Accepted").await;
+        verdict("defaults", "True", "Accepted").await;
+        verdict("proxied", "True", "Accepted").await;
         let (defaults, _) = until!("defaults Overridden for the https listener", Duration::from_secs(10),
             conditions(&client, &ns, "defaults").await.filter(|c| condition(c, "Overridden").is_some()));
         let overridden = condition(&defaults, "Overridden").expect("Overridden");
-        assert!(overridden.2.contains("[h3, https]"), "{overridden:?}");
+        assert!(overridden.2.contains("[h3, https, proxied]"), "{overridden:?}");
         verdict("newer", "False", "Conflicted").await;
         let bad_ca = verdict("bad-ca", "False", "Invalid").await;
         assert!(bad_ca.contains("no-such-secret"), "{bad_ca}");

@@ -523,6 +523,9 @@ fn client_ir(index: &Index<'_>, policy: &ClientTrafficPolicy) -> Result<ClientPo
                 "spec.connection.bufferLimit",
                 connection.and_then(|c| c.buffer_limit.as_ref()),
             )?,
+            max_accept_per_socket_event: connection
+                .and_then(|c| c.max_accept_per_socket_event)
+                .filter(|n| *n > 0),
             tcp_keepalive,
             http1,
             http2,

@@ -783,6 +783,9 @@ pub struct ClientTrafficIr {
     pub connection_limit: Option<ConnectionLimitIr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer_limit_bytes: Option<u32>,
+    /// Connections accepted per socket event (`None`: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_accept_per_socket_event: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_keepalive: Option<TcpKeepaliveIr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

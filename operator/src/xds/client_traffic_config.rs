@@ -281,8 +281,8 @@ pub fn network_filters(c: Option<&ClientTrafficIr>, stat_prefix: &str) -> Vec<Fi
 }
 
 /// Applies the policy's per-port settings to an Envoy listener: PROXY protocol (first of the
-/// listener filters: it must read the header before TLS inspection), buffer limit and TCP
-/// keepalive socket options.
+/// listener filters: it must read the header before TLS inspection), buffer limit, accepts per
+/// socket event and TCP keepalive socket options.
 pub fn apply_listener(listener: &mut Listener, c: &ClientTrafficIr) {
     if c.proxy_protocol {
         listener.listener_filters.insert(
@@ -298,6 +298,9 @@ pub fn apply_listener(listener: &mut Listener, c: &ClientTrafficIr) {
     }
     listener.per_connection_buffer_limit_bytes =
         c.buffer_limit_bytes.map(|value| UInt32Value { value });
+    listener.max_connections_to_accept_per_socket_event = c
+        .max_accept_per_socket_event
+        .map(|value| UInt32Value { value });
     if let Some(k) = &c.tcp_keepalive {
         let option = |description: &str, level: i64, name: i64, value: i64| SocketOption {
             description: description.to_owned(),
