@@ -193,7 +193,10 @@ async fn client_traffic_policies_shape_listeners_through_envoy_and_report_status
             "http1": {"preserveHeaderCase": true, "http10": {"useDefaultHost": true}},
             "http2": {"initialStreamWindowSize": "64Ki", "initialConnectionWindowSize": "1Mi", "maxConcurrentStreams": 50}}))).await;
         apply(&client, Some(&ns), policy("mtls", Some("https"), json!({
-            "tls": {"minVersion": "1.3", "clientValidation": {"caCertificateRefs": [{"kind": "ConfigMap", "name": "client-ca"}]}},
+            "tls": {"minVersion": "1.3", "clientValidation": {"caCertificateRefs": [{"kind": "ConfigMap", "name": "client-ca"}]},
+                    "ecdhCurves": ["X25519", "P-256"], "alpnProtocols": ["h2", "http/1.1"]},
+            // No visible effect here, but Envoy must accept the detection extension.
+            "clientIPDetection": {"xForwardedFor": {"trustedCIDRs": ["10.0.0.0/8"]}},
             "headers": {"xForwardedClientCert": {"mode": "SanitizeSet", "certDetailsToAdd": ["Subject"]}}}))).await;
         apply(&client, Some(&ns), policy("http3", Some("h3"), json!({"http3": {}}))).await;
         apply(&client, Some(&ns), policy("proxied", Some("proxied"), json!({
