@@ -5,7 +5,7 @@
 //! listener client IP detection from a custom header (fail closed), path normalisation and
 //! request IDs turned off (with Envoy accepting the connection, keepalive, HTTP/1 and HTTP/2
 //! settings beside them); a PROXY protocol listener whose client address reaches
-//! `x-forwarded-for`; HTTP/3 over QUIC (a quinn + h3 client) on a second HTTPS listener,
+//! `x-forwarded-for`; optional client certificates and HTTP/3 over QUIC (a quinn + h3 client) on a second HTTPS listener,
 //! advertised by `alt-svc` on its TCP twin; plus the statuses upstream users read (Accepted,
 //! Overridden, Conflicted, Invalid).
 
@@ -198,7 +198,9 @@ async fn client_traffic_policies_shape_listeners_through_envoy_and_report_status
             // No visible effect here, but Envoy must accept the detection extension.
             "clientIPDetection": {"xForwardedFor": {"trustedCIDRs": ["10.0.0.0/8"]}},
             "headers": {"xForwardedClientCert": {"mode": "SanitizeSet", "certDetailsToAdd": ["Subject"]}}}))).await;
-        apply(&client, Some(&ns), policy("http3", Some("h3"), json!({"http3": {}}))).await;
+        apply(&client, Some(&ns), policy("http3", Some("h3"), json!({"http3": {},
+            // Optional client certificates: a client without one (the QUIC client) is served.
+            "tls": {"clientValidation": {"optional": true, "caCertificateRefs": [{"kind": "ConfigMap", "name": "client-ca"}]}}}))).await;
         apply(&client, Some(&ns), policy("proxied", Some("proxied"), json!({
             "enableProxyProtocol": true, "clientIPDetection": {"xForwardedFor": {"numTrustedHops": 0}}}))).await;
         // Refused, changing nothing: a newer Gateway-wide policy, a CA that does not exist.
