@@ -5,9 +5,9 @@
 //! listener client IP detection from a custom header (fail closed), path normalisation and
 //! request IDs turned off (with Envoy accepting the connection, keepalive, HTTP/1 and HTTP/2
 //! settings beside them); a PROXY protocol listener whose client address reaches
-//! `x-forwarded-for`; optional client certificates and HTTP/3 over QUIC (a quinn + h3 client) on a second HTTPS listener,
-//! advertised by `alt-svc` on its TCP twin; plus the statuses upstream users read (Accepted,
-//! Overridden, Conflicted, Invalid).
+//! `x-forwarded-for`; optional client certificates and HTTP/3 over QUIC (a quinn + h3
+//! client) on a second HTTPS listener, advertised by `alt-svc` on its TCP twin; plus the
+//! statuses upstream users read (Accepted, Overridden, Conflicted, Invalid).
 
 mod common;
 
