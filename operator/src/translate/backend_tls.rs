@@ -197,7 +197,7 @@ impl Policies {
             let Some(resolved) = self.resolved.get(&self.targets[&slot]) else {
                 continue;
             };
-            cluster.tls = Some(resolved.tls.clone());
+            cluster.tls = Some(Box::new(resolved.tls.clone()));
             let losers = self.losers.get(&slot).into_iter().flatten();
             for key in std::iter::once(&self.targets[&slot]).chain(losers) {
                 let gateways = usage.by_policy.entry(key.clone()).or_default();

@@ -6,6 +6,7 @@
 //! Every listener reports all four condition types (Accepted, Conflicted, Programmed,
 //! ResolvedRefs) so a reader never has to infer a missing one.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -141,8 +142,8 @@ pub(super) struct PlacedEntry {
     pub route: Arc<RouteIr>,
 }
 
-/// Virtual hosts built by earlier translations, by Gateway key, listener name and hostname,
-/// with the entry lists they were built from. A virtual host is reused when it is built from
+/// Virtual hosts built by earlier translations, by Gateway key, listener name and first
+/// domain, with the domains and entry lists they were built from. A virtual host is reused when it is built from
 /// the very same lists (pointer equality: the lists are immutable and kept alive here, so an
 /// equal pointer means equal content), which spares re-sorting every hostname of a large
 /// Gateway when one route changes, and keeps the `Arc`s stable for the Envoy encoder's cache.
@@ -165,6 +166,7 @@ type Sources = Vec<Arc<[PlacedEntry]>>;
 
 #[derive(Debug)]
 struct CachedVirtualHost {
+    domains: Vec<Arc<str>>,
     sources: Sources,
     built: Arc<VirtualHostIr>,
 }
@@ -321,15 +323,34 @@ impl ListenerCtx {
                 _ => hosts.push((host, vec![entries])),
             }
         }
+        // Hostnames served by the very same entry lists (typically the hostnames of one
+        // HTTPRoute) share one virtual host with several domains: Envoy picks a virtual host
+        // by domain, so this routes exactly as one virtual host per hostname would, while the
+        // route table and the work of building and encoding it shrink by that factor.
+        let mut groups: Vec<(Vec<Arc<str>>, Sources)> = Vec::with_capacity(hosts.len());
+        let mut group_of: HashMap<Vec<*const PlacedEntry>, usize> =
+            HashMap::with_capacity(hosts.len());
+        for (host, sources) in hosts {
+            let identity = sources.iter().map(|s| s.as_ptr()).collect();
+            match group_of.entry(identity) {
+                Entry::Occupied(group) => groups[*group.get()].0.push(host),
+                Entry::Vacant(slot) => {
+                    slot.insert(groups.len());
+                    groups.push((vec![host], sources));
+                }
+            }
+        }
         let cache_key = (gateway_key.to_owned(), self.name.clone());
         let mut previous = cache.previous.remove(&cache_key).unwrap_or_default();
-        let mut current = HashMap::with_capacity(hosts.len());
-        let virtual_hosts = hosts
+        let mut current = HashMap::with_capacity(groups.len());
+        let virtual_hosts = groups
             .into_iter()
-            .map(|(host, sources)| {
-                let built = match previous.remove(&host) {
+            .map(|(domains, sources)| {
+                let first = domains[0].clone();
+                let built = match previous.remove(&first) {
                     Some(c)
-                        if c.sources.len() == sources.len()
+                        if c.domains == domains
+                            && c.sources.len() == sources.len()
                             && c.sources
                                 .iter()
                                 .zip(&sources)
@@ -337,11 +358,12 @@ impl ListenerCtx {
                     {
                         c.built
                     }
-                    _ => Arc::new(virtual_host(gateway_key, &self.name, &host, &sources)),
+                    _ => Arc::new(virtual_host(gateway_key, &self.name, &domains, &sources)),
                 };
                 current.insert(
-                    host,
+                    first,
                     CachedVirtualHost {
+                        domains,
                         sources,
                         built: built.clone(),
                     },
@@ -362,18 +384,19 @@ impl ListenerCtx {
     }
 }
 
-/// The virtual host of `host` on a listener: every entry placed there, in precedence order.
+/// The virtual host of `domains` (most specific first) on a listener: every entry placed
+/// there, in precedence order, named after its first domain.
 fn virtual_host(
     gateway_key: &str,
     listener: &str,
-    host: &str,
+    domains: &[Arc<str>],
     sources: &[Arc<[PlacedEntry]>],
 ) -> VirtualHostIr {
     let mut entries: Vec<&PlacedEntry> = sources.iter().flat_map(|s| s.iter()).collect();
     precedence::sort(&mut entries, |e| &e.key);
     VirtualHostIr {
-        name: format!("{gateway_key}/{listener}/{host}"),
-        domains: vec![host.to_owned()],
+        name: format!("{gateway_key}/{listener}/{}", domains[0]),
+        domains: domains.iter().map(|d| d.to_string()).collect(),
         routes: entries.into_iter().map(|e| e.route.clone()).collect(),
     }
 }

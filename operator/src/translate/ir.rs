@@ -136,15 +136,17 @@ impl std::fmt::Debug for CertificateIr {
     }
 }
 
-/// Routes served for one hostname on one listener.
+/// Routes served for some hostnames on one listener: those served by exactly the same route
+/// entries (each hostname is in one virtual host of a listener).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtualHostIr {
-    /// `"{gateway ns}/{gateway name}/{listener}/{hostname}"`: unique across the Gateway, so the
-    /// virtual hosts of all listeners on a port can share one route table.
+    /// `"{gateway ns}/{gateway name}/{listener}/{first domain}"`: unique across the Gateway,
+    /// so the virtual hosts of all listeners on a port can share one route table.
     pub name: String,
-    /// The hostname (`"*"`, `"*.example.com"` or an exact name) Envoy matches the Host header
-    /// against. The port of the Host header must be ignored by the converter (Gateway API:
-    /// "Implementations MUST ignore any port value specified in the HTTP Host header").
+    /// The hostnames (`"*"`, `"*.example.com"` or exact names), most specific first, Envoy
+    /// matches the Host header against. The port of the Host header must be ignored by the
+    /// converter (Gateway API: "Implementations MUST ignore any port value specified in the
+    /// HTTP Host header").
     pub domains: Vec<String>,
     /// In Gateway API precedence order: the first route that matches a request wins.
     #[serde(with = "shared")]
@@ -174,13 +176,13 @@ pub struct RouteIr {
     pub method: Option<String>,
     pub action: RouteActionIr,
     #[serde(default, skip_serializing_if = "RouteFiltersIr::is_empty")]
-    pub filters: RouteFiltersIr,
+    pub filters: Box<RouteFiltersIr>,
     /// The BackendTrafficPolicy governing this entry on this listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic: Option<TrafficIr>,
+    pub traffic: Option<Box<TrafficIr>>,
     /// The SecurityPolicy governing this entry on this listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security: Option<SecurityIr>,
+    pub security: Option<Box<SecurityIr>>,
 }
 
 /// What a BackendTrafficPolicy asks of a route (cluster-level settings live on the clusters
@@ -645,12 +647,12 @@ pub struct ClusterIr {
     pub endpoints: Vec<EndpointIr>,
     /// TLS to the endpoints, from the BackendTLSPolicy targeting the Service port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<UpstreamTlsIr>,
+    pub tls: Option<Box<UpstreamTlsIr>>,
     /// Connection settings from a BackendTrafficPolicy. A cluster with settings is a variant
     /// of the backend's plain cluster, named `{plain name}/btp-{hash of the settings}`: routes
     /// under different policies never share one, and the name stays put while the settings do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub settings: Option<ClusterSettingsIr>,
+    pub settings: Option<Box<ClusterSettingsIr>>,
 }
 
 /// TLS Envoy originates to a backend (BackendTLSPolicy).

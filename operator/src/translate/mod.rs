@@ -59,6 +59,7 @@ use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use gateway_api::apis::standard::tlsroutes::TlsRoute;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use rayon::prelude::*;
 use serde::Serialize;
 
 pub use as_http::ConversionError;
@@ -287,12 +288,12 @@ struct World {
 impl World {
     fn matches(&self, s: &Snapshot) -> bool {
         self.controller_name == s.controller_name
-            && self.gateway_classes == s.gateway_classes
-            && self.gateways == s.gateways
-            && self.reference_grants == s.reference_grants
-            && self.services == s.services
-            && self.secrets == s.secrets
-            && self.namespaces == s.namespaces
+            && all_unchanged(&self.gateway_classes, &s.gateway_classes)
+            && all_unchanged(&self.gateways, &s.gateways)
+            && all_unchanged(&self.reference_grants, &s.reference_grants)
+            && all_unchanged(&self.services, &s.services)
+            && all_unchanged(&self.secrets, &s.secrets)
+            && all_unchanged(&self.namespaces, &s.namespaces)
             && self.backends == s.backends
             && self.backend_api == s.backend_api
             && self.backend_traffic_policies == s.backend_traffic_policies
@@ -330,6 +331,23 @@ impl Translator {
         }
         run(snapshot, Some(self))
     }
+}
+
+/// Whether `now` is the object `before` was, unchanged. Objects read from the apiserver carry
+/// a `resourceVersion` that changes on every write, so for them equal versions (of the same
+/// uid) decide without comparing specs field by field — a thousand large HTTPRoutes compared
+/// deeply cost more than translating the one that changed. Objects without one (files in
+/// standalone mode and `translate -f`) are compared in full.
+fn unchanged<T: kube::Resource + PartialEq>(before: &T, now: &T) -> bool {
+    let (b, n) = (before.meta(), now.meta());
+    match (&b.resource_version, &n.resource_version) {
+        (Some(b_version), Some(n_version)) if b.uid == n.uid => b_version == n_version,
+        _ => before == now,
+    }
+}
+
+fn all_unchanged<T: kube::Resource + PartialEq>(before: &[T], now: &[T]) -> bool {
+    before.len() == now.len() && before.iter().zip(now).all(|(b, n)| unchanged(b, n))
 }
 
 /// The translation itself; `memo` holds what an incremental [`Translator`] may reuse, and
@@ -419,16 +437,26 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
         .as_deref_mut()
         .map(|m| std::mem::take(&mut m.routes))
         .unwrap_or_default();
-    for (kind, key, route) in all_routes {
-        let reused = previous
-            .remove(&(kind, key.clone()))
-            .filter(|c| c.route == *route);
-        let outcome = match &reused {
+    // What an earlier translation computed from the same route is reused; the rest is
+    // compiled in parallel (routes are independent), then applied in order.
+    let planned: Vec<(RouteKind, Arc<str>, &HttpRoute, Option<CachedRoute>)> = all_routes
+        .iter()
+        .map(|&(kind, ref key, route)| {
+            let reused = previous
+                .remove(&(kind, key.clone()))
+                .filter(|c| unchanged(&c.route, route));
+            (kind, key.clone(), route, reused)
+        })
+        .collect();
+    let outcomes: Vec<Option<Arc<routes::RouteOutcome>>> = planned
+        .par_iter()
+        .with_min_len(32)
+        .map(|(kind, key, route, reused)| match reused {
             Some(c) => c.outcome.clone(),
             None => routes::process(
                 route,
-                kind,
-                &key,
+                *kind,
+                key,
                 &contexts,
                 &by_key,
                 &index,
@@ -436,7 +464,9 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
                 &snapshot.controller_name,
             )
             .map(Arc::new),
-        };
+        })
+        .collect();
+    for ((kind, key, route, reused), outcome) in planned.into_iter().zip(outcomes) {
         if let Some(m) = memo.as_deref_mut() {
             let cached = reused.unwrap_or_else(|| CachedRoute {
                 route: route.clone(),

@@ -77,7 +77,7 @@ pub(super) fn sort<T>(entries: &mut [T], key: impl Fn(&T) -> &PrecedenceKey) {
 mod tests {
     use super::*;
     use crate::translate::ir::{
-        DirectResponseIr, HeaderMatchIr, QueryMatchIr, RouteActionIr, RouteFiltersIr, StringMatchIr,
+        DirectResponseIr, HeaderMatchIr, QueryMatchIr, RouteActionIr, StringMatchIr,
     };
     use k8s_openapi::jiff::Timestamp;
 
@@ -91,7 +91,7 @@ mod tests {
             query: vec![],
             method: None,
             action: RouteActionIr::DirectResponse(DirectResponseIr { status: 500 }),
-            filters: RouteFiltersIr::default(),
+            filters: Box::default(),
             traffic: None,
             security: None,
         }

@@ -394,7 +394,7 @@ impl RouteCtx<'_> {
                         if !clusters.iter().any(|c| c.name == renamed) {
                             clusters.push(ClusterIr {
                                 name: renamed.clone(),
-                                settings: Some(settings.clone()),
+                                settings: Some(Box::new(settings.clone())),
                                 ..base.clone()
                             });
                         }
@@ -410,10 +410,10 @@ impl RouteCtx<'_> {
                     repoint(&mut m.cluster);
                 }
             }
-            route.traffic = Some(traffic);
+            route.traffic = Some(Box::new(traffic));
         }
         if let Some((_, security)) = effective.security {
-            route.security = Some((*security).clone());
+            route.security = Some(Box::new((*security).clone()));
         }
         Arc::new(route)
     }

@@ -350,7 +350,7 @@ fn compile_rule(
                 query: m.query,
                 method: m.method,
                 action: action.clone(),
-                filters: route_filters.clone(),
+                filters: Box::new(route_filters.clone()),
                 traffic: None,
                 security: None,
             }),

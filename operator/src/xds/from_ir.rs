@@ -661,12 +661,13 @@ fn tls_chains(snap: &mut Snapshot, listener_name: &str, l: &ListenerIr) -> Vec<F
         let Some(route) = vhost.routes.first() else {
             continue;
         };
-        let server_names: Vec<String> = vhost
-            .domains
-            .iter()
-            .filter(|d| *d != "*")
-            .cloned()
-            .collect();
+        // A virtual host serving "*" catches every name: its chain matches no SNI in
+        // particular (Envoy then prefers the chains naming the client's SNI).
+        let server_names: Vec<String> = if vhost.domains.iter().any(|d| d == "*") {
+            Vec::new()
+        } else {
+            vhost.domains.clone()
+        };
         let stat_prefix = format!("{listener_name}/{}", l.name);
         chains.push(FilterChain {
             filter_chain_match: (!server_names.is_empty()).then(|| FilterChainMatch {
@@ -1508,7 +1509,7 @@ fn envoy_cluster(c: &ClusterIr) -> Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::translate::ir::{HeaderValueIr, RouteFiltersIr};
+    use crate::translate::ir::HeaderValueIr;
     use prost::Name;
 
     fn forwarding_route(backends: Vec<WeightedBackendIr>, invalid_weight: u32) -> RouteIr {
@@ -1524,7 +1525,7 @@ mod tests {
                 backends,
                 invalid_weight,
             }),
-            filters: RouteFiltersIr::default(),
+            filters: Box::default(),
             traffic: None,
             security: None,
         }

@@ -628,7 +628,7 @@ fn health_check(c: &ActiveHealthCheckIr) -> HealthCheck {
 /// The JWT policies of a set of routes, by policy key.
 pub fn jwt_policies<'a>(routes: impl Iterator<Item = &'a RouteIr>) -> BTreeMap<String, &'a JwtIr> {
     routes
-        .filter_map(|r| r.security.as_ref())
+        .filter_map(|r| r.security.as_deref())
         .filter_map(|s: &SecurityIr| Some((s.policy.clone(), s.jwt.as_ref()?)))
         .collect()
 }
