@@ -59,6 +59,7 @@ golden! {
     tcp_udp_routes => "tcp-udp-routes",
     backend_tls_policy => "backend-tls-policy",
     policies => "policies",
+    security_services => "security-services",
 }
 
 /// Every fixture directory is listed above, so none is silently skipped.

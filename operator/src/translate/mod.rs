@@ -19,6 +19,7 @@
 //! - `backends`: backendRefs to clusters and endpoints;
 //! - `backend_tls`: BackendTLSPolicy, TLS from Envoy to the Services it targets;
 //! - `policies`: Envoy Gateway's BackendTrafficPolicy and SecurityPolicy: attachment, IR, status;
+//! - `security_services`: SecurityPolicy API keys, external authorization and remote JWKS;
 //! - `hostname`: hostname intersection and listener isolation;
 //! - `precedence`: route ordering;
 //! - `refs`: ReferenceGrants and namespace selectors;
@@ -40,6 +41,7 @@ mod refs;
 mod route_kind;
 mod routes;
 mod rules;
+mod security_services;
 mod tls;
 
 use std::collections::{BTreeMap, HashMap};

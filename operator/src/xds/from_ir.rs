@@ -93,6 +93,7 @@ use super::envoy_config::{
     socket_address,
 };
 use super::policy_config::{self, exact, millis, put_map};
+use super::policy_filters::ListenerNeeds;
 use super::protocol::{CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, SECRET, Snapshot};
 use crate::short_hash::hex_prefix;
 use crate::translate::ir::{
@@ -466,14 +467,16 @@ fn listener(name: &str, bind: SocketAddr, filter_chains: Vec<FilterChain>, tls: 
     }
 }
 
-/// JWT configuration for the routes of `vhosts` (see [`policy_config`]).
-fn listener_jwt<'a>(vhosts: impl Iterator<Item = &'a Arc<VirtualHostIr>>) -> Option<Any> {
-    policy_config::jwt_authentication(&policy_config::jwt_policies(
-        vhosts.flat_map(|v| v.routes.iter().map(|r| &**r)),
-    ))
+/// The listener-level policy filters for the routes of `vhosts` (see [`policy_config`]).
+fn listener_jwt<'a>(
+    vhosts: impl Iterator<Item = &'a Arc<VirtualHostIr>> + Clone,
+) -> Vec<HttpFilter> {
+    let routes = vhosts.flat_map(|v| v.routes.iter().map(|r| &**r));
+    let jwt = policy_config::jwt_authentication(&policy_config::jwt_policies(routes.clone()));
+    policy_config::policy_filters(jwt, &ListenerNeeds::of(routes))
 }
 
-fn hcm_filter(stat_prefix: &str, route_name: &str, jwt: Option<Any>) -> Filter {
+fn hcm_filter(stat_prefix: &str, route_name: &str, policy_filters: Vec<HttpFilter>) -> Filter {
     let mut http_filters = vec![
         // Always present, so the first CORS route changes only its route table and never
         // the listener (a listener update drains its connections). Without a per-route
@@ -484,7 +487,7 @@ fn hcm_filter(stat_prefix: &str, route_name: &str, jwt: Option<Any>) -> Filter {
             ..HttpFilter::default()
         },
     ];
-    http_filters.extend(policy_config::policy_filters(jwt));
+    http_filters.extend(policy_filters);
     http_filters.push(HttpFilter {
         name: "envoy.filters.http.router".into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(
@@ -1550,7 +1553,8 @@ mod tests {
         let without = route_of(&forwarding_route(vec![backend("c", 1)], 0));
         assert!(without.typed_per_filter_config.is_empty());
 
-        let Some(filter::ConfigType::TypedConfig(hcm)) = hcm_filter("l", "r", None).config_type
+        let Some(filter::ConfigType::TypedConfig(hcm)) =
+            hcm_filter("l", "r", listener_jwt(std::iter::empty())).config_type
         else {
             panic!("HCM has a typed config");
         };

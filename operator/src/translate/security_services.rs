@@ -1,0 +1,356 @@
+//! The SecurityPolicy features that reach beyond the route: API keys read from Secrets,
+//! external authorization services and remote JWKS endpoints reached through clusters of
+//! their own. Each resolves its references here, once per policy, into IR and the clusters
+//! the policy's own requests need; [`super::policies`] attaches the result to routes.
+//!
+//! References that cannot be resolved (a missing Secret, a Service without the port, a URI
+//! that does not parse) refuse the whole policy with the field named, like every other
+//! policy error: an authentication step silently skipped would open the route.
+
+use std::collections::BTreeMap;
+
+use eg_crds::policies::{ApiKeyAuth, BackendCluster, ExtAuth, RemoteJwks};
+
+use super::backends::{self, BackendTarget};
+use super::index::{Index, secret_value};
+use super::ir::{
+    ApiKeyAuthIr, ClusterIr, ClusterSourceIr, EndpointIr, ExtAuthIr, ExtAuthServiceIr, JwksIr,
+    TrustIr, UpstreamProtocol, UpstreamTlsIr,
+};
+use super::policies::PolicyError;
+use super::route_kind::RouteKind;
+
+/// Upstream's timeout for an authorization check when the policy sets none.
+const DEFAULT_EXT_AUTH_TIMEOUT_MS: u64 = 10_000;
+
+/// API keys by client ID from the policy's credential Secrets (the first Secret naming a
+/// client wins, as upstream), and where requests carry them.
+pub(super) fn api_key_auth(
+    index: &Index<'_>,
+    namespace: &str,
+    a: &ApiKeyAuth,
+) -> Result<ApiKeyAuthIr, PolicyError> {
+    let mut credentials: BTreeMap<String, String> = BTreeMap::new();
+    if a.credential_refs.is_empty() {
+        return Err(invalid(
+            "spec.apiKeyAuth.credentialRefs",
+            "",
+            "at least one Secret is required",
+        ));
+    }
+    for (i, r) in a.credential_refs.iter().enumerate() {
+        let ns = r.namespace.as_deref().unwrap_or(namespace);
+        let secret = index
+            .secret(ns, &r.name)
+            .ok_or_else(|| PolicyError::RefNotFound {
+                field: format!("spec.apiKeyAuth.credentialRefs[{i}]"),
+                kind: "Secret",
+                namespace: ns.to_owned(),
+                name: r.name.clone(),
+            })?;
+        let mut clients: Vec<String> = secret
+            .data
+            .iter()
+            .flat_map(|d| d.keys())
+            .chain(secret.string_data.iter().flat_map(|d| d.keys()))
+            .cloned()
+            .collect();
+        clients.sort();
+        clients.dedup();
+        for client in clients {
+            let key = secret_value(secret, &client).unwrap_or_default();
+            if key.is_empty() {
+                return Err(invalid(
+                    &format!(
+                        "spec.apiKeyAuth.credentialRefs[{i}] (Secret {ns}/{})",
+                        r.name
+                    ),
+                    &client,
+                    "the API key of this client is empty",
+                ));
+            }
+            credentials.entry(client).or_insert(key);
+        }
+    }
+    let mut headers = Vec::new();
+    let mut params = Vec::new();
+    let mut cookies = Vec::new();
+    for from in &a.extract_from {
+        headers.extend(from.headers.iter().cloned());
+        params.extend(from.params.iter().cloned());
+        cookies.extend(from.cookies.iter().cloned());
+    }
+    if headers.is_empty() && params.is_empty() && cookies.is_empty() {
+        return Err(invalid(
+            "spec.apiKeyAuth.extractFrom",
+            "",
+            "name at least one header, param or cookie",
+        ));
+    }
+    Ok(ApiKeyAuthIr {
+        credentials: credentials.into_iter().collect(),
+        headers,
+        params,
+        cookies,
+        forward_client_id_header: a.forward_client_id_header.clone(),
+        sanitize: a.sanitize.unwrap_or(false),
+    })
+}
+
+/// The authorization service of `ext`, its cluster added to `clusters`.
+pub(super) fn ext_auth(
+    index: &Index<'_>,
+    namespace: &str,
+    ext: &ExtAuth,
+    timeout_ms: Option<u64>,
+    clusters: &mut Vec<ClusterIr>,
+) -> Result<ExtAuthIr, PolicyError> {
+    let (service, cluster) = match (&ext.http, &ext.grpc) {
+        (Some(http), None) => {
+            let cluster = policy_backend(
+                index,
+                namespace,
+                "spec.extAuth.http",
+                &http.backend,
+                RouteKind::Http,
+            )?;
+            (
+                ExtAuthServiceIr::Http {
+                    path: http.path.clone().filter(|p| !p.is_empty()),
+                    headers_to_backend: lowercase(&http.headers_to_backend),
+                },
+                cluster,
+            )
+        }
+        (None, Some(grpc)) => {
+            let cluster = policy_backend(
+                index,
+                namespace,
+                "spec.extAuth.grpc",
+                &grpc.backend,
+                RouteKind::Grpc,
+            )?;
+            (ExtAuthServiceIr::Grpc, cluster)
+        }
+        _ => {
+            return Err(invalid(
+                "spec.extAuth",
+                "",
+                "exactly one of http and grpc must be set",
+            ));
+        }
+    };
+    let name = cluster.name.clone();
+    push_cluster(clusters, cluster);
+    Ok(ExtAuthIr {
+        service,
+        cluster: name,
+        headers_to_ext_auth: lowercase(&ext.headers_to_ext_auth),
+        timeout_ms: timeout_ms.unwrap_or(DEFAULT_EXT_AUTH_TIMEOUT_MS),
+        fail_open: ext.fail_open.unwrap_or(false),
+    })
+}
+
+/// A remote JWKS source: through its backendRef when it has one, else through a cluster to
+/// the URI's own host and port (TLS with the system trust store for `https`).
+pub(super) fn remote_jwks(
+    index: &Index<'_>,
+    namespace: &str,
+    at: &str,
+    policy: &str,
+    remote: &RemoteJwks,
+    cache_duration_ms: Option<u64>,
+    clusters: &mut Vec<ClusterIr>,
+) -> Result<JwksIr, PolicyError> {
+    let field = format!("{at}.remoteJWKS.uri");
+    let uri = Uri::parse(&remote.uri).map_err(|problem| invalid(&field, &remote.uri, problem))?;
+    let cluster = if remote.backend.refs().next().is_some() {
+        let mut cluster = policy_backend(
+            index,
+            namespace,
+            &format!("{at}.remoteJWKS"),
+            &remote.backend,
+            RouteKind::Http,
+        )?;
+        if uri.https {
+            cluster.name.push_str("/tls");
+            cluster.tls = Some(system_tls(policy, &uri.host));
+        }
+        cluster
+    } else {
+        let endpoint = match uri.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => EndpointIr::Ip {
+                ip: ip.to_string(),
+                port: uri.port,
+            },
+            Err(_) => EndpointIr::Hostname {
+                hostname: uri.host.clone(),
+                port: uri.port,
+            },
+        };
+        let scheme = if uri.https { "https" } else { "http" };
+        ClusterIr {
+            name: format!("uri/{scheme}/{}/{}", uri.host, uri.port),
+            source: ClusterSourceIr::Uri {
+                uri: format!("{scheme}://{}:{}", uri.host, uri.port),
+            },
+            protocol: UpstreamProtocol::Http1,
+            endpoints: vec![endpoint],
+            tls: uri.https.then(|| system_tls(policy, &uri.host)),
+            settings: None,
+        }
+    };
+    let name = cluster.name.clone();
+    push_cluster(clusters, cluster);
+    Ok(JwksIr::Remote {
+        uri: remote.uri.clone(),
+        cluster: name,
+        cache_duration_ms,
+    })
+}
+
+fn system_tls(policy: &str, host: &str) -> UpstreamTlsIr {
+    UpstreamTlsIr {
+        policy: policy.to_owned(),
+        sni: host.to_owned(),
+        trust: TrustIr::System,
+        subject_alt_names: Vec::new(),
+    }
+}
+
+fn push_cluster(clusters: &mut Vec<ClusterIr>, cluster: ClusterIr) {
+    if !clusters.iter().any(|c| c.name == cluster.name) {
+        clusters.push(cluster);
+    }
+}
+
+fn lowercase(names: &[String]) -> Vec<String> {
+    names.iter().map(|h| h.to_ascii_lowercase()).collect()
+}
+
+fn invalid(field: &str, value: &str, problem: &str) -> PolicyError {
+    PolicyError::InvalidValue {
+        field: field.to_owned(),
+        value: value.to_owned(),
+        problem: problem.to_owned(),
+    }
+}
+
+/// The cluster of a policy's backend: one reference (Service or Backend), no settings.
+fn policy_backend(
+    index: &Index<'_>,
+    namespace: &str,
+    at: &str,
+    backend: &BackendCluster,
+    kind: RouteKind,
+) -> Result<ClusterIr, PolicyError> {
+    if backend.backend_settings.is_some() {
+        return Err(PolicyError::Unsupported(vec![format!(
+            "{at}.backendSettings"
+        )]));
+    }
+    let refs: Vec<_> = backend.refs().collect();
+    let field = if backend.backend_ref.is_some() {
+        format!("{at}.backendRef")
+    } else {
+        format!("{at}.backendRefs[0]")
+    };
+    match refs.as_slice() {
+        [] => Err(invalid(
+            &format!("{at}.backendRefs"),
+            "",
+            "a backend is required",
+        )),
+        [r] => backends::resolve(
+            index,
+            kind,
+            namespace,
+            BackendTarget {
+                group: r.group.as_deref(),
+                kind: r.kind.as_deref(),
+                name: &r.name,
+                namespace: r.namespace.as_deref(),
+                port: r.port,
+            },
+        )
+        .map_err(|e| invalid(&field, &r.name, &e.to_string())),
+        _ => Err(PolicyError::Unsupported(vec![format!(
+            "{at}.backendRefs (more than one backend)"
+        )])),
+    }
+}
+
+/// The parts of an `http(s)://host[:port]/path` URI a cluster needs.
+#[derive(Debug, PartialEq, Eq)]
+struct Uri {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+impl Uri {
+    fn parse(text: &str) -> Result<Self, &'static str> {
+        let (https, rest) = if let Some(rest) = text.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err("must start with http:// or https://");
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.contains('@') {
+            return Err("user information is not allowed");
+        }
+        let default_port = if https { 443 } else { 80 };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or("unclosed IPv6 address")?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| "invalid port")?,
+                None if after.is_empty() => default_port,
+                None => return Err("invalid authority"),
+            };
+            (host.to_owned(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host.to_owned(), port.parse().map_err(|_| "invalid port")?),
+                None => (authority.to_owned(), default_port),
+            }
+        };
+        if host.is_empty() {
+            return Err("a host is required");
+        }
+        Ok(Self { https, host, port })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_give_scheme_host_and_port() {
+        let parsed = |t: &str| Uri::parse(t).expect(t);
+        assert_eq!(
+            parsed("https://issuer.example.com/.well-known/jwks.json"),
+            Uri {
+                https: true,
+                host: "issuer.example.com".into(),
+                port: 443
+            }
+        );
+        assert_eq!(
+            parsed("http://127.0.0.9:8080/jwks"),
+            Uri {
+                https: false,
+                host: "127.0.0.9".into(),
+                port: 8080
+            }
+        );
+        assert_eq!(parsed("http://[::1]:81/x").host, "::1");
+        assert_eq!(parsed("http://[::1]/x").port, 80);
+        assert!(Uri::parse("ftp://x/").is_err());
+        assert!(Uri::parse("https:///jwks").is_err());
+        assert!(Uri::parse("https://host:notaport/").is_err());
+        assert!(Uri::parse("https://user@host/").is_err());
+    }
+}
