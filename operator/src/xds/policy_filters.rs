@@ -126,7 +126,9 @@ pub fn ext_authz(e: &ExtAuthIr) -> ExtAuthz {
             headers_to_backend,
         } => ext_authz::Services::HttpService(HttpService {
             server_uri: Some(HttpUri {
-                uri: format!("http://{}{}", e.cluster, path.as_deref().unwrap_or("")),
+                // Envoy requires a URI but sends through the cluster; cluster names hold
+                // slashes, so the URI names the service generically.
+                uri: format!("http://ext-authz{}", path.as_deref().unwrap_or("")),
                 timeout: Some(millis(e.timeout_ms)),
                 http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(e.cluster.clone())),
             }),
@@ -142,6 +144,9 @@ pub fn ext_authz(e: &ExtAuthIr) -> ExtAuthz {
             target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
                 grpc_service::EnvoyGrpc {
                     cluster_name: e.cluster.clone(),
+                    // Envoy's default authority is the cluster name, whose slashes make it
+                    // an invalid `:authority` that gRPC servers refuse.
+                    authority: "ext-authz".into(),
                     ..grpc_service::EnvoyGrpc::default()
                 },
             )),
