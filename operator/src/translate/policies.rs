@@ -1416,6 +1416,8 @@ pub(crate) fn parse_cidr(cidr: &str) -> Result<(std::net::IpAddr, u32), String> 
 
 #[cfg(test)]
 mod tests {
+    use serde::Deserialize;
+
     use super::*;
 
     #[test]
@@ -1428,6 +1430,133 @@ mod tests {
         assert!(parse_cidr("10.0.0/8").is_err());
         assert!(parse_cidr("10.0.0.0").is_err());
         assert!(parse_cidr("::1/128").is_ok());
+    }
+
+    fn btp(spec: serde_json::Value) -> BackendTrafficPolicy {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "n"}, "spec": spec
+        }))
+        .expect("decodes")
+    }
+
+    #[test]
+    fn migrated_per_client_rate_limits_are_accepted() {
+        // What `eg-operator migrate ingress-nginx` writes for limit-rps / limit-rpm.
+        let text = include_str!("../../tests/migrate/golden/limit-rps/output.yaml");
+        let mut seen = 0;
+        for doc in serde_yaml_ng::Deserializer::from_str(text) {
+            let value = serde_yaml_ng::Value::deserialize(doc).expect("yaml");
+            if value.get("kind").and_then(|k| k.as_str()) != Some("BackendTrafficPolicy") {
+                continue;
+            }
+            let policy: BackendTrafficPolicy = serde_yaml_ng::from_value(value).expect("decodes");
+            let ir = traffic_ir(&policy).expect("accepted");
+            assert_eq!(ir.rate_limits.len(), 2);
+            for rule in &ir.rate_limits {
+                assert_eq!(
+                    rule.selectors,
+                    [RateLimitSelectorIr::SourceCidr {
+                        cidr: "0.0.0.0/0".into(),
+                        invert: false,
+                        distinct: true
+                    }]
+                );
+            }
+            seen += 1;
+        }
+        assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn rate_limit_selectors_are_checked_and_named() {
+        let rule = |selector: serde_json::Value| {
+            btp(
+                serde_json::json!({"rateLimit": {"type": "Local", "local": {"rules": [
+                {"limit": {"requests": 1, "unit": "Second"}},
+                {"clientSelectors": [selector], "limit": {"requests": 1, "unit": "Second"}}]}}}),
+            )
+        };
+        let error = |selector| {
+            traffic_ir(&rule(selector))
+                .expect_err("refused")
+                .to_string()
+        };
+        let at = "spec.rateLimit.local.rules[1].clientSelectors[0]";
+        assert!(
+            error(serde_json::json!({"headers": [{"name": "x", "type": "RegularExpression", "value": "("}]}))
+                .contains(&format!("{at}.headers[0].value"))
+        );
+        assert!(
+            error(
+                serde_json::json!({"headers": [{"name": "x", "type": "Distinct", "invert": true}]})
+            )
+            .contains(&format!("{at}.headers[0].invert"))
+        );
+        assert!(
+            error(serde_json::json!({"headers": [{"name": "x"}]}))
+                .contains(&format!("{at}.headers[0].value"))
+        );
+        assert!(
+            error(serde_json::json!({"sourceCIDR": {"value": "10.0.0.0/33"}}))
+                .contains(&format!("{at}.sourceCIDR.value"))
+        );
+        assert!(
+            error(serde_json::json!({"queryParams": [{"name": "q"}]}))
+                .contains(&format!("{at}.queryParams"))
+        );
+        // Host bits are cleared; header names lowercased; prefix trailing slashes dropped.
+        let ir = traffic_ir(&rule(serde_json::json!({
+            "sourceCIDR": {"value": "10.1.2.3/16"},
+            "headers": [{"name": "X-Plan", "value": "free"}],
+            "path": {"value": "/api/"}
+        })))
+        .expect("accepted");
+        assert_eq!(ir.rate_limits[0].selectors, []);
+        assert_eq!(
+            ir.rate_limits[1].selectors,
+            [
+                RateLimitSelectorIr::Header {
+                    name: "x-plan".into(),
+                    value: StringMatchIr::Exact("free".into()),
+                    invert: false
+                },
+                RateLimitSelectorIr::Path {
+                    path: PathMatchIr::Prefix("/api".into()),
+                    invert: false
+                },
+                RateLimitSelectorIr::SourceCidr {
+                    cidr: "10.1.0.0/16".into(),
+                    invert: false,
+                    distinct: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn compression_and_proxy_protocol_are_translated() {
+        let ir = traffic_ir(&btp(serde_json::json!({
+            "compression": [{"type": "Gzip"}, {"type": "Brotli"}],
+            "compressor": [{"type": "Gzip"}, {"type": "Zstd"}],
+            "proxyProtocol": {"version": "V1"}
+        })))
+        .expect("accepted");
+        assert_eq!(ir.compression, ["gzip", "brotli", "zstd"]);
+        assert_eq!(ir.cluster.and_then(|c| c.proxy_protocol), Some(1));
+        let bad = traffic_ir(&btp(serde_json::json!({"compression": [{"type": "Lz4"}]})));
+        assert!(
+            bad.expect_err("refused")
+                .to_string()
+                .contains("spec.compression[0].type")
+        );
+        let bad = traffic_ir(&btp(
+            serde_json::json!({"proxyProtocol": {"version": "V3"}}),
+        ));
+        assert!(
+            bad.expect_err("refused")
+                .to_string()
+                .contains("spec.proxyProtocol.version")
+        );
     }
 
     #[test]

@@ -325,7 +325,133 @@ impl Uri {
 
 #[cfg(test)]
 mod tests {
+    use eg_crds::policies::SecurityPolicy;
+
     use super::*;
+    use crate::translate::load::snapshot_from_yaml;
+
+    const OBJECTS: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: first, namespace: n}
+stringData: {alice: from-first, bob: bob-key}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: second, namespace: n}
+data: {alice: ZnJvbS1zZWNvbmQ=, carol: Y2Fyb2wta2V5}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: auth, namespace: n}
+spec:
+  ports: [{port: 9000}]
+"#;
+
+    fn security(spec: serde_json::Value) -> SecurityPolicy {
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "p", "namespace": "n"}, "spec": spec}),
+        )
+        .expect("decodes")
+    }
+
+    #[test]
+    fn api_keys_come_from_every_secret_first_one_wins() {
+        let snapshot = snapshot_from_yaml("c", OBJECTS).expect("loads");
+        let index = Index::new(&snapshot);
+        let policy = security(serde_json::json!({"apiKeyAuth": {
+            "credentialRefs": [{"name": "first"}, {"name": "second"}],
+            "extractFrom": [{"headers": ["x-key"]}]}}));
+        let keys = api_key_auth(&index, "n", policy.spec.api_key_auth.as_ref().expect("set"))
+            .expect("resolves");
+        let pairs: Vec<(&str, &str)> = keys
+            .credentials
+            .iter()
+            .map(|(c, k)| (c.as_str(), k.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("alice", "from-first"),
+                ("bob", "bob-key"),
+                ("carol", "carol-key")
+            ]
+        );
+        assert!(
+            !format!("{keys:?}").contains("from-first"),
+            "keys stay out of logs"
+        );
+
+        let missing = security(serde_json::json!({"apiKeyAuth": {
+            "credentialRefs": [{"name": "first"}, {"name": "gone"}],
+            "extractFrom": [{"headers": ["x-key"]}]}}));
+        let error = api_key_auth(
+            &index,
+            "n",
+            missing.spec.api_key_auth.as_ref().expect("set"),
+        )
+        .expect_err("refused")
+        .to_string();
+        assert_eq!(
+            error,
+            "spec.apiKeyAuth.credentialRefs[1]: Secret n/gone not found"
+        );
+        let nowhere = security(serde_json::json!({"apiKeyAuth": {
+            "credentialRefs": [{"name": "first"}], "extractFrom": []}}));
+        assert!(
+            api_key_auth(
+                &index,
+                "n",
+                nowhere.spec.api_key_auth.as_ref().expect("set")
+            )
+            .expect_err("refused")
+            .to_string()
+            .contains("spec.apiKeyAuth.extractFrom")
+        );
+    }
+
+    #[test]
+    fn ext_auth_needs_one_resolvable_backend() {
+        let snapshot = snapshot_from_yaml("c", OBJECTS).expect("loads");
+        let index = Index::new(&snapshot);
+        let resolve = |spec: serde_json::Value| {
+            let policy = security(serde_json::json!({"extAuth": spec}));
+            let mut clusters = Vec::new();
+            let ext = ext_auth(
+                &index,
+                "n",
+                policy.spec.ext_auth.as_ref().expect("set"),
+                None,
+                &mut clusters,
+            );
+            ext.map(|e| (e, clusters)).map_err(|e| e.to_string())
+        };
+        let (ext, clusters) =
+            resolve(serde_json::json!({"grpc": {"backendRef": {"name": "auth", "port": 9000}}}))
+                .expect("resolves");
+        assert_eq!(ext.cluster, "service/n/auth/9000/h2c");
+        assert_eq!(ext.timeout_ms, DEFAULT_EXT_AUTH_TIMEOUT_MS);
+        assert_eq!(clusters.len(), 1);
+        assert_eq!(clusters[0].protocol, UpstreamProtocol::H2c);
+
+        let error =
+            resolve(serde_json::json!({"http": {"backendRefs": [{"name": "nope", "port": 9000}]}}))
+                .expect_err("refused");
+        assert!(
+            error.contains("spec.extAuth.http.backendRefs[0]") && error.contains("not found"),
+            "{error}"
+        );
+        let error = resolve(
+            serde_json::json!({"http": {"backendRefs": [{"name": "auth", "port": 9000}]},
+            "grpc": {"backendRefs": [{"name": "auth", "port": 9000}]}}),
+        )
+        .expect_err("refused");
+        assert!(error.contains("exactly one of http and grpc"), "{error}");
+        let error = resolve(serde_json::json!({"http": {"backendRefs": [
+            {"name": "auth", "port": 9000}, {"name": "auth", "port": 9000}]}}))
+        .expect_err("refused");
+        assert!(error.contains("more than one backend"), "{error}");
+    }
 
     #[test]
     fn uris_give_scheme_host_and_port() {

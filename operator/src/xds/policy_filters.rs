@@ -443,3 +443,204 @@ fn selector_actions(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(requests: u32, selectors: Vec<RateLimitSelectorIr>) -> RateLimitIr {
+        RateLimitIr {
+            requests,
+            fill_interval_ms: 60_000,
+            selectors,
+        }
+    }
+
+    fn entries(d: &LocalRateLimitDescriptor) -> Vec<(&str, &str)> {
+        d.entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn one_plain_rule_is_the_route_bucket() {
+        let config = local_rate_limit("s".into(), &[rule(3, Vec::new())]);
+        assert_eq!(config.token_bucket.map(|b| b.max_tokens), Some(3));
+        assert!(config.descriptors.is_empty() && config.rate_limits.is_empty());
+    }
+
+    #[test]
+    fn selector_rules_become_descriptors_with_buckets_of_their_own() {
+        let rules = [
+            rule(
+                2,
+                vec![RateLimitSelectorIr::HeaderDistinct {
+                    name: "x-user".into(),
+                }],
+            ),
+            rule(
+                5,
+                vec![RateLimitSelectorIr::SourceCidr {
+                    cidr: "10.0.0.0/8".into(),
+                    invert: false,
+                    distinct: true,
+                }],
+            ),
+            rule(7, Vec::new()),
+        ];
+        let config = local_rate_limit("s".into(), &rules);
+        // Requests no rule matches are not limited, and matching a rule takes no token from
+        // the route's own bucket.
+        assert_eq!(config.token_bucket.map(|b| b.max_tokens), Some(u32::MAX));
+        assert_eq!(
+            config.always_consume_default_token_bucket,
+            Some(BoolValue { value: false })
+        );
+        assert_eq!(config.rate_limits.len(), 3);
+        assert_eq!(config.descriptors.len(), 3);
+        let buckets: Vec<u32> = config
+            .descriptors
+            .iter()
+            .filter_map(|d| d.token_bucket.as_ref().map(|b| b.max_tokens))
+            .collect();
+        assert_eq!(buckets, [2, 5, 7]);
+        // Distinct values are wildcards (empty): a bucket per header value, per client address.
+        assert_eq!(entries(&config.descriptors[0]), [("rule-0-0", "")]);
+        assert_eq!(
+            entries(&config.descriptors[1]),
+            [("rule-1-0", "1"), ("remote_address", "")]
+        );
+        assert_eq!(entries(&config.descriptors[2]), [("rule-2-0", "1")]);
+        // Each rule's actions produce its descriptor's entries, in order.
+        for (limit, descriptor) in config.rate_limits.iter().zip(&config.descriptors) {
+            assert_eq!(limit.actions.len(), descriptor.entries.len());
+        }
+        let Some(rate_limit::action::ActionSpecifier::RequestHeaders(h)) =
+            &config.rate_limits[0].actions[0].action_specifier
+        else {
+            panic!("a header action");
+        };
+        assert_eq!(
+            (h.header_name.as_str(), h.descriptor_key.as_str()),
+            ("x-user", "rule-0-0")
+        );
+    }
+
+    #[test]
+    fn path_and_method_conditions_ignore_the_query_string() {
+        let pattern = |selector: RateLimitSelectorIr| {
+            let (actions, _) = selector_actions("k", &selector);
+            let Some(rate_limit::action::ActionSpecifier::HeaderValueMatch(m)) =
+                &actions[0].action_specifier
+            else {
+                panic!("a header value match");
+            };
+            let Some(header_matcher::HeaderMatchSpecifier::StringMatch(StringMatcher {
+                match_pattern: Some(string_matcher::MatchPattern::SafeRegex(re)),
+                ..
+            })) = &m.headers[0].header_match_specifier
+            else {
+                panic!("a regex");
+            };
+            (
+                m.headers[0].name.clone(),
+                regex::Regex::new(&re.regex).expect("valid regex"),
+            )
+        };
+        let (name, prefix) = pattern(RateLimitSelectorIr::Path {
+            path: PathMatchIr::Prefix("/api".into()),
+            invert: false,
+        });
+        assert_eq!(name, ":path");
+        for path in ["/api", "/api/v1", "/api?x=1"] {
+            assert!(prefix.is_match(path), "{path}");
+        }
+        for path in ["/apix", "/", "/other/api"] {
+            assert!(!prefix.is_match(path), "{path}");
+        }
+        let (_, exact) = pattern(RateLimitSelectorIr::Path {
+            path: PathMatchIr::Exact("/a.b".into()),
+            invert: false,
+        });
+        assert!(exact.is_match("/a.b?q") && !exact.is_match("/axb") && !exact.is_match("/a.b/c"));
+        let (name, methods) = pattern(RateLimitSelectorIr::Methods {
+            methods: vec!["GET".into(), "POST".into()],
+            invert: false,
+        });
+        assert_eq!(name, ":method");
+        assert!(methods.is_match("POST") && !methods.is_match("PUT") && !methods.is_match("GETX"));
+    }
+
+    #[test]
+    fn ext_authz_speaks_to_the_policy_cluster() {
+        let http = ExtAuthIr {
+            service: ExtAuthServiceIr::Http {
+                path: Some("/check".into()),
+                headers_to_backend: vec!["x-user".into()],
+            },
+            cluster: "service/n/auth/80".into(),
+            headers_to_ext_auth: vec!["authorization".into()],
+            timeout_ms: 2_000,
+            fail_open: true,
+        };
+        let config = ext_authz(&http);
+        assert!(config.failure_mode_allow);
+        let Some(ext_authz::Services::HttpService(service)) = &config.services else {
+            panic!("an HTTP service");
+        };
+        assert_eq!(service.path_prefix, "/check");
+        let uri = service.server_uri.as_ref().expect("uri");
+        assert_eq!(
+            uri.http_upstream_type,
+            Some(http_uri::HttpUpstreamType::Cluster(
+                "service/n/auth/80".into()
+            ))
+        );
+        assert_eq!(uri.timeout, Some(millis(2_000)));
+        let grpc = ext_authz(&ExtAuthIr {
+            service: ExtAuthServiceIr::Grpc,
+            fail_open: false,
+            ..http
+        });
+        let Some(ext_authz::Services::GrpcService(service)) = &grpc.services else {
+            panic!("a gRPC service");
+        };
+        let Some(grpc_service::TargetSpecifier::EnvoyGrpc(target)) = &service.target_specifier
+        else {
+            panic!("Envoy gRPC");
+        };
+        assert_eq!(target.cluster_name, "service/n/auth/80");
+        assert!(!target.authority.contains('/'), "a valid :authority");
+        assert!(!grpc.failure_mode_allow);
+    }
+
+    #[test]
+    fn api_keys_per_route_carry_sources_forwarding_and_sanitizing() {
+        let config = api_key_auth_per_route(&ApiKeyAuthIr {
+            credentials: vec![("c".into(), "k".into())],
+            headers: vec!["x-key".into()],
+            params: vec!["key".into()],
+            cookies: vec!["session".into()],
+            forward_client_id_header: None,
+            sanitize: true,
+        });
+        assert_eq!(config.credentials[0].client, "c");
+        let sources: Vec<(&str, &str, &str)> = config
+            .key_sources
+            .iter()
+            .map(|s| (s.header.as_str(), s.query.as_str(), s.cookie.as_str()))
+            .collect();
+        assert_eq!(
+            sources,
+            [("x-key", "", ""), ("", "key", ""), ("", "", "session")]
+        );
+        assert_eq!(
+            config.forwarding,
+            Some(Forwarding {
+                header: String::new(),
+                hide_credentials: true
+            })
+        );
+    }
+}
