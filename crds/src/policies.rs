@@ -499,8 +499,69 @@ pub struct SecurityPolicySpec {
     pub api_key_auth: Option<ApiKeyAuth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ext_auth: Option<ExtAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<Oidc>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
+}
+
+/// OpenID Connect authorization-code login in front of the targeted routes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Oidc {
+    #[serde(default)]
+    pub provider: OidcProvider,
+    #[serde(default, rename = "clientID", skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// A Secret whose `client-secret` key holds the client secret (required upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<SecretObjectReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_names: Option<OidcCookieNames>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    #[serde(
+        default,
+        rename = "redirectURL",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub redirect_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logout_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_access_token: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<bool>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcProvider {
+    #[serde(flatten)]
+    pub backend: BackendCluster,
+    #[serde(default)]
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcCookieNames {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    #[serde(default, rename = "idToken", skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

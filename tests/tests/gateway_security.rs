@@ -1,7 +1,7 @@
 //! The SecurityPolicy and BackendTrafficPolicy features that talk to services of their own,
 //! through the whole path (apiserver → control plane → ADS → real Envoy): API keys from a
 //! Secret, external authorization over HTTP and gRPC (verdicts from servers in this test),
-//! JWT against a remote JWKS served here, local rate limits with distinct-client selectors,
+//! JWT against a remote JWKS served here, an OIDC login redirect, local rate limits with distinct-client selectors,
 //! gzip compression and PROXY protocol to a backend; the seed architecture's `api-security`
 //! policy; and a policy with a missing Secret reported on its status with the field named.
 
@@ -292,7 +292,8 @@ async fn security_services_and_traffic_selectors_through_envoy() {
         }
         for (name, host) in [("plain", "plain.test"), ("keys", "keys.test"), ("ext-http", "ext-http.test"),
                              ("ext-grpc", "ext-grpc.test"), ("jwks", "jwks.test"), ("limited", "limited.test"),
-                             ("per-ip", "per-ip.test"), ("gzip", "gzip.test"), ("broken", "broken.test")] {
+                             ("per-ip", "per-ip.test"), ("gzip", "gzip.test"), ("broken", "broken.test"),
+                             ("login", "login.test")] {
             apply(&client, Some(&ns), route(name, host, app())).await;
         }
         apply(&client, Some(&ns), route("proxied", "proxied.test", backend_ref("proxied"))).await;
@@ -311,6 +312,14 @@ async fn security_services_and_traffic_selectors_through_envoy() {
             "name": "remote", "issuer": "https://issuer.test",
             "remoteJWKS": {"uri": format!("http://{auth_addr}/jwks.json")},
             "claimToHeaders": [{"claim": "sub", "header": "x-jwt-sub"}]}]}}))).await;
+        apply(&client, Some(&ns), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "oidc-client"},
+            "stringData": {"client-secret": "oidc-secret"}})).await;
+        apply(&client, Some(&ns), policy("SecurityPolicy", "login", "login", json!({"oidc": {
+            "provider": {"issuer": "https://idp.test",
+                         "authorizationEndpoint": format!("http://{auth_addr}/authorize"),
+                         "tokenEndpoint": format!("http://{auth_addr}/token")},
+            "clientID": "web-app", "clientSecret": {"name": "oidc-client"},
+            "redirectURL": "http://login.test/oauth2/callback"}}))).await;
         apply(&client, Some(&ns), policy("SecurityPolicy", "broken", "broken", json!({"apiKeyAuth": {
             "credentialRefs": [{"name": "no-such-secret"}], "extractFrom": [{"headers": ["x-api-key"]}]}}))).await;
         apply(&client, Some(&ns), policy("BackendTrafficPolicy", "limited", "limited", json!({"rateLimit": {"type": "Local",
@@ -404,8 +413,26 @@ async fn security_services_and_traffic_selectors_through_envoy() {
         let line = answer.text().await?;
         assert!(line.starts_with("PROXY TCP4 127.0.0.1 "), "{line}");
 
+        // OIDC: a browser without a session is sent to the provider's authorization endpoint,
+        // as this client, with the callback to come back to.
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(0)
+            .build()?;
+        let (redirect, _) = until!("OIDC redirect", Duration::from_secs(15), async {
+            let r = browser.get(format!("{url}orders")).header("host", "login.test")
+                .header("accept", "text/html").send().await.ok()?;
+            (r.status() == 302).then_some(r)
+        }.await);
+        let location = redirect.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(location.starts_with(&format!("http://{auth_addr}/authorize?")), "{location}");
+        assert!(location.contains("client_id=web-app"), "{location}");
+        assert!(location.contains("redirect_uri=http%3A%2F%2Flogin.test%2Foauth2%2Fcallback"), "{location}");
+        assert!(location.contains("scope=openid"), "{location}");
+
         // Statuses: accepted, and the broken policy names its field; its route is untouched.
         for (kind, name) in [("SecurityPolicy", "keys"), ("SecurityPolicy", "ext-grpc"), ("SecurityPolicy", "jwks"),
+                             ("SecurityPolicy", "login"),
                              ("BackendTrafficPolicy", "per-ip"), ("BackendTrafficPolicy", "gzip")] {
             let (status, _) = until!(format!("{kind} {name} status"), Duration::from_secs(10),
                 accepted(&client, &ns, kind, name).await);

@@ -392,6 +392,8 @@ pub struct SecurityIr {
     pub api_key_auth: Option<ApiKeyAuthIr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ext_auth: Option<ExtAuthIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcIr>,
     /// Clusters the policy's own requests go to (authorization checks, JWKS fetches); added
     /// to the Gateway of every route the policy governs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -425,6 +427,51 @@ impl std::fmt::Debug for ApiKeyAuthIr {
             .field("forward_client_id_header", &self.forward_client_id_header)
             .field("sanitize", &self.sanitize)
             .finish()
+    }
+}
+
+/// OpenID Connect login (authorization-code flow) through Envoy's oauth2 filter.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcIr {
+    pub client_id: String,
+    pub client_secret: String,
+    /// Signs Envoy's session cookies; derived from the client secret and the policy, so it is
+    /// as secret as the client secret and stable across translations and replicas.
+    pub hmac_secret: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    /// Key into the policy's clusters: where token requests go.
+    pub token_cluster: String,
+    /// Where the provider sends the browser back (may use Envoy's `%REQ(...)%` formatting).
+    pub redirect_url: String,
+    /// The path of `redirect_url`, which the filter answers itself.
+    pub redirect_path: String,
+    pub logout_path: String,
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token_cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_domain: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_access_token: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refresh_token: bool,
+}
+
+impl std::fmt::Debug for OidcIr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcIr")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("authorization_endpoint", &self.authorization_endpoint)
+            .field("token_endpoint", &self.token_endpoint)
+            .field("redirect_url", &self.redirect_url)
+            .field("logout_path", &self.logout_path)
+            .finish_non_exhaustive()
     }
 }
 

@@ -1166,6 +1166,13 @@ fn security_ir(index: &Index<'_>, policy: &SecurityPolicy) -> Result<SecurityIr,
     if let Some(a) = &spec.api_key_auth {
         unsupported.extend(unsupported_fields("spec.apiKeyAuth", &a.unsupported));
     }
+    if let Some(o) = &spec.oidc {
+        unsupported.extend(unsupported_fields("spec.oidc", &o.unsupported));
+        unsupported.extend(unsupported_fields(
+            "spec.oidc.provider",
+            &o.provider.unsupported,
+        ));
+    }
     if let Some(e) = &spec.ext_auth {
         unsupported.extend(unsupported_fields("spec.extAuth", &e.unsupported));
         if let Some(h) = &e.http {
@@ -1351,6 +1358,11 @@ fn security_ir(index: &Index<'_>, policy: &SecurityPolicy) -> Result<SecurityIr,
             security_services::ext_auth(index, namespace, e, timeout, &mut clusters)
         })
         .transpose()?;
+    let oidc = spec
+        .oidc
+        .as_ref()
+        .map(|o| security_services::oidc(index, namespace, &key, o, &mut clusters))
+        .transpose()?;
 
     Ok(SecurityIr {
         policy: key,
@@ -1360,6 +1372,7 @@ fn security_ir(index: &Index<'_>, policy: &SecurityPolicy) -> Result<SecurityIr,
         jwt,
         api_key_auth,
         ext_auth,
+        oidc,
         clusters,
     })
 }
@@ -1564,13 +1577,13 @@ mod tests {
         let policy: SecurityPolicy = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "namespace": "n"},
             "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "r"}],
-                     "oidc": {"provider": {}}, "cors": {"allowOrigins": ["*"]}}
+                     "extProc": {"backendRefs": []}, "cors": {"allowOrigins": ["*"]}}
         }))
         .expect("decodes");
         assert_eq!(policy.spec.targets.target_refs.len(), 1);
         assert_eq!(
             unsupported_fields("spec", &policy.spec.unsupported),
-            vec!["spec.oidc".to_owned()]
+            vec!["spec.extProc".to_owned()]
         );
     }
 }

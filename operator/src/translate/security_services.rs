@@ -1,5 +1,5 @@
 //! The SecurityPolicy features that reach beyond the route: API keys read from Secrets,
-//! external authorization services and remote JWKS endpoints reached through clusters of
+//! external authorization services, OpenID Connect providers and remote JWKS endpoints reached through clusters of
 //! their own. Each resolves its references here, once per policy, into IR and the clusters
 //! the policy's own requests need; [`super::policies`] attaches the result to routes.
 //!
@@ -9,13 +9,13 @@
 
 use std::collections::BTreeMap;
 
-use eg_crds::policies::{ApiKeyAuth, BackendCluster, ExtAuth, RemoteJwks};
+use eg_crds::policies::{ApiKeyAuth, BackendCluster, ExtAuth, Oidc, RemoteJwks};
 
 use super::backends::{self, BackendTarget};
 use super::index::{Index, secret_value};
 use super::ir::{
     ApiKeyAuthIr, ClusterIr, ClusterSourceIr, EndpointIr, ExtAuthIr, ExtAuthServiceIr, JwksIr,
-    TrustIr, UpstreamProtocol, UpstreamTlsIr,
+    OidcIr, TrustIr, UpstreamProtocol, UpstreamTlsIr,
 };
 use super::policies::PolicyError;
 use super::route_kind::RouteKind;
@@ -151,8 +151,7 @@ pub(super) fn ext_auth(
     })
 }
 
-/// A remote JWKS source: through its backendRef when it has one, else through a cluster to
-/// the URI's own host and port (TLS with the system trust store for `https`).
+/// A remote JWKS source (see [`uri_cluster`] for how it is reached).
 pub(super) fn remote_jwks(
     index: &Index<'_>,
     namespace: &str,
@@ -162,16 +161,37 @@ pub(super) fn remote_jwks(
     cache_duration_ms: Option<u64>,
     clusters: &mut Vec<ClusterIr>,
 ) -> Result<JwksIr, PolicyError> {
-    let field = format!("{at}.remoteJWKS.uri");
-    let uri = Uri::parse(&remote.uri).map_err(|problem| invalid(&field, &remote.uri, problem))?;
-    let cluster = if remote.backend.refs().next().is_some() {
-        let mut cluster = policy_backend(
-            index,
-            namespace,
-            &format!("{at}.remoteJWKS"),
-            &remote.backend,
-            RouteKind::Http,
-        )?;
+    let name = uri_cluster(
+        index,
+        namespace,
+        &format!("{at}.remoteJWKS"),
+        policy,
+        &remote.uri,
+        &remote.backend,
+        clusters,
+    )?;
+    Ok(JwksIr::Remote {
+        uri: remote.uri.clone(),
+        cluster: name,
+        cache_duration_ms,
+    })
+}
+
+/// The cluster requests to `uri` go through: the policy's backendRef when it has one, else a
+/// cluster to the URI's own host and port; TLS with the system trust store for `https`.
+/// `at` is the field holding `uri` and the backend references.
+fn uri_cluster(
+    index: &Index<'_>,
+    namespace: &str,
+    at: &str,
+    policy: &str,
+    uri_text: &str,
+    backend: &BackendCluster,
+    clusters: &mut Vec<ClusterIr>,
+) -> Result<String, PolicyError> {
+    let uri = Uri::parse(uri_text).map_err(|problem| invalid(at, uri_text, problem))?;
+    let cluster = if backend.refs().next().is_some() {
+        let mut cluster = policy_backend(index, namespace, at, backend, RouteKind::Http)?;
         if uri.https {
             cluster.name.push_str("/tls");
             cluster.tls = Some(system_tls(policy, &uri.host));
@@ -202,10 +222,132 @@ pub(super) fn remote_jwks(
     };
     let name = cluster.name.clone();
     push_cluster(clusters, cluster);
-    Ok(JwksIr::Remote {
-        uri: remote.uri.clone(),
-        cluster: name,
-        cache_duration_ms,
+    Ok(name)
+}
+
+/// Upstream's redirect URL when the policy sets none: the callback path on the host and scheme
+/// the request came with.
+const DEFAULT_REDIRECT_URL: &str = "%REQ(x-forwarded-proto)%://%REQ(:authority)%/oauth2/callback";
+
+/// OpenID Connect login: the client secret from its Secret (`client-secret`), the provider's
+/// endpoints (discovery from the issuer would need I/O the translator does not do, so both
+/// must be given) and a cluster for token requests.
+pub(super) fn oidc(
+    index: &Index<'_>,
+    namespace: &str,
+    policy: &str,
+    o: &Oidc,
+    clusters: &mut Vec<ClusterIr>,
+) -> Result<OidcIr, PolicyError> {
+    let client_id = o
+        .client_id
+        .clone()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| invalid("spec.oidc.clientID", "", "required"))?;
+    let r = o
+        .client_secret
+        .as_ref()
+        .ok_or_else(|| invalid("spec.oidc.clientSecret", "", "required"))?;
+    let ns = r.namespace.as_deref().unwrap_or(namespace);
+    let secret = index
+        .secret(ns, &r.name)
+        .ok_or_else(|| PolicyError::RefNotFound {
+            field: "spec.oidc.clientSecret".into(),
+            kind: "Secret",
+            namespace: ns.to_owned(),
+            name: r.name.clone(),
+        })?;
+    let client_secret = secret_value(secret, "client-secret")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| PolicyError::MissingKey {
+            kind: "Secret",
+            namespace: ns.to_owned(),
+            name: r.name.clone(),
+            key: "client-secret",
+        })?;
+    let endpoint = |field: &str, value: &Option<String>| {
+        let value = value.clone().unwrap_or_default();
+        let at = format!("spec.oidc.provider.{field}");
+        if value.is_empty() {
+            return Err(invalid(
+                &at,
+                "",
+                "required: discovery from the issuer is not supported",
+            ));
+        }
+        Uri::parse(&value).map_err(|problem| invalid(&at, &value, problem))?;
+        Ok(value)
+    };
+    let authorization_endpoint =
+        endpoint("authorizationEndpoint", &o.provider.authorization_endpoint)?;
+    let token_endpoint = endpoint("tokenEndpoint", &o.provider.token_endpoint)?;
+    let token_cluster = uri_cluster(
+        index,
+        namespace,
+        "spec.oidc.provider.tokenEndpoint",
+        policy,
+        &token_endpoint,
+        &o.provider.backend,
+        clusters,
+    )?;
+    let redirect_url = o
+        .redirect_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_REDIRECT_URL.to_owned());
+    let redirect_path = redirect_url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .map(|p| p.split(['?', '#']).next().unwrap_or(p).to_owned())
+        .filter(|p| p.len() > 1)
+        .ok_or_else(|| {
+            invalid(
+                "spec.oidc.redirectURL",
+                &redirect_url,
+                "must be an absolute URL with a path",
+            )
+        })?;
+    let logout_path = o.logout_path.clone().unwrap_or_else(|| "/logout".into());
+    if !logout_path.starts_with('/') {
+        return Err(invalid(
+            "spec.oidc.logoutPath",
+            &logout_path,
+            "must start with /",
+        ));
+    }
+    // Upstream always asks for `openid`.
+    let mut scopes = vec!["openid".to_owned()];
+    for scope in &o.scopes {
+        if !scopes.contains(scope) {
+            scopes.push(scope.clone());
+        }
+    }
+    let hmac_secret = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"eg-operator oidc hmac\0");
+        h.update(policy.as_bytes());
+        h.update(b"\0");
+        h.update(client_secret.as_bytes());
+        crate::short_hash::hex_prefix(&h.finalize(), 32)
+    };
+    let names = o.cookie_names.clone().unwrap_or_default();
+    Ok(OidcIr {
+        client_id,
+        client_secret,
+        hmac_secret,
+        authorization_endpoint,
+        token_endpoint,
+        token_cluster,
+        redirect_url,
+        redirect_path,
+        logout_path,
+        scopes,
+        resources: o.resources.clone(),
+        access_token_cookie: names.access_token,
+        id_token_cookie: names.id_token,
+        cookie_domain: o.cookie_domain.clone(),
+        forward_access_token: o.forward_access_token.unwrap_or(false),
+        refresh_token: o.refresh_token.unwrap_or(false),
     })
 }
 

@@ -93,7 +93,7 @@ use super::envoy_config::{
     socket_address,
 };
 use super::policy_config::{self, exact, millis, put_map};
-use super::policy_filters::ListenerNeeds;
+use super::policy_filters::{self, ListenerNeeds};
 use super::protocol::{CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, SECRET, Snapshot};
 use crate::short_hash::hex_prefix;
 use crate::translate::ir::{
@@ -297,6 +297,7 @@ impl SnapshotBuilder {
             }
         }
         add_clusters(&mut snap, gateway);
+        add_policy_secrets(&mut snap, gateway);
         snap
     }
 
@@ -432,6 +433,27 @@ fn add_clusters(snap: &mut Snapshot, gateway: &GatewayIr) {
                 ENDPOINT,
                 resource(name, &load_assignment_of(name, addresses)),
             );
+        }
+    }
+}
+
+/// The secrets the routes' policies hand Envoy over SDS (OIDC client and cookie secrets).
+fn add_policy_secrets(snap: &mut Snapshot, gateway: &GatewayIr) {
+    let mut oidc = BTreeMap::new();
+    for l in &gateway.listeners {
+        for v in &l.virtual_hosts {
+            for r in &v.routes {
+                if let Some(s) = &r.security
+                    && let Some(o) = &s.oidc
+                {
+                    oidc.insert(s.policy.as_str(), o);
+                }
+            }
+        }
+    }
+    for (policy, o) in oidc {
+        for secret in policy_filters::oidc_secrets(policy, o) {
+            snap.insert(SECRET, resource(&secret.name, &secret));
         }
     }
 }

@@ -51,6 +51,7 @@ use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
     per_route_config,
 };
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
+use envoy_types::pb::envoy::extensions::filters::http::oauth2::v3::OAuth2;
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac, RbacPerRoute};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter, http_filter,
@@ -111,6 +112,11 @@ pub fn policy_filters(jwt: Option<Any>, needs: &ListenerNeeds<'_>) -> Vec<HttpFi
     let mut filters = vec![
         // Faults come first: an injected abort answers before any other work.
         typed(FAULT_FILTER, any(&HttpFault::default()), true),
+        typed(
+            policy_filters::OAUTH2_FILTER,
+            any(&OAuth2::default()),
+            false,
+        ),
         // Always present, even without providers: a connection accepted before a listener
         // update keeps its old filter chain while the routes it reads are new, and a route
         // naming a requirement its jwt_authn filter does not know is refused (403) rather than
@@ -194,6 +200,12 @@ pub fn per_filter_configs(r: &RouteIr) -> BTreeMap<String, Any> {
                 users: Some(super::from_ir::inline_source(&basic.htpasswd)),
             };
             out.insert(BASIC_AUTH_FILTER.to_owned(), enable(any(&config)));
+        }
+        if let Some(oidc) = &security.oidc {
+            out.insert(
+                policy_filters::OAUTH2_FILTER.to_owned(),
+                any(&policy_filters::oauth2_per_route(&security.policy, oidc)),
+            );
         }
         if let Some(keys) = &security.api_key_auth {
             out.insert(

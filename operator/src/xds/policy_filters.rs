@@ -9,6 +9,10 @@
 //!   (named after it, disabled), because the service, timeout and fail-open switch are
 //!   filter-level settings in Envoy; routes under the policy enable it. So the first such
 //!   policy on a listener changes the listener.
+//! - OpenID Connect: one oauth2 filter in every connection manager, without configuration of
+//!   its own (it then passes requests through); a route under an OIDC policy carries the
+//!   policy's configuration, whose two secrets (client secret, cookie-signing key) go to Envoy
+//!   over SDS. Always present for the reason jwt_authn is (see [`super::policy_config`]).
 //! - Compressors are one filter per algorithm, disabled, present on listeners where a route
 //!   asks for one; compression left off is harmless, so they need not always be there.
 //! - Local rate limit rules with selectors become descriptor actions and descriptors of the
@@ -39,8 +43,15 @@ use envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3::{
     ext_authz_per_route,
 };
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
+use envoy_types::pb::envoy::extensions::filters::http::oauth2::v3::{
+    OAuth2Config, OAuth2Credentials, OAuth2PerRoute, o_auth2_credentials,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    GenericSecret, SdsSecretConfig, Secret, secret,
+};
 use envoy_types::pb::envoy::r#type::matcher::v3::{
-    AddressMatcher, ListStringMatcher, RegexMatcher, StringMatcher, string_matcher,
+    AddressMatcher, ListStringMatcher, PathMatcher, RegexMatcher, StringMatcher, path_matcher,
+    string_matcher,
 };
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, TokenBucket, fractional_percent};
 use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
@@ -49,8 +60,8 @@ use envoy_types::pb::xds::core::v3::CidrRange as XdsCidrRange;
 use super::envoy_config::any;
 use super::policy_config::{exact, millis};
 use crate::translate::ir::{
-    ApiKeyAuthIr, ExtAuthIr, ExtAuthServiceIr, PathMatchIr, RateLimitIr, RateLimitSelectorIr,
-    RouteIr, StringMatchIr,
+    ApiKeyAuthIr, ExtAuthIr, ExtAuthServiceIr, OidcIr, PathMatchIr, RateLimitIr,
+    RateLimitSelectorIr, RouteIr, StringMatchIr,
 };
 
 pub const API_KEY_AUTH_FILTER: &str = "envoy.filters.http.api_key_auth";
@@ -107,6 +118,86 @@ pub fn api_key_auth_per_route(a: &ApiKeyAuthIr) -> ApiKeyAuthPerRoute {
         ..ApiKeyAuthPerRoute::default()
     }
 }
+
+pub const OAUTH2_FILTER: &str = "envoy.filters.http.oauth2";
+
+/// SDS names of an OIDC policy's client secret and cookie-signing secret.
+pub fn oidc_secret_names(policy: &str) -> (String, String) {
+    (
+        format!("oauth2/{policy}/client-secret"),
+        format!("oauth2/{policy}/hmac"),
+    )
+}
+
+/// The SDS secrets an OIDC policy's oauth2 configuration names.
+pub fn oidc_secrets(policy: &str, o: &OidcIr) -> [Secret; 2] {
+    let (client, hmac) = oidc_secret_names(policy);
+    let generic = |name: String, value: &str| Secret {
+        name,
+        r#type: Some(secret::Type::GenericSecret(GenericSecret {
+            secret: Some(super::from_ir::inline_source(value)),
+            ..GenericSecret::default()
+        })),
+    };
+    [
+        generic(client, &o.client_secret),
+        generic(hmac, &o.hmac_secret),
+    ]
+}
+
+/// A route's oauth2 configuration for its OIDC policy. The listener's oauth2 filter has no
+/// configuration of its own and passes requests of routes without one.
+pub fn oauth2_per_route(policy: &str, o: &OidcIr) -> OAuth2PerRoute {
+    let (client, hmac) = oidc_secret_names(policy);
+    let sds = |name: String| SdsSecretConfig {
+        name,
+        sds_config: Some(super::envoy_config::ads_source()),
+    };
+    let path = |p: &str| PathMatcher {
+        rule: Some(path_matcher::Rule::Path(exact(p))),
+    };
+    OAuth2PerRoute {
+        config: Some(OAuth2Config {
+            stat_prefix: policy.replace('/', "_"),
+            token_endpoint: Some(HttpUri {
+                uri: o.token_endpoint.clone(),
+                timeout: Some(millis(TOKEN_TIMEOUT_MS)),
+                http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(
+                    o.token_cluster.clone(),
+                )),
+            }),
+            authorization_endpoint: o.authorization_endpoint.clone(),
+            redirect_uri: o.redirect_url.clone(),
+            redirect_path_matcher: Some(path(&o.redirect_path)),
+            signout_path: Some(path(&o.logout_path)),
+            forward_bearer_token: o.forward_access_token,
+            // Upstream keeps the client's own Authorization header unless the access token
+            // replaces it.
+            preserve_authorization_header: !o.forward_access_token,
+            use_refresh_token: Some(BoolValue {
+                value: o.refresh_token,
+            }),
+            auth_scopes: o.scopes.clone(),
+            resources: o.resources.clone(),
+            credentials: Some(OAuth2Credentials {
+                client_id: o.client_id.clone(),
+                token_secret: Some(sds(client)),
+                token_formation: Some(o_auth2_credentials::TokenFormation::HmacSecret(sds(hmac))),
+                cookie_names: (o.access_token_cookie.is_some() || o.id_token_cookie.is_some())
+                    .then(|| o_auth2_credentials::CookieNames {
+                        bearer_token: o.access_token_cookie.clone().unwrap_or_default(),
+                        id_token: o.id_token_cookie.clone().unwrap_or_default(),
+                        ..o_auth2_credentials::CookieNames::default()
+                    }),
+                cookie_domain: o.cookie_domain.clone().unwrap_or_default(),
+            }),
+            ..OAuth2Config::default()
+        }),
+    }
+}
+
+/// How long Envoy waits for the provider's token endpoint (upstream's default).
+const TOKEN_TIMEOUT_MS: u64 = 10_000;
 
 /// The ext_authz filter name of a policy's authorization service.
 pub fn ext_authz_filter_name(policy: &str) -> String {
