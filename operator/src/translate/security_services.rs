@@ -553,6 +553,77 @@ spec:
     }
 
     #[test]
+    fn oidc_needs_explicit_endpoints_and_its_secret() {
+        let objects = format!(
+            "{OBJECTS}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: oidc, namespace: n}}\nstringData: {{client-secret: s}}\n"
+        );
+        let snapshot = snapshot_from_yaml("c", &objects).expect("loads");
+        let index = Index::new(&snapshot);
+        let resolve = |oidc: serde_json::Value| {
+            let policy = security(serde_json::json!({ "oidc": oidc }));
+            let mut clusters = Vec::new();
+            oidc_ir(&index, &policy, &mut clusters)
+        };
+        let good = serde_json::json!({
+            "provider": {"issuer": "https://idp.test", "authorizationEndpoint": "https://idp.test/auth",
+                         "tokenEndpoint": "https://idp.test:8443/token"},
+            "clientID": "app", "clientSecret": {"name": "oidc"}, "scopes": ["email", "openid"]});
+        let (ir, clusters) = resolve(good.clone()).expect("resolves");
+        assert_eq!(ir.scopes, ["openid", "email"], "openid once, first");
+        assert_eq!(
+            ir.redirect_path, "/oauth2/callback",
+            "upstream's default callback"
+        );
+        assert_eq!(ir.logout_path, "/logout");
+        assert_eq!(ir.token_cluster, "uri/https/idp.test/8443");
+        assert_eq!(clusters.len(), 1);
+        assert_eq!(ir.hmac_secret.len(), 64);
+        assert_eq!(
+            resolve(good.clone()).expect("resolves").0.hmac_secret,
+            ir.hmac_secret,
+            "stable"
+        );
+        assert!(
+            !format!("{ir:?}").contains("\"s\""),
+            "the client secret stays out of logs"
+        );
+
+        let mut no_token = good.clone();
+        no_token["provider"]["tokenEndpoint"] = serde_json::Value::Null;
+        let error = resolve(no_token).expect_err("refused").to_string();
+        assert!(
+            error.contains("spec.oidc.provider.tokenEndpoint"),
+            "{error}"
+        );
+        let mut other_secret = good.clone();
+        other_secret["clientSecret"]["name"] = "gone".into();
+        let error = resolve(other_secret).expect_err("refused").to_string();
+        assert!(
+            error.starts_with("spec.oidc.clientSecret: Secret n/gone"),
+            "{error}"
+        );
+        let mut relative = good;
+        relative["redirectURL"] = "/callback".into();
+        let error = resolve(relative).expect_err("refused").to_string();
+        assert!(error.contains("spec.oidc.redirectURL"), "{error}");
+    }
+
+    fn oidc_ir(
+        index: &Index<'_>,
+        policy: &SecurityPolicy,
+        clusters: &mut Vec<ClusterIr>,
+    ) -> Result<(OidcIr, Vec<ClusterIr>), PolicyError> {
+        let o = oidc(
+            index,
+            "n",
+            "n/p",
+            policy.spec.oidc.as_ref().expect("set"),
+            clusters,
+        )?;
+        Ok((o, clusters.clone()))
+    }
+
+    #[test]
     fn ext_auth_needs_one_resolvable_backend() {
         let snapshot = snapshot_from_yaml("c", OBJECTS).expect("loads");
         let index = Index::new(&snapshot);
