@@ -330,7 +330,7 @@ async fn security_services_and_traffic_selectors_through_envoy() {
             "local": {"rules": [{"clientSelectors": [{"sourceCIDR": {"type": "Distinct", "value": "0.0.0.0/0"}}],
                                  "limit": {"requests": 2, "unit": "Minute"}}]}}}))).await;
         apply(&client, Some(&ns), policy("BackendTrafficPolicy", "gzip", "gzip",
-            json!({"compression": [{"type": "Gzip"}]}))).await;
+            json!({"compression": [{"type": "Gzip"}, {"type": "Brotli"}, {"type": "Zstd"}]}))).await;
         apply(&client, Some(&ns), policy("BackendTrafficPolicy", "proxied", "proxied",
             json!({"proxyProtocol": {"version": "V1"}}))).await;
 
@@ -395,7 +395,7 @@ async fn security_services_and_traffic_selectors_through_envoy() {
         }
         assert_eq!(mine, [200, 200, 429]);
 
-        // Compression: gzip when the client accepts it, plain otherwise.
+        // Compression: the encoding the client accepts (gzip, brotli, zstd), plain otherwise.
         let (zipped, _) = until!("gzip response", Duration::from_secs(10), async {
             let r = get("gzip.test").header("accept-encoding", "gzip").send().await.ok()?;
             (r.headers().get("content-encoding").and_then(|v| v.to_str().ok()) == Some("gzip"))
@@ -403,6 +403,10 @@ async fn security_services_and_traffic_selectors_through_envoy() {
         }.await);
         let body = zipped.bytes().await?;
         assert_eq!(&body[..2], &[0x1f, 0x8b], "a gzip stream");
+        for (accept, encoding) in [("br", "br"), ("zstd", "zstd")] {
+            let r = get("gzip.test").header("accept-encoding", accept).send().await?;
+            assert_eq!(r.headers().get("content-encoding").and_then(|v| v.to_str().ok()), Some(encoding));
+        }
         let plain = get("gzip.test").send().await?;
         assert!(plain.headers().get("content-encoding").is_none());
         assert!(plain.json::<Echo>().await.is_ok());
