@@ -287,13 +287,17 @@ async fn security_services_and_traffic_selectors_through_envoy() {
         let controller_name = format!("example.com/security-{ns}");
         let port = free_port(LOOPBACK)?;
         http_gateway(&client, &ns, "gw", &format!("gc-{ns}"), &controller_name, port).await;
-        for (name, addr) in [("auth-http", auth_addr), ("auth-grpc", grpc_addr), ("proxied", proxied_addr)] {
+        // An authorization service that is down: nothing listens on its port.
+        let down_addr = SocketAddr::new(LOOPBACK, free_port(LOOPBACK)?);
+        for (name, addr) in [("auth-http", auth_addr), ("auth-grpc", grpc_addr), ("proxied", proxied_addr),
+                             ("auth-down", down_addr)] {
             apply(&client, Some(&ns), loopback_backend(name, addr)).await;
         }
         for (name, host) in [("plain", "plain.test"), ("keys", "keys.test"), ("ext-http", "ext-http.test"),
                              ("ext-grpc", "ext-grpc.test"), ("jwks", "jwks.test"), ("limited", "limited.test"),
                              ("per-ip", "per-ip.test"), ("gzip", "gzip.test"), ("broken", "broken.test"),
-                             ("login", "login.test")] {
+                             ("login", "login.test"), ("fail-open", "fail-open.test"),
+                             ("fail-closed", "fail-closed.test")] {
             apply(&client, Some(&ns), route(name, host, app())).await;
         }
         apply(&client, Some(&ns), route("proxied", "proxied.test", backend_ref("proxied"))).await;
@@ -312,6 +316,10 @@ async fn security_services_and_traffic_selectors_through_envoy() {
             "name": "remote", "issuer": "https://issuer.test",
             "remoteJWKS": {"uri": format!("http://{auth_addr}/jwks.json")},
             "claimToHeaders": [{"claim": "sub", "header": "x-jwt-sub"}]}]}}))).await;
+        for (name, open) in [("fail-open", true), ("fail-closed", false)] {
+            apply(&client, Some(&ns), policy("SecurityPolicy", name, name, json!({"extAuth": {
+                "http": {"backendRefs": [backend_ref("auth-down")]}, "failOpen": open, "timeout": "1s"}}))).await;
+        }
         apply(&client, Some(&ns), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "oidc-client"},
             "stringData": {"client-secret": "oidc-secret"}})).await;
         apply(&client, Some(&ns), policy("SecurityPolicy", "login", "login", json!({"oidc": {
@@ -368,6 +376,15 @@ async fn security_services_and_traffic_selectors_through_envoy() {
             assert_eq!(get(host).header("x-token", "nope").send().await?.status(), 403, "{host}");
             assert_eq!(get(host).send().await?.status(), 403, "{host}");
         }
+
+        // An unreachable service: failOpen lets requests through, otherwise they are refused.
+        until!("fail-open passes", Duration::from_secs(15),
+            get("fail-open.test").send().await.ok().filter(|r| r.status() == 200));
+        let (refused, _) = until!("fail-closed refuses", Duration::from_secs(15), async {
+            let status = get("fail-closed.test").send().await.ok()?.status();
+            (status != 200).then_some(status)
+        }.await);
+        assert_eq!(refused, 403);
 
         // Remote JWKS: a token signed by the served key passes, one signed by another 401s.
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
