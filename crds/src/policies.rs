@@ -670,6 +670,9 @@ pub struct HttpExtAuthService {
     /// Prefixed to the original request path in the check request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Replaces the original request path in the check request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_override: Option<String>,
     /// Headers of the service's answer copied onto the request sent to the backend.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers_to_backend: Vec<String>,

@@ -496,6 +496,9 @@ pub enum ExtAuthServiceIr {
         /// Prefixed to the request path in the check request.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<String>,
+        /// Replaces the request path in the check request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path_override: Option<String>,
         /// Headers of an allowing answer copied onto the upstream request (lowercase).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         headers_to_backend: Vec<String>,

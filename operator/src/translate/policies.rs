@@ -1481,6 +1481,44 @@ mod tests {
     }
 
     #[test]
+    fn migrated_external_auth_is_accepted_through_its_reference_grant() {
+        // What `eg-operator migrate ingress-nginx` writes for auth-url, plus the Service it
+        // points at: pathOverride, headersToBackend, a Backend, another namespace's Service.
+        let service = "apiVersion: v1\nkind: Service\nmetadata: {name: oauth2-proxy, namespace: auth}\nspec:\n  ports: [{port: 4180}]\n";
+        let text = format!(
+            "{}---\n{service}",
+            include_str!("../../tests/migrate/golden/auth-url/output.yaml")
+        );
+        let mut snapshot = super::super::snapshot_from_yaml("c", &text).expect("loads");
+        snapshot.backend_api = true;
+        let index = Index::new(&snapshot);
+        assert_eq!(snapshot.security_policies.len(), 2);
+        for policy in &snapshot.security_policies {
+            let ir = security_ir(&index, policy).expect("accepted");
+            let ext = ir.ext_auth.expect("ext auth");
+            assert!(
+                matches!(&ext.service, crate::translate::ir::ExtAuthServiceIr::Http { path_override: Some(p), .. } if p.starts_with('/')),
+                "{ext:?}"
+            );
+        }
+        // Without the grant, the other namespace's Service is refused, naming the field.
+        snapshot.reference_grants.clear();
+        let index = Index::new(&snapshot);
+        let refused: Vec<String> = snapshot
+            .security_policies
+            .iter()
+            .filter_map(|p| security_ir(&index, p).err())
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].contains("spec.extAuth.http.backendRefs[0]")
+                && refused[0].contains("ReferenceGrant"),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
     fn rate_limit_selectors_are_checked_and_named() {
         let rule = |selector: serde_json::Value| {
             btp(

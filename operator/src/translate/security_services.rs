@@ -18,6 +18,7 @@ use super::ir::{
     OidcIr, TrustIr, UpstreamProtocol, UpstreamTlsIr,
 };
 use super::policies::PolicyError;
+use super::refs::{Referent, Referrer, reference_allowed};
 use super::route_kind::RouteKind;
 
 /// Upstream's timeout for an authorization check when the policy sets none.
@@ -114,9 +115,19 @@ pub(super) fn ext_auth(
                 &http.backend,
                 RouteKind::Http,
             )?;
+            let path = http.path.clone().filter(|p| !p.is_empty());
+            let path_override = http.path_override.clone().filter(|p| !p.is_empty());
+            if path.is_some() && path_override.is_some() {
+                return Err(invalid(
+                    "spec.extAuth.http.pathOverride",
+                    path_override.as_deref().unwrap_or_default(),
+                    "only one of path and pathOverride may be set",
+                ));
+            }
             (
                 ExtAuthServiceIr::Http {
-                    path: http.path.clone().filter(|p| !p.is_empty()),
+                    path,
+                    path_override,
                     headers_to_backend: lowercase(&http.headers_to_backend),
                 },
                 cluster,
@@ -403,19 +414,54 @@ fn policy_backend(
             "",
             "a backend is required",
         )),
-        [r] => backends::resolve(
-            index,
-            kind,
-            namespace,
-            BackendTarget {
-                group: r.group.as_deref(),
-                kind: r.kind.as_deref(),
-                name: &r.name,
-                namespace: r.namespace.as_deref(),
-                port: r.port,
-            },
-        )
-        .map_err(|e| invalid(&field, &r.name, &e.to_string())),
+        [r] => {
+            // Another namespace's backend needs a ReferenceGrant from SecurityPolicies (not
+            // from routes, which is what `backends::resolve` checks): checked here, then the
+            // reference is resolved as if made from the backend's own namespace.
+            let target_ns = r
+                .namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(namespace);
+            let target_kind = r.kind.as_deref().unwrap_or("Service");
+            let allowed = reference_allowed(
+                &index.grants,
+                Referrer {
+                    group: "gateway.envoyproxy.io",
+                    kind: "SecurityPolicy",
+                    namespace,
+                },
+                Referent {
+                    group: r.group.as_deref().unwrap_or(""),
+                    kind: target_kind,
+                    namespace: target_ns,
+                    name: &r.name,
+                },
+            );
+            if !allowed {
+                return Err(invalid(
+                    &field,
+                    &r.name,
+                    &format!(
+                        "{target_kind} {target_ns}/{} is in another namespace; no ReferenceGrant there permits SecurityPolicies of {namespace}",
+                        r.name
+                    ),
+                ));
+            }
+            backends::resolve(
+                index,
+                kind,
+                target_ns,
+                BackendTarget {
+                    group: r.group.as_deref(),
+                    kind: r.kind.as_deref(),
+                    name: &r.name,
+                    namespace: Some(target_ns),
+                    port: r.port,
+                },
+            )
+            .map_err(|e| invalid(&field, &r.name, &e.to_string()))
+        }
         _ => Err(PolicyError::Unsupported(vec![format!(
             "{at}.backendRefs (more than one backend)"
         )])),

@@ -214,6 +214,7 @@ pub fn ext_authz(e: &ExtAuthIr) -> ExtAuthz {
     let services = match &e.service {
         ExtAuthServiceIr::Http {
             path,
+            path_override,
             headers_to_backend,
         } => ext_authz::Services::HttpService(HttpService {
             server_uri: Some(HttpUri {
@@ -224,6 +225,7 @@ pub fn ext_authz(e: &ExtAuthIr) -> ExtAuthz {
                 http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(e.cluster.clone())),
             }),
             path_prefix: path.clone().unwrap_or_default(),
+            path_override: path_override.clone().unwrap_or_default(),
             authorization_response: Some(AuthorizationResponse {
                 allowed_upstream_headers: list(headers_to_backend),
                 ..AuthorizationResponse::default()
@@ -668,6 +670,7 @@ mod tests {
         let http = ExtAuthIr {
             service: ExtAuthServiceIr::Http {
                 path: Some("/check".into()),
+                path_override: None,
                 headers_to_backend: vec!["x-user".into()],
             },
             cluster: "service/n/auth/80".into(),
