@@ -2,16 +2,16 @@
 //! [`TrafficIr`] and [`SecurityIr`] become, the HTTP filters every connection manager carries
 //! for them, and cluster settings.
 //!
-//! - Every HTTP connection manager carries basic_auth, RBAC and local rate limit filters,
-//!   disabled, before the router; a route under a policy enables them through its
+//! - Every HTTP connection manager carries basic_auth, api_key_auth, RBAC and local rate limit
+//!   filters, disabled, before the router; a route under a policy enables them through its
 //!   `typed_per_filter_config` (`FilterConfig`). So the first policy on a listener changes a
 //!   route table, never the listener (a listener update drains its connections).
 //! - JWT providers are the exception: Envoy's jwt_authn filter holds them at the listener (one
 //!   requirement per policy, named after it, which the routes select), so the first JWT policy
 //!   on a listener does change it. The filter is there even without providers, so connections
 //!   still on the previous listener refuse JWT routes instead of skipping the check.
-//! - API keys, external authorization, compression and rate limit selectors: see
-//!   [`super::policy_filters`].
+//! - API keys, external authorization, OpenID Connect, compression and rate limit selectors:
+//!   see [`super::policy_filters`].
 //! - Authorization: upstream's ordered rules become one RBAC ALLOW policy (see [`rbac_rules`]).
 //!   Protobuf maps are avoided or encoded in sorted order: prost encodes `HashMap`s in iteration order, and the bytes must not
 //!   change from one build to the next.

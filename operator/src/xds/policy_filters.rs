@@ -1,6 +1,6 @@
 //! Envoy configuration for the policy features added after the first set (pure): API key
-//! authentication, external authorization, response compression and local rate limits with
-//! client selectors. [`super::policy_config`] places these filters in the connection manager
+//! authentication, external authorization, OpenID Connect, response compression and local
+//! rate limits with client selectors. [`super::policy_config`] places these filters in the connection manager
 //! and calls in here for their listener- and route-level configuration.
 //!
 //! - API keys follow basic auth: one disabled filter in every connection manager, enabled by a
@@ -8,7 +8,10 @@
 //! - External authorization, like upstream Envoy Gateway, is one filter per SecurityPolicy
 //!   (named after it, disabled), because the service, timeout and fail-open switch are
 //!   filter-level settings in Envoy; routes under the policy enable it. So the first such
-//!   policy on a listener changes the listener.
+//!   policy on a listener changes the listener, and a keep-alive connection accepted before
+//!   that change keeps the old filter chain while reading the new routes: its requests skip
+//!   the check until it closes. (Known gap; one always-present ext_authz filter with per-route
+//!   service overrides would close it but cannot carry a per-policy fail-open switch.)
 //! - OpenID Connect: one oauth2 filter in every connection manager, without configuration of
 //!   its own (it then passes requests through); a route under an OIDC policy carries the
 //!   policy's configuration, whose two secrets (client secret, cookie-signing key) go to Envoy
