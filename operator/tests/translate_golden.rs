@@ -60,6 +60,7 @@ golden! {
     backend_tls_policy => "backend-tls-policy",
     policies => "policies",
     client_traffic_policy => "client-traffic-policy",
+    security_services => "security-services",
 }
 
 /// Every fixture directory is listed above, so none is silently skipped.

@@ -590,6 +590,7 @@ fn ca_certificate(
     };
     let Some(value) = found else {
         return Err(PolicyError::RefNotFound {
+            field: field.to_string(),
             kind,
             namespace: namespace.to_owned(),
             name: r.name.clone(),
@@ -719,7 +720,10 @@ mod tests {
             serde_json::json!({"tls": {"clientValidation": {"caCertificateRefs": [{"name": "gone"}]}}}),
         )
         .expect_err("missing Secret");
-        assert_eq!(err.to_string(), "Secret n/gone not found");
+        assert_eq!(
+            err.to_string(),
+            "spec.tls.clientValidation.caCertificateRefs[0]: Secret n/gone not found"
+        );
     }
 
     #[test]

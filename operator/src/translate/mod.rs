@@ -21,6 +21,7 @@
 //! - `policies`: Envoy Gateway's BackendTrafficPolicy and SecurityPolicy: attachment, IR, status;
 //! - `client_traffic`: Envoy Gateway's ClientTrafficPolicy: listener settings, on the same
 //!   attachment and status rules;
+//! - `security_services`: SecurityPolicy API keys, external authorization and remote JWKS;
 //! - `hostname`: hostname intersection and listener isolation;
 //! - `precedence`: route ordering;
 //! - `refs`: ReferenceGrants and namespace selectors;
@@ -43,6 +44,7 @@ mod refs;
 mod route_kind;
 mod routes;
 mod rules;
+mod security_services;
 mod tls;
 
 use std::collections::{BTreeMap, HashMap};

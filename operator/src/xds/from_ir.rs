@@ -98,6 +98,7 @@ use super::envoy_config::{
     socket_address,
 };
 use super::policy_config::{self, exact, millis, put_map};
+use super::policy_filters::{self, ListenerNeeds};
 use super::protocol::{CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, SECRET, Snapshot};
 use crate::short_hash::hex_prefix;
 use crate::translate::ir::{
@@ -238,11 +239,16 @@ impl SnapshotBuilder {
                         .flat_map(|l| l.virtual_hosts.iter())
                         .collect();
                     snap.insert(ROUTE, self.route_table(&route_name, &vhosts));
-                    let jwt = listener_jwt(vhosts.iter().copied());
+                    let policy_filters = listener_policy_filters(vhosts.iter().copied());
                     let client = port_client(&listeners);
                     let mut filters =
                         client_traffic_config::network_filters(client, &listener_name);
-                    filters.push(hcm_filter(&listener_name, &route_name, jwt, client));
+                    filters.push(hcm_filter(
+                        &listener_name,
+                        &route_name,
+                        policy_filters,
+                        client,
+                    ));
                     let chain = FilterChain {
                         filters,
                         ..FilterChain::default()
@@ -331,6 +337,7 @@ impl SnapshotBuilder {
             }
         }
         add_clusters(&mut snap, gateway);
+        add_policy_secrets(&mut snap, gateway);
         snap
     }
 
@@ -470,6 +477,27 @@ fn add_clusters(snap: &mut Snapshot, gateway: &GatewayIr) {
     }
 }
 
+/// The secrets the routes' policies hand Envoy over SDS (OIDC client and cookie secrets).
+fn add_policy_secrets(snap: &mut Snapshot, gateway: &GatewayIr) {
+    let mut oidc = BTreeMap::new();
+    for l in &gateway.listeners {
+        for v in &l.virtual_hosts {
+            for r in &v.routes {
+                if let Some(s) = &r.security
+                    && let Some(o) = &s.oidc
+                {
+                    oidc.insert(s.policy.as_str(), o);
+                }
+            }
+        }
+    }
+    for (policy, o) in oidc {
+        for secret in policy_filters::oidc_secrets(policy, o) {
+            snap.insert(SECRET, resource(&secret.name, &secret));
+        }
+    }
+}
+
 fn address_of(e: &EndpointIr) -> Option<Address> {
     match e {
         EndpointIr::Ip { ip, port } => ip
@@ -501,11 +529,13 @@ fn listener(name: &str, bind: SocketAddr, filter_chains: Vec<FilterChain>, tls: 
     }
 }
 
-/// JWT configuration for the routes of `vhosts` (see [`policy_config`]).
-fn listener_jwt<'a>(vhosts: impl Iterator<Item = &'a Arc<VirtualHostIr>>) -> Option<Any> {
-    policy_config::jwt_authentication(&policy_config::jwt_policies(
-        vhosts.flat_map(|v| v.routes.iter().map(|r| &**r)),
-    ))
+/// The listener-level policy filters for the routes of `vhosts` (see [`policy_config`]).
+fn listener_policy_filters<'a>(
+    vhosts: impl Iterator<Item = &'a Arc<VirtualHostIr>> + Clone,
+) -> Vec<HttpFilter> {
+    let routes = vhosts.flat_map(|v| v.routes.iter().map(|r| &**r));
+    let jwt = policy_config::jwt_authentication(&policy_config::jwt_policies(routes.clone()));
+    policy_config::policy_filters(jwt, &ListenerNeeds::of(routes))
 }
 
 /// The ClientTrafficPolicy of a port's listeners, for what Envoy holds once per port: the
@@ -517,10 +547,15 @@ fn port_client<'a>(listeners: &[&'a ListenerIr]) -> Option<&'a ClientTrafficIr> 
 fn hcm_filter(
     stat_prefix: &str,
     route_name: &str,
-    jwt: Option<Any>,
+    policy_filters: Vec<HttpFilter>,
     client: Option<&ClientTrafficIr>,
 ) -> Filter {
-    hcm_as_filter(&connection_manager(stat_prefix, route_name, jwt, client))
+    hcm_as_filter(&connection_manager(
+        stat_prefix,
+        route_name,
+        policy_filters,
+        client,
+    ))
 }
 
 fn hcm_as_filter(hcm: &HttpConnectionManager) -> Filter {
@@ -533,7 +568,7 @@ fn hcm_as_filter(hcm: &HttpConnectionManager) -> Filter {
 fn connection_manager(
     stat_prefix: &str,
     route_name: &str,
-    jwt: Option<Any>,
+    policy_filters: Vec<HttpFilter>,
     client: Option<&ClientTrafficIr>,
 ) -> HttpConnectionManager {
     let mut http_filters = vec![
@@ -546,7 +581,7 @@ fn connection_manager(
             ..HttpFilter::default()
         },
     ];
-    http_filters.extend(policy_config::policy_filters(jwt));
+    http_filters.extend(policy_filters);
     http_filters.push(HttpFilter {
         name: "envoy.filters.http.router".into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(
@@ -585,7 +620,7 @@ fn https_chain(
     let mut hcm = connection_manager(
         route_name,
         route_name,
-        listener_jwt(l.virtual_hosts.iter()),
+        listener_policy_filters(l.virtual_hosts.iter()),
         l.client.as_ref(),
     );
     if let Some(port) = http3_port {
@@ -611,7 +646,7 @@ fn quic_chain(snap: &mut Snapshot, route_name: &str, l: &ListenerIr) -> FilterCh
     let mut hcm = connection_manager(
         route_name,
         route_name,
-        listener_jwt(l.virtual_hosts.iter()),
+        listener_policy_filters(l.virtual_hosts.iter()),
         l.client.as_ref(),
     );
     client_traffic_config::serve_http3(&mut hcm);
@@ -1679,7 +1714,7 @@ mod tests {
         assert!(without.typed_per_filter_config.is_empty());
 
         let Some(filter::ConfigType::TypedConfig(hcm)) =
-            hcm_filter("l", "r", None, None).config_type
+            hcm_filter("l", "r", listener_policy_filters(std::iter::empty()), None).config_type
         else {
             panic!("HCM has a typed config");
         };
