@@ -6,6 +6,7 @@
 //! here, except the few upstream Envoy Gateway kinds the translator reads (`upstream`), which
 //! are typed for decoding only and never rendered.
 
+pub mod client_traffic;
 pub mod envoy_gateway;
 pub mod policies;
 pub mod upstream;

@@ -85,8 +85,39 @@ pub struct BackendTrafficPolicySpec {
     pub fault_injection: Option<FaultInjection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_keepalive: Option<TcpKeepalive>,
+    /// Response compression; upstream renamed the field `compressor` and keeps both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compression: Vec<Compression>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compressor: Vec<Compression>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Compression {
+    /// `Gzip`, `Brotli` or `Zstd`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The per-algorithm settings are empty objects upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gzip: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brotli: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zstd: Option<Value>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyProtocol {
+    /// `V1` or `V2`.
+    pub version: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -318,10 +349,73 @@ pub struct LocalRateLimit {
 #[serde(rename_all = "camelCase")]
 pub struct RateLimitRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub client_selectors: Vec<Value>,
+    pub client_selectors: Vec<RateLimitSelectCondition>,
     pub limit: RateLimitValue,
     #[serde(flatten)]
     pub unsupported: Unsupported,
+}
+
+/// Which requests a rate limit rule counts; every listed condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSelectCondition {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<RateLimitHeaderMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<RateLimitMethodMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<RateLimitPathMatch>,
+    #[serde(
+        default,
+        rename = "sourceCIDR",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_cidr: Option<SourceMatch>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitHeaderMatch {
+    /// `Exact` (the default), `RegularExpression` or `Distinct` (a bucket per value).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invert: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitMethodMatch {
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invert: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitPathMatch {
+    /// `Exact`, `PathPrefix` (the default) or `RegularExpression`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invert: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceMatch {
+    /// `Exact` (the default: one bucket for the whole range) or `Distinct` (one per address).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invert: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -401,6 +495,187 @@ pub struct SecurityPolicySpec {
     pub authorization: Option<Authorization>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<Jwt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_auth: Option<ApiKeyAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_auth: Option<ExtAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<Oidc>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+/// OpenID Connect authorization-code login in front of the targeted routes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Oidc {
+    #[serde(default)]
+    pub provider: OidcProvider,
+    #[serde(default, rename = "clientID", skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// A Secret whose `client-secret` key holds the client secret (required upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<SecretObjectReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_names: Option<OidcCookieNames>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    #[serde(
+        default,
+        rename = "redirectURL",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub redirect_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logout_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_access_token: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<bool>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcProvider {
+    #[serde(flatten)]
+    pub backend: BackendCluster,
+    #[serde(default)]
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcCookieNames {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    #[serde(default, rename = "idToken", skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyAuth {
+    /// Opaque Secrets: each key is a client ID, its value that client's API key.
+    #[serde(default)]
+    pub credential_refs: Vec<SecretObjectReference>,
+    /// Where the key is looked for; the first source holding one is used.
+    #[serde(default)]
+    pub extract_from: Vec<ApiKeyExtractFrom>,
+    #[serde(
+        default,
+        rename = "forwardClientIDHeader",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub forward_client_id_header: Option<String>,
+    /// Remove the key from the request before it reaches the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sanitize: Option<bool>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyExtractFrom {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cookies: Vec<String>,
+}
+
+/// The backend a policy's own traffic (ext auth checks, JWKS fetches) goes to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendCluster {
+    /// Deprecated upstream in favour of `backendRefs`, still accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_ref: Option<PolicyBackendRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_refs: Vec<PolicyBackendRef>,
+    /// Not translated: a policy setting it is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_settings: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyBackendRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+}
+
+impl BackendCluster {
+    /// Every reference, `backendRef` first.
+    pub fn refs(&self) -> impl Iterator<Item = &PolicyBackendRef> {
+        self.backend_ref.iter().chain(&self.backend_refs)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcExtAuthService>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpExtAuthService>,
+    /// Client request headers sent to the authorization service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_ext_auth: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Let requests through when the service cannot answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_open: Option<bool>,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcExtAuthService {
+    #[serde(flatten)]
+    pub backend: BackendCluster,
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpExtAuthService {
+    #[serde(flatten)]
+    pub backend: BackendCluster,
+    /// Prefixed to the original request path in the check request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Replaces the original request path in the check request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_override: Option<String>,
+    /// Headers of the service's answer copied onto the request sent to the backend.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_backend: Vec<String>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }
@@ -557,6 +832,10 @@ pub struct LocalObjectKindReference {
 #[serde(rename_all = "camelCase")]
 pub struct RemoteJwks {
     pub uri: String,
+    #[serde(flatten)]
+    pub backend: BackendCluster,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_duration: Option<String>,
     #[serde(flatten)]
     pub unsupported: Unsupported,
 }

@@ -396,6 +396,36 @@ async fn a_rejected_configuration_is_reported_and_the_last_good_one_serves() -> 
     Ok(())
 }
 
+/// A ClientTrafficPolicy file applies to the Gateway's listener (client IP from a header that
+/// must be present) and reports its status under `/status`.
+#[tokio::test]
+async fn a_client_traffic_policy_file_shapes_the_listener_and_reports_status() -> Result<(), Error>
+{
+    let s = Standalone::start().await?;
+    s.write(
+        "client.yaml",
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: ClientTrafficPolicy\nmetadata: {name: clients}\nspec:\n  targetRef: {group: gateway.networking.k8s.io, kind: Gateway, name: eg}\n  clientIPDetection: {customHeader: {name: x-client-ip, failClosed: true}}\n",
+    );
+    eventually(
+        "requests without the client IP header are refused",
+        Duration::from_secs(10),
+        || async { s.backend("/docs/a", &[]).await.is_none().then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        s.backend("/docs/a", &[("x-client-ip", "192.0.2.1")])
+            .await
+            .as_deref(),
+        Some("docs")
+    );
+    let status = s.admin_json("/status").await;
+    let policy = &status["clientTrafficPolicies"]["default/clients"]["ancestors"][0];
+    let accepted = condition(&policy["conditions"], "Accepted").expect("Accepted condition");
+    assert_eq!(accepted["status"], "True", "{status}");
+    assert_eq!(policy["ancestorRef"]["name"], "eg", "{policy}");
+    Ok(())
+}
+
 /// Even a standalone process killed outright (OOM killer, SIGKILL) leaves no Envoy behind.
 #[tokio::test]
 async fn envoy_dies_with_a_killed_standalone_process() -> Result<(), Error> {

@@ -59,6 +59,8 @@ golden! {
     tcp_udp_routes => "tcp-udp-routes",
     backend_tls_policy => "backend-tls-policy",
     policies => "policies",
+    client_traffic_policy => "client-traffic-policy",
+    security_services => "security-services",
 }
 
 /// Every fixture directory is listed above, so none is silently skipped.

@@ -85,6 +85,11 @@ pub const KINDS: &[WatchedKind] = &[
         namespaced: true,
     },
     WatchedKind {
+        api_version: "gateway.envoyproxy.io/v1alpha1",
+        kind: "ClientTrafficPolicy",
+        namespaced: true,
+    },
+    WatchedKind {
         api_version: "gateway.networking.k8s.io/v1beta1",
         kind: "ReferenceGrant",
         namespaced: true,

@@ -72,6 +72,7 @@ pub fn api_snapshot(
         backend_tls_policies: decode(state, "BackendTLSPolicy", &mut problems),
         backend_traffic_policies: decode(state, "BackendTrafficPolicy", &mut problems),
         security_policies: decode(state, "SecurityPolicy", &mut problems),
+        client_traffic_policies: decode(state, "ClientTrafficPolicy", &mut problems),
         namespaces: decode(state, "Namespace", &mut problems),
         // Empty unless the Backend API is on: then the provider watches them.
         backends: decode(state, "Backend", &mut problems),
@@ -238,6 +239,11 @@ impl StatusWriter {
             "SecurityPolicy",
             "ancestors",
             json_statuses(&t.status.policies.security_policies),
+        ));
+        shared.push((
+            "ClientTrafficPolicy",
+            "ancestors",
+            json_statuses(&t.status.client_traffic_policies),
         ));
         for (kind, list, statuses) in shared {
             let Some(resource) = status_resource(kind) else {

@@ -65,6 +65,7 @@ impl AdminState {
             "backendTLSPolicies": t.status.backend_tls_policies,
             "backendTrafficPolicies": t.status.policies.backend_traffic_policies,
             "securityPolicies": t.status.policies.security_policies,
+            "clientTrafficPolicies": t.status.client_traffic_policies,
         }));
         keep_transition_times(&self.status, &mut next);
         self.status = next;

@@ -259,6 +259,9 @@ pub fn complete_like_the_api_server(s: &mut Snapshot) {
     for p in &mut s.security_policies {
         fill(&mut p.metadata, &mut used);
     }
+    for p in &mut s.client_traffic_policies {
+        fill(&mut p.metadata, &mut used);
+    }
     for b in &mut s.backends {
         fill(&mut b.metadata, &mut used);
     }

@@ -219,6 +219,7 @@ pub(super) fn fill_endpoints(index: &Index<'_>, cluster: &mut ClusterIr) {
                 .unwrap_or_default();
             return;
         }
+        ClusterSourceIr::Uri { .. } => return,
     };
     let port_protocol = if cluster.protocol == UpstreamProtocol::Udp {
         "UDP"

@@ -379,6 +379,7 @@ impl ListenerCtx {
             hostname: self.hostname,
             tls: self.tls,
             virtual_hosts,
+            client: None,
         })
     }
 }

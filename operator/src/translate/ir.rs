@@ -77,6 +77,10 @@ pub struct ListenerIr {
     /// Most specific hostname first; empty when no route is attached (Envoy answers 404).
     #[serde(with = "shared")]
     pub virtual_hosts: Vec<Arc<VirtualHostIr>>,
+    /// The ClientTrafficPolicy governing this listener (a listener-level one, else the
+    /// Gateway's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientTrafficIr>,
 }
 
 /// Listener protocols this translator programs.
@@ -190,8 +194,12 @@ pub struct TrafficIr {
     /// Whole-request timeout; an HTTPRoute's own `timeouts.request` takes precedence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_timeout_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimitIr>,
+    /// Local rate limit rules; a request counts against every rule whose selectors it meets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimitIr>,
+    /// Response compressors offered, in the policy's order (`gzip`, `brotli`, `zstd`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compression: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_policy: Option<HashPolicyIr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,6 +243,43 @@ pub struct RetryIr {
 pub struct RateLimitIr {
     pub requests: u32,
     pub fill_interval_ms: u64,
+    /// All must hold for a request to count; none means every request counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selectors: Vec<RateLimitSelectorIr>,
+}
+
+/// One condition of a rate limit rule. `Distinct` selectors give each value (client address,
+/// header value) a bucket of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RateLimitSelectorIr {
+    Header {
+        name: String,
+        value: StringMatchIr,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        invert: bool,
+    },
+    HeaderDistinct {
+        name: String,
+    },
+    /// `cidr` is normalised (host bits cleared).
+    SourceCidr {
+        cidr: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        invert: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        distinct: bool,
+    },
+    Path {
+        path: PathMatchIr,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        invert: bool,
+    },
+    Methods {
+        methods: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        invert: bool,
+    },
 }
 
 /// What consistent hashing hashes on.
@@ -273,6 +318,9 @@ pub struct ClusterSettingsIr {
     pub outlier_detection: Option<OutlierDetectionIr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_keepalive: Option<TcpKeepaliveIr>,
+    /// PROXY protocol version (1 or 2) sent ahead of every upstream connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<u8>,
 }
 
 /// Active health checking of a cluster's endpoints.
@@ -346,6 +394,122 @@ pub struct SecurityIr {
     pub authorization: Option<AuthorizationIr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_auth: Option<ApiKeyAuthIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_auth: Option<ExtAuthIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcIr>,
+    /// Clusters the policy's own requests go to (authorization checks, JWKS fetches); added
+    /// to the Gateway of every route the policy governs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<ClusterIr>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyAuthIr {
+    /// `(client ID, API key)`, sorted by client ID.
+    pub credentials: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cookies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_client_id_header: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sanitize: bool,
+}
+
+impl std::fmt::Debug for ApiKeyAuthIr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let clients: Vec<&str> = self.credentials.iter().map(|(c, _)| c.as_str()).collect();
+        f.debug_struct("ApiKeyAuthIr")
+            .field("clients", &clients)
+            .field("headers", &self.headers)
+            .field("params", &self.params)
+            .field("cookies", &self.cookies)
+            .field("forward_client_id_header", &self.forward_client_id_header)
+            .field("sanitize", &self.sanitize)
+            .finish()
+    }
+}
+
+/// OpenID Connect login (authorization-code flow) through Envoy's oauth2 filter.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcIr {
+    pub client_id: String,
+    pub client_secret: String,
+    /// Signs Envoy's session cookies; derived from the client secret and the policy, so it is
+    /// as secret as the client secret and stable across translations and replicas.
+    pub hmac_secret: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    /// Key into the policy's clusters: where token requests go.
+    pub token_cluster: String,
+    /// Where the provider sends the browser back (may use Envoy's `%REQ(...)%` formatting).
+    pub redirect_url: String,
+    /// The path of `redirect_url`, which the filter answers itself.
+    pub redirect_path: String,
+    pub logout_path: String,
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token_cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_domain: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_access_token: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refresh_token: bool,
+}
+
+impl std::fmt::Debug for OidcIr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcIr")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("authorization_endpoint", &self.authorization_endpoint)
+            .field("token_endpoint", &self.token_endpoint)
+            .field("redirect_url", &self.redirect_url)
+            .field("logout_path", &self.logout_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An external authorization service asked about every request of the route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtAuthIr {
+    pub service: ExtAuthServiceIr,
+    /// Key into the policy's clusters.
+    pub cluster: String,
+    /// Client request headers sent along (lowercase); empty means the service's default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_ext_auth: Vec<String>,
+    pub timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_open: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ExtAuthServiceIr {
+    Http {
+        /// Prefixed to the request path in the check request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        /// Replaces the request path in the check request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path_override: Option<String>,
+        /// Headers of an allowing answer copied onto the upstream request (lowercase).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        headers_to_backend: Vec<String>,
+    },
+    Grpc,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -420,8 +584,13 @@ pub struct JwtProviderIr {
 pub enum JwksIr {
     /// The JWKS document itself.
     Local(String),
-    /// An HTTPS URI Envoy fetches the JWKS from.
-    Remote(String),
+    /// A URI Envoy fetches the JWKS from, through `cluster` (one of the policy's clusters).
+    Remote {
+        uri: String,
+        cluster: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_duration_ms: Option<u64>,
+    },
 }
 
 /// How the request path is matched.
@@ -695,6 +864,8 @@ pub enum ClusterSourceIr {
     },
     /// Envoy Gateway's `Backend` kind (`gateway.envoyproxy.io`): its endpoints are in the spec.
     Backend { namespace: String, name: String },
+    /// The host of a URI a policy names (a remote JWKS): its one endpoint is set at translation.
+    Uri { uri: String },
 }
 
 /// Protocol Envoy speaks to the endpoints, from the Service port's `appProtocol`.
@@ -759,4 +930,150 @@ mod shared {
             .map(Arc::new)
             .collect())
     }
+}
+
+/// What a ClientTrafficPolicy asks of a listener. Settings that Envoy holds per bound port
+/// (socket options, listener filters, buffer limits) are taken from the first listener of a
+/// port that has a policy; the rest (TLS, HTTP connection manager) apply per listener where
+/// Envoy has one filter chain per listener (HTTPS), and per port otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientTrafficIr {
+    /// `"{namespace}/{name}"` of the policy; names the SDS secret of its client CA.
+    pub policy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTlsIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_received_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_idle_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_idle_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_limit: Option<ConnectionLimitIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_limit_bytes: Option<u32>,
+    /// Connections accepted per socket event (`None`: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_accept_per_socket_event: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepaliveIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http1: Option<Http1Ir>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<Http2Ir>,
+    /// Serve HTTP/3 over QUIC on the same port (HTTPS listeners).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http3: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xfcc: Option<XfccIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestIdIr>,
+    /// `Allow`, `RejectRequest` or `DropHeader`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with_underscores_action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathNormalizationIr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<ClientIpIr>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_protocol: bool,
+}
+
+/// Downstream TLS parameters; versions are Envoy's names (`TLSv1_2`, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientTlsIr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ciphers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ecdh_curves: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signature_algorithms: Vec<String>,
+    /// Replaces the listener's default ALPN list when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn_protocols: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_validation: Option<ClientValidationIr>,
+}
+
+/// Trusted CAs for client certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientValidationIr {
+    /// Every referenced `ca.crt`, concatenated in reference order.
+    pub ca_pem: String,
+    /// Clients without a certificate are let in (one with a certificate must present a valid
+    /// one).
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionLimitIr {
+    pub max_connections: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Http1Ir {
+    pub enable_trailers: bool,
+    pub preserve_header_case: bool,
+    /// Accept HTTP/1.0; `Some(host)` also serves requests without Host as if for `host`.
+    pub accept_http_10: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_host_for_http_10: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Http2Ir {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_stream_window_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_connection_window_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<u32>,
+}
+
+/// `x-forwarded-client-cert` handling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XfccIr {
+    /// `Sanitize`, `ForwardOnly`, `AppendForward`, `SanitizeSet`, `AlwaysForwardOnly`.
+    pub mode: String,
+    /// `Subject`, `Cert`, `Chain`, `DNS`, `URI`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+/// `x-request-id` handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestIdIr {
+    pub preserve: bool,
+    pub generate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathNormalizationIr {
+    pub merge_slashes: bool,
+    /// `KeepUnchanged`, `RejectRequest`, `UnescapeAndForward`, `UnescapeAndRedirect`.
+    pub escaped_slashes_action: String,
+}
+
+/// Where the client's address comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientIpIr {
+    /// `X-Forwarded-For`, trusting this many hops in front of Envoy.
+    XffHops {
+        hops: u32,
+    },
+    /// `X-Forwarded-For`, trusting the hops whose addresses are in these CIDRs.
+    XffCidrs {
+        cidrs: Vec<String>,
+    },
+    CustomHeader {
+        name: String,
+        fail_closed: bool,
+    },
 }

@@ -5,7 +5,7 @@
 //! names the line where the failing document starts (or where YAML broke), the object
 //! (`Kind namespace/name`) and, for objects that do not decode, the field path — a user fixing
 //! a file needs all three. Kinds this project knows but does not translate yet
-//! (ClientTrafficPolicy, EnvoyProxy, …) are returned as [`Skipped`] so callers can say so;
+//! (EnvoyProxy, …) are returned as [`Skipped`] so callers can say so;
 //! anything else is an error, because silently dropping a document would make a fixture test
 //! something other than what its author wrote.
 
@@ -293,6 +293,9 @@ fn add(
         ("gateway.envoyproxy.io", "SecurityPolicy") => {
             snapshot.security_policies.push(document.decode()?);
         }
+        ("gateway.envoyproxy.io", "ClientTrafficPolicy") => {
+            snapshot.client_traffic_policies.push(document.decode()?);
+        }
         ("gateway.envoyproxy.io", _) => skipped.push(Skipped {
             line,
             object: document.object,
@@ -395,19 +398,14 @@ items:
     #[test]
     fn recognised_but_untranslated_kinds_are_reported_as_skipped() {
         let text = "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: ClientTrafficPolicy\nmetadata: {name: p, namespace: n}\n---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyProxy\nmetadata: {name: c, namespace: n}\n";
-        let (_, skipped) = load_yaml("c", text).expect("loads");
+        let (snapshot, skipped) = load_yaml("c", text).expect("loads");
+        assert_eq!(snapshot.client_traffic_policies.len(), 1);
         assert_eq!(
             skipped,
-            vec![
-                Skipped {
-                    line: 1,
-                    object: "ClientTrafficPolicy n/p".into()
-                },
-                Skipped {
-                    line: 5,
-                    object: "EnvoyProxy n/c".into()
-                }
-            ]
+            vec![Skipped {
+                line: 5,
+                object: "EnvoyProxy n/c".into()
+            }]
         );
     }
 

@@ -19,6 +19,9 @@
 //! - `backends`: backendRefs to clusters and endpoints;
 //! - `backend_tls`: BackendTLSPolicy, TLS from Envoy to the Services it targets;
 //! - `policies`: Envoy Gateway's BackendTrafficPolicy and SecurityPolicy: attachment, IR, status;
+//! - `client_traffic`: Envoy Gateway's ClientTrafficPolicy: listener settings, on the same
+//!   attachment and status rules;
+//! - `security_services`: SecurityPolicy API keys, external authorization and remote JWKS;
 //! - `hostname`: hostname intersection and listener isolation;
 //! - `precedence`: route ordering;
 //! - `refs`: ReferenceGrants and namespace selectors;
@@ -28,6 +31,7 @@
 mod as_http;
 mod backend_tls;
 mod backends;
+mod client_traffic;
 mod conditions;
 mod gateways;
 mod hostname;
@@ -40,6 +44,7 @@ mod refs;
 mod route_kind;
 mod routes;
 mod rules;
+mod security_services;
 mod tls;
 
 use std::collections::{BTreeMap, HashMap};
@@ -88,6 +93,7 @@ pub struct Snapshot {
     /// Envoy Gateway policies (`gateway.envoyproxy.io`).
     pub backend_traffic_policies: Vec<eg_crds::policies::BackendTrafficPolicy>,
     pub security_policies: Vec<eg_crds::policies::SecurityPolicy>,
+    pub client_traffic_policies: Vec<eg_crds::client_traffic::ClientTrafficPolicy>,
     pub namespaces: Vec<Namespace>,
     /// Upstream Envoy Gateway `Backend`s (`gateway.envoyproxy.io`).
     pub backends: Vec<eg_crds::upstream::Backend>,
@@ -118,10 +124,12 @@ impl Snapshot {
             backend_tls_policies,
             backend_traffic_policies,
             security_policies,
+            client_traffic_policies,
             namespaces,
             backends,
             backend_api,
         } = other;
+        self.client_traffic_policies.extend(client_traffic_policies);
         self.backend_traffic_policies
             .extend(backend_traffic_policies);
         self.security_policies.extend(security_policies);
@@ -196,6 +204,9 @@ pub struct Statuses {
     /// BackendTrafficPolicies and SecurityPolicies, by `"{namespace}/{name}"`.
     #[serde(flatten)]
     pub policies: PolicyStatuses,
+    /// ClientTrafficPolicies, by `"{namespace}/{name}"`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub client_traffic_policies: BTreeMap<String, PolicyStatus>,
 }
 
 impl Statuses {
@@ -501,10 +512,16 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
     let mut irs = Vec::with_capacity(contexts.len());
     let mut diagnostics = Vec::new();
     let tls_policies = backend_tls::Policies::new(&index, &snapshot.backend_tls_policies);
+    let client_policies = client_traffic::ClientPolicies::new(
+        &index,
+        &snapshot.gateways,
+        &snapshot.client_traffic_policies,
+    );
     let mut policy_usage = backend_tls::Usage::default();
     for context in contexts {
         let (mut ir, gateway_status, problems) = context.finish(&index, virtual_hosts);
         tls_policies.apply(&index, &ir.name, &mut ir.clusters, &mut policy_usage);
+        client_policies.apply(&mut ir);
         diagnostics.extend(problems);
         status.gateways.insert(ir.name.clone(), gateway_status);
         irs.push(ir);
@@ -514,6 +531,11 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
     if !policies.is_empty() {
         let (statuses, problems) = policies.statuses(&route_parents, &snapshot.controller_name);
         status.policies = statuses;
+        diagnostics.extend(problems);
+    }
+    if !client_policies.is_empty() {
+        let (statuses, problems) = client_policies.statuses(&snapshot.controller_name);
+        status.client_traffic_policies = statuses;
         diagnostics.extend(problems);
     }
     if !policy_usage.is_empty() {

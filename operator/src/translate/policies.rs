@@ -25,7 +25,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use eg_crds::policies::{
-    BackendTrafficPolicy, PolicyTargetReference, PolicyTargets, SecurityPolicy, unsupported_fields,
+    BackendTrafficPolicy, PolicyTargetReference, PolicyTargets, RateLimitRule, SecurityPolicy,
+    unsupported_fields,
 };
 use gateway_api::apis::standard::gateways::Gateway;
 use gateway_api::apis::standard::httproutes::HttpRoute;
@@ -37,13 +38,15 @@ use super::index::{Index, secret_value};
 use super::ir::{
     ActiveHealthCheckIr, AuthorizationIr, AuthzRuleIr, BasicAuthIr, ClusterSettingsIr, CorsIr,
     FaultIr, HashPolicyIr, HealthCheckKindIr, JwksIr, JwtIr, JwtProviderIr, LoadBalancingIr,
-    OutlierDetectionIr, RateLimitIr, RetryIr, SecurityIr, TcpKeepaliveIr, TrafficIr,
+    OutlierDetectionIr, PathMatchIr, RateLimitIr, RateLimitSelectorIr, RetryIr, SecurityIr,
+    StringMatchIr, TcpKeepaliveIr, TrafficIr,
 };
 use super::refs::GATEWAY_GROUP;
 use super::route_kind::RouteKind;
+use super::security_services;
 
 /// Condition types and reasons of policy status (GEP-713 and upstream Envoy Gateway).
-mod reason {
+pub(super) mod reason {
     pub const ACCEPTED: &str = "Accepted";
     pub const OVERRIDDEN: &str = "Overridden";
     pub const CONFLICTED: &str = "Conflicted";
@@ -62,8 +65,9 @@ pub(super) enum PolicyError {
         value: String,
         problem: String,
     },
-    #[error("{kind} {namespace}/{name} not found")]
+    #[error("{field}: {kind} {namespace}/{name} not found")]
     RefNotFound {
+        field: String,
         kind: &'static str,
         namespace: String,
         name: String,
@@ -89,7 +93,7 @@ impl PolicyError {
 
 /// What a policy governs, most specific last in the precedence order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Target {
+pub(super) enum Target {
     Gateway(String),
     Listener(String, String),
     Route(RouteKind, String),
@@ -98,18 +102,18 @@ enum Target {
 
 /// One kind's policies, resolved, by target.
 #[derive(Debug)]
-struct Attachments<T> {
+pub(super) struct Attachments<T> {
     kind: &'static str,
     /// Target → the winning policy's key.
-    winners: BTreeMap<Target, String>,
-    policies: BTreeMap<String, Resolved<T>>,
+    pub(super) winners: BTreeMap<Target, String>,
+    pub(super) policies: BTreeMap<String, Resolved<T>>,
 }
 
 #[derive(Debug)]
-struct Resolved<T> {
+pub(super) struct Resolved<T> {
     generation: Option<i64>,
-    ir: Result<Arc<T>, PolicyError>,
-    targets: Vec<Target>,
+    pub(super) ir: Result<Arc<T>, PolicyError>,
+    pub(super) targets: Vec<Target>,
     /// Targets named (by reference) that do not exist.
     missing: Vec<PolicyTargetReference>,
     /// Targets an older policy holds.
@@ -262,7 +266,7 @@ fn precedence_chain(
     chain
 }
 
-fn attach<T>(
+pub(super) fn attach<T>(
     kind: &'static str,
     mut policies: Vec<(&ObjectMeta, &PolicyTargets, Result<T, PolicyError>)>,
     targetable: &Targetable<'_>,
@@ -401,7 +405,7 @@ fn resolve_targets(
 }
 
 impl<T> Attachments<T> {
-    fn winner(&self, chain: &[Target]) -> Option<(String, Arc<T>)> {
+    pub(super) fn winner(&self, chain: &[Target]) -> Option<(String, Arc<T>)> {
         chain.iter().find_map(|t| {
             let key = self.winners.get(t)?;
             let ir = self.policies.get(key)?.ir.as_ref().ok()?;
@@ -409,7 +413,7 @@ impl<T> Attachments<T> {
         })
     }
 
-    fn statuses(
+    pub(super) fn statuses(
         &self,
         parents: &RouteParents,
         controller_name: &str,
@@ -566,11 +570,11 @@ fn millis(field: &str, value: &str) -> Result<u64, PolicyError> {
         })
 }
 
-fn opt_millis(field: &str, value: Option<&String>) -> Result<Option<u64>, PolicyError> {
+pub(super) fn opt_millis(field: &str, value: Option<&String>) -> Result<Option<u64>, PolicyError> {
     value.map(|v| millis(field, v)).transpose()
 }
 
-fn refuse_unsupported(found: Vec<String>) -> Result<(), PolicyError> {
+pub(super) fn refuse_unsupported(found: Vec<String>) -> Result<(), PolicyError> {
     if found.is_empty() {
         Ok(())
     } else {
@@ -629,13 +633,19 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
                 &format!("spec.rateLimit.local.rules[{i}]"),
                 &rule.unsupported,
             ));
-            if !rule.client_selectors.is_empty() {
-                unsupported.push(format!("spec.rateLimit.local.rules[{i}].clientSelectors"));
+            for (j, selector) in rule.client_selectors.iter().enumerate() {
+                unsupported.extend(unsupported_fields(
+                    &format!("spec.rateLimit.local.rules[{i}].clientSelectors[{j}]"),
+                    &selector.unsupported,
+                ));
             }
         }
-        if rl.local.as_ref().is_some_and(|l| l.rules.len() > 1) {
-            unsupported.push("spec.rateLimit.local.rules (more than one rule)".into());
-        }
+    }
+    for (i, c) in spec.compression.iter().chain(&spec.compressor).enumerate() {
+        unsupported.extend(unsupported_fields(
+            &format!("spec.compression[{i}]"),
+            &c.unsupported,
+        ));
     }
     refuse_unsupported(unsupported)?;
 
@@ -694,29 +704,43 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
         "spec.timeout.http.requestTimeout",
         http_timeout.and_then(|h| h.request_timeout.as_ref()),
     )?;
-    let rate_limit = spec
+    let rate_limits = spec
         .rate_limit
+        .iter()
+        .flat_map(|r| r.local.iter())
+        .flat_map(|l| l.rules.iter())
+        .enumerate()
+        .map(|(i, rule)| rate_limit_rule(i, rule))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut compression: Vec<String> = Vec::new();
+    for (i, c) in spec.compression.iter().chain(&spec.compressor).enumerate() {
+        let name = match c.kind.as_str() {
+            "Gzip" => "gzip",
+            "Brotli" => "brotli",
+            "Zstd" => "zstd",
+            other => {
+                return Err(PolicyError::InvalidValue {
+                    field: format!("spec.compression[{i}].type"),
+                    value: other.to_owned(),
+                    problem: "must be Gzip, Brotli or Zstd".into(),
+                });
+            }
+        };
+        if !compression.iter().any(|c| c == name) {
+            compression.push(name.to_owned());
+        }
+    }
+    let proxy_protocol = spec
+        .proxy_protocol
         .as_ref()
-        .and_then(|r| r.local.as_ref())
-        .and_then(|l| l.rules.first())
-        .map(|rule| -> Result<RateLimitIr, PolicyError> {
-            let fill_interval_ms = match rule.limit.unit.as_str() {
-                "Second" => 1_000,
-                "Minute" => 60_000,
-                "Hour" => 3_600_000,
-                "Day" => 86_400_000,
-                other => {
-                    return Err(PolicyError::InvalidValue {
-                        field: "spec.rateLimit.local.rules[0].limit.unit".into(),
-                        value: other.to_owned(),
-                        problem: "local rate limits support Second, Minute, Hour and Day".into(),
-                    });
-                }
-            };
-            Ok(RateLimitIr {
-                requests: rule.limit.requests,
-                fill_interval_ms,
-            })
+        .map(|p| match p.version.as_str() {
+            "V1" => Ok(1),
+            "V2" => Ok(2),
+            other => Err(PolicyError::InvalidValue {
+                field: "spec.proxyProtocol.version".into(),
+                value: other.to_owned(),
+                problem: "must be V1 or V2".into(),
+            }),
         })
         .transpose()?;
 
@@ -927,15 +951,182 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
         active_health_check,
         outlier_detection,
         tcp_keepalive,
+        proxy_protocol,
     };
     Ok(TrafficIr {
         retry,
         request_timeout_ms,
-        rate_limit,
+        rate_limits,
+        compression,
         hash_policy,
         fault,
         cluster: (cluster != ClusterSettingsIr::default()).then_some(cluster),
     })
+}
+
+/// One local rate limit rule: its bucket and the requests that count against it.
+fn rate_limit_rule(i: usize, rule: &RateLimitRule) -> Result<RateLimitIr, PolicyError> {
+    let at = format!("spec.rateLimit.local.rules[{i}]");
+    let fill_interval_ms = match rule.limit.unit.as_str() {
+        "Second" => 1_000,
+        "Minute" => 60_000,
+        "Hour" => 3_600_000,
+        "Day" => 86_400_000,
+        other => {
+            return Err(PolicyError::InvalidValue {
+                field: format!("{at}.limit.unit"),
+                value: other.to_owned(),
+                problem: "local rate limits support Second, Minute, Hour and Day".into(),
+            });
+        }
+    };
+    let invalid = |field: String, value: &str, problem: &str| PolicyError::InvalidValue {
+        field,
+        value: value.to_owned(),
+        problem: problem.to_owned(),
+    };
+    let mut selectors = Vec::new();
+    for (j, s) in rule.client_selectors.iter().enumerate() {
+        let at = format!("{at}.clientSelectors[{j}]");
+        for (k, h) in s.headers.iter().enumerate() {
+            let field = format!("{at}.headers[{k}]");
+            let invert = h.invert.unwrap_or(false);
+            let name = h.name.to_ascii_lowercase();
+            let value = || {
+                h.value
+                    .clone()
+                    .ok_or_else(|| invalid(format!("{field}.value"), "", "required for this type"))
+            };
+            selectors.push(match h.kind.as_deref().unwrap_or("Exact") {
+                "Exact" => RateLimitSelectorIr::Header {
+                    name,
+                    value: StringMatchIr::Exact(value()?),
+                    invert,
+                },
+                "RegularExpression" => {
+                    let re = value()?;
+                    regex::Regex::new(&re)
+                        .map_err(|e| invalid(format!("{field}.value"), &re, &e.to_string()))?;
+                    RateLimitSelectorIr::Header {
+                        name,
+                        value: StringMatchIr::Regex(re),
+                        invert,
+                    }
+                }
+                "Distinct" if invert => {
+                    return Err(invalid(
+                        format!("{field}.invert"),
+                        "true",
+                        "a Distinct header cannot be inverted",
+                    ));
+                }
+                "Distinct" => RateLimitSelectorIr::HeaderDistinct { name },
+                other => {
+                    return Err(invalid(
+                        format!("{field}.type"),
+                        other,
+                        "must be Exact, RegularExpression or Distinct",
+                    ));
+                }
+            });
+        }
+        if !s.methods.is_empty() {
+            let invert = s.methods.iter().any(|m| m.invert.unwrap_or(false));
+            if s.methods
+                .iter()
+                .any(|m| m.invert.unwrap_or(false) != invert)
+            {
+                return Err(invalid(
+                    format!("{at}.methods"),
+                    "",
+                    "invert must be the same for every method",
+                ));
+            }
+            selectors.push(RateLimitSelectorIr::Methods {
+                methods: s
+                    .methods
+                    .iter()
+                    .map(|m| m.value.to_ascii_uppercase())
+                    .collect(),
+                invert,
+            });
+        }
+        if let Some(p) = &s.path {
+            let field = format!("{at}.path");
+            let path = match p.kind.as_deref().unwrap_or("PathPrefix") {
+                "Exact" => PathMatchIr::Exact(p.value.clone()),
+                // Stored as route path matches are: no trailing slash, except `/` itself.
+                "PathPrefix" => PathMatchIr::Prefix(match p.value.trim_end_matches('/') {
+                    "" => "/".to_owned(),
+                    trimmed => trimmed.to_owned(),
+                }),
+                "RegularExpression" => {
+                    regex::Regex::new(&p.value)
+                        .map_err(|e| invalid(format!("{field}.value"), &p.value, &e.to_string()))?;
+                    PathMatchIr::Regex(p.value.clone())
+                }
+                other => {
+                    return Err(invalid(
+                        format!("{field}.type"),
+                        other,
+                        "must be Exact, PathPrefix or RegularExpression",
+                    ));
+                }
+            };
+            if !p.value.starts_with('/') && !matches!(path, PathMatchIr::Regex(_)) {
+                return Err(invalid(
+                    format!("{field}.value"),
+                    &p.value,
+                    "must start with /",
+                ));
+            }
+            selectors.push(RateLimitSelectorIr::Path {
+                path,
+                invert: p.invert.unwrap_or(false),
+            });
+        }
+        if let Some(c) = &s.source_cidr {
+            let field = format!("{at}.sourceCIDR");
+            let (ip, len) = parse_cidr(&c.value)
+                .map_err(|problem| invalid(format!("{field}.value"), &c.value, &problem))?;
+            let distinct = match c.kind.as_deref().unwrap_or("Exact") {
+                "Exact" => false,
+                "Distinct" => true,
+                other => {
+                    return Err(invalid(
+                        format!("{field}.type"),
+                        other,
+                        "must be Exact or Distinct",
+                    ));
+                }
+            };
+            selectors.push(RateLimitSelectorIr::SourceCidr {
+                cidr: format!("{}/{len}", network(ip, len)),
+                invert: c.invert.unwrap_or(false),
+                distinct,
+            });
+        }
+    }
+    Ok(RateLimitIr {
+        requests: rule.limit.requests,
+        fill_interval_ms,
+        selectors,
+    })
+}
+
+/// `ip` with the bits past the prefix cleared.
+fn network(ip: std::net::IpAddr, len: u32) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    }
 }
 
 /// The IR of a SecurityPolicy, or why it cannot be applied.
@@ -964,13 +1155,36 @@ fn security_ir(index: &Index<'_>, policy: &SecurityPolicy) -> Result<SecurityIr,
         for (i, p) in jwt.providers.iter().enumerate() {
             let at = format!("spec.jwt.providers[{i}]");
             unsupported.extend(unsupported_fields(&at, &p.unsupported));
-            // Fetching needs a cluster of its own (DNS, TLS): not translated yet.
-            if p.remote_jwks.is_some() {
-                unsupported.push(format!("{at}.remoteJWKS"));
+            if let Some(remote) = &p.remote_jwks {
+                unsupported.extend(unsupported_fields(
+                    &format!("{at}.remoteJWKS"),
+                    &remote.unsupported,
+                ));
             }
         }
     }
+    if let Some(a) = &spec.api_key_auth {
+        unsupported.extend(unsupported_fields("spec.apiKeyAuth", &a.unsupported));
+    }
+    if let Some(o) = &spec.oidc {
+        unsupported.extend(unsupported_fields("spec.oidc", &o.unsupported));
+        unsupported.extend(unsupported_fields(
+            "spec.oidc.provider",
+            &o.provider.unsupported,
+        ));
+    }
+    if let Some(e) = &spec.ext_auth {
+        unsupported.extend(unsupported_fields("spec.extAuth", &e.unsupported));
+        if let Some(h) = &e.http {
+            unsupported.extend(unsupported_fields("spec.extAuth.http", &h.unsupported));
+        }
+        if let Some(g) = &e.grpc {
+            unsupported.extend(unsupported_fields("spec.extAuth.grpc", &g.unsupported));
+        }
+    }
     refuse_unsupported(unsupported)?;
+    let key = super::object_key(&policy.metadata);
+    let mut clusters = Vec::new();
 
     let cors = spec.cors.as_ref().map(|c| -> Result<CorsIr, PolicyError> {
         Ok(CorsIr {
@@ -994,6 +1208,7 @@ fn security_ir(index: &Index<'_>, policy: &SecurityPolicy) -> Result<SecurityIr,
                 index
                     .secret(ns, &b.users.name)
                     .ok_or_else(|| PolicyError::RefNotFound {
+                        field: "spec.basicAuth.users".into(),
                         kind: "Secret",
                         namespace: ns.to_owned(),
                         name: b.users.name.clone(),
@@ -1073,8 +1288,28 @@ fn security_ir(index: &Index<'_>, policy: &SecurityPolicy) -> Result<SecurityIr,
             let mut providers = Vec::with_capacity(j.providers.len());
             for (i, p) in j.providers.iter().enumerate() {
                 let jwks = match (&p.local_jwks, &p.remote_jwks) {
-                    (Some(local), None) => JwksIr::Local(local_jwks(index, namespace, local)?),
-                    (None, Some(remote)) => JwksIr::Remote(remote.uri.clone()),
+                    (Some(local), None) => JwksIr::Local(local_jwks(
+                        index,
+                        namespace,
+                        &format!("spec.jwt.providers[{i}]"),
+                        local,
+                    )?),
+                    (None, Some(remote)) => {
+                        let at = format!("spec.jwt.providers[{i}]");
+                        let cache = opt_millis(
+                            &format!("{at}.remoteJWKS.cacheDuration"),
+                            remote.cache_duration.as_ref(),
+                        )?;
+                        security_services::remote_jwks(
+                            index,
+                            namespace,
+                            &at,
+                            &key,
+                            remote,
+                            cache,
+                            &mut clusters,
+                        )?
+                    }
                     _ => {
                         return Err(PolicyError::InvalidValue {
                             field: format!("spec.jwt.providers[{i}]"),
@@ -1110,18 +1345,42 @@ fn security_ir(index: &Index<'_>, policy: &SecurityPolicy) -> Result<SecurityIr,
         })
         .transpose()?;
 
+    let api_key_auth = spec
+        .api_key_auth
+        .as_ref()
+        .map(|a| security_services::api_key_auth(index, namespace, a))
+        .transpose()?;
+    let ext_auth = spec
+        .ext_auth
+        .as_ref()
+        .map(|e| {
+            let timeout = opt_millis("spec.extAuth.timeout", e.timeout.as_ref())?;
+            security_services::ext_auth(index, namespace, e, timeout, &mut clusters)
+        })
+        .transpose()?;
+    let oidc = spec
+        .oidc
+        .as_ref()
+        .map(|o| security_services::oidc(index, namespace, &key, o, &mut clusters))
+        .transpose()?;
+
     Ok(SecurityIr {
-        policy: super::object_key(&policy.metadata),
+        policy: key,
         cors,
         basic_auth,
         authorization,
         jwt,
+        api_key_auth,
+        ext_auth,
+        oidc,
+        clusters,
     })
 }
 
 fn local_jwks(
     index: &Index<'_>,
     namespace: &str,
+    at: &str,
     local: &eg_crds::policies::LocalJwks,
 ) -> Result<String, PolicyError> {
     if let Some(inline) = &local.inline {
@@ -1129,7 +1388,7 @@ fn local_jwks(
     }
     let Some(r) = &local.value_ref else {
         return Err(PolicyError::InvalidValue {
-            field: "spec.jwt.providers[].localJWKS".into(),
+            field: format!("{at}.localJWKS"),
             value: String::new(),
             problem: "inline or valueRef must be set".into(),
         });
@@ -1137,6 +1396,7 @@ fn local_jwks(
     let map = index
         .config_map(namespace, &r.name)
         .ok_or_else(|| PolicyError::RefNotFound {
+            field: format!("{at}.localJWKS.valueRef"),
             kind: "ConfigMap",
             namespace: namespace.to_owned(),
             name: r.name.clone(),
@@ -1169,6 +1429,8 @@ pub(crate) fn parse_cidr(cidr: &str) -> Result<(std::net::IpAddr, u32), String> 
 
 #[cfg(test)]
 mod tests {
+    use serde::Deserialize;
+
     use super::*;
 
     #[test]
@@ -1183,18 +1445,183 @@ mod tests {
         assert!(parse_cidr("::1/128").is_ok());
     }
 
+    fn btp(spec: serde_json::Value) -> BackendTrafficPolicy {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "n"}, "spec": spec
+        }))
+        .expect("decodes")
+    }
+
+    #[test]
+    fn migrated_per_client_rate_limits_are_accepted() {
+        // What `eg-operator migrate ingress-nginx` writes for limit-rps / limit-rpm.
+        let text = include_str!("../../tests/migrate/golden/limit-rps/output.yaml");
+        let mut seen = 0;
+        for doc in serde_yaml_ng::Deserializer::from_str(text) {
+            let value = serde_yaml_ng::Value::deserialize(doc).expect("yaml");
+            if value.get("kind").and_then(|k| k.as_str()) != Some("BackendTrafficPolicy") {
+                continue;
+            }
+            let policy: BackendTrafficPolicy = serde_yaml_ng::from_value(value).expect("decodes");
+            let ir = traffic_ir(&policy).expect("accepted");
+            assert_eq!(ir.rate_limits.len(), 2);
+            for rule in &ir.rate_limits {
+                assert_eq!(
+                    rule.selectors,
+                    [RateLimitSelectorIr::SourceCidr {
+                        cidr: "0.0.0.0/0".into(),
+                        invert: false,
+                        distinct: true
+                    }]
+                );
+            }
+            seen += 1;
+        }
+        assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn migrated_external_auth_is_accepted_through_its_reference_grant() {
+        // What `eg-operator migrate ingress-nginx` writes for auth-url, plus the Service it
+        // points at: pathOverride, headersToBackend, a Backend, another namespace's Service.
+        let service = "apiVersion: v1\nkind: Service\nmetadata: {name: oauth2-proxy, namespace: auth}\nspec:\n  ports: [{port: 4180}]\n";
+        let text = format!(
+            "{}---\n{service}",
+            include_str!("../../tests/migrate/golden/auth-url/output.yaml")
+        );
+        let mut snapshot = super::super::snapshot_from_yaml("c", &text).expect("loads");
+        snapshot.backend_api = true;
+        let index = Index::new(&snapshot);
+        assert_eq!(snapshot.security_policies.len(), 2);
+        for policy in &snapshot.security_policies {
+            let ir = security_ir(&index, policy).expect("accepted");
+            let ext = ir.ext_auth.expect("ext auth");
+            assert!(
+                matches!(&ext.service, crate::translate::ir::ExtAuthServiceIr::Http { path_override: Some(p), .. } if p.starts_with('/')),
+                "{ext:?}"
+            );
+        }
+        // Without the grant, the other namespace's Service is refused, naming the field.
+        snapshot.reference_grants.clear();
+        let index = Index::new(&snapshot);
+        let refused: Vec<String> = snapshot
+            .security_policies
+            .iter()
+            .filter_map(|p| security_ir(&index, p).err())
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].contains("spec.extAuth.http.backendRefs[0]")
+                && refused[0].contains("ReferenceGrant"),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn rate_limit_selectors_are_checked_and_named() {
+        let rule = |selector: serde_json::Value| {
+            btp(
+                serde_json::json!({"rateLimit": {"type": "Local", "local": {"rules": [
+                {"limit": {"requests": 1, "unit": "Second"}},
+                {"clientSelectors": [selector], "limit": {"requests": 1, "unit": "Second"}}]}}}),
+            )
+        };
+        let error = |selector| {
+            traffic_ir(&rule(selector))
+                .expect_err("refused")
+                .to_string()
+        };
+        let at = "spec.rateLimit.local.rules[1].clientSelectors[0]";
+        assert!(
+            error(serde_json::json!({"headers": [{"name": "x", "type": "RegularExpression", "value": "("}]}))
+                .contains(&format!("{at}.headers[0].value"))
+        );
+        assert!(
+            error(
+                serde_json::json!({"headers": [{"name": "x", "type": "Distinct", "invert": true}]})
+            )
+            .contains(&format!("{at}.headers[0].invert"))
+        );
+        assert!(
+            error(serde_json::json!({"headers": [{"name": "x"}]}))
+                .contains(&format!("{at}.headers[0].value"))
+        );
+        assert!(
+            error(serde_json::json!({"sourceCIDR": {"value": "10.0.0.0/33"}}))
+                .contains(&format!("{at}.sourceCIDR.value"))
+        );
+        assert!(
+            error(serde_json::json!({"queryParams": [{"name": "q"}]}))
+                .contains(&format!("{at}.queryParams"))
+        );
+        // Host bits are cleared; header names lowercased; prefix trailing slashes dropped.
+        let ir = traffic_ir(&rule(serde_json::json!({
+            "sourceCIDR": {"value": "10.1.2.3/16"},
+            "headers": [{"name": "X-Plan", "value": "free"}],
+            "path": {"value": "/api/"}
+        })))
+        .expect("accepted");
+        assert_eq!(ir.rate_limits[0].selectors, []);
+        assert_eq!(
+            ir.rate_limits[1].selectors,
+            [
+                RateLimitSelectorIr::Header {
+                    name: "x-plan".into(),
+                    value: StringMatchIr::Exact("free".into()),
+                    invert: false
+                },
+                RateLimitSelectorIr::Path {
+                    path: PathMatchIr::Prefix("/api".into()),
+                    invert: false
+                },
+                RateLimitSelectorIr::SourceCidr {
+                    cidr: "10.1.0.0/16".into(),
+                    invert: false,
+                    distinct: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn compression_and_proxy_protocol_are_translated() {
+        let ir = traffic_ir(&btp(serde_json::json!({
+            "compression": [{"type": "Gzip"}, {"type": "Brotli"}],
+            "compressor": [{"type": "Gzip"}, {"type": "Zstd"}],
+            "proxyProtocol": {"version": "V1"}
+        })))
+        .expect("accepted");
+        assert_eq!(ir.compression, ["gzip", "brotli", "zstd"]);
+        assert_eq!(ir.cluster.and_then(|c| c.proxy_protocol), Some(1));
+        let bad = traffic_ir(&btp(serde_json::json!({"compression": [{"type": "Lz4"}]})));
+        assert!(
+            bad.expect_err("refused")
+                .to_string()
+                .contains("spec.compression[0].type")
+        );
+        let bad = traffic_ir(&btp(
+            serde_json::json!({"proxyProtocol": {"version": "V3"}}),
+        ));
+        assert!(
+            bad.expect_err("refused")
+                .to_string()
+                .contains("spec.proxyProtocol.version")
+        );
+    }
+
     #[test]
     fn unmodelled_fields_are_kept_for_refusal() {
         let policy: SecurityPolicy = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "namespace": "n"},
             "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "r"}],
-                     "oidc": {"provider": {}}, "cors": {"allowOrigins": ["*"]}}
+                     "extProc": {"backendRefs": []}, "cors": {"allowOrigins": ["*"]}}
         }))
         .expect("decodes");
         assert_eq!(policy.spec.targets.target_refs.len(), 1);
         assert_eq!(
             unsupported_fields("spec", &policy.spec.unsupported),
-            vec!["spec.oidc".to_owned()]
+            vec!["spec.extProc".to_owned()]
         );
     }
 }

@@ -413,7 +413,14 @@ impl RouteCtx<'_> {
             route.traffic = Some(Box::new(traffic));
         }
         if let Some((_, security)) = effective.security {
-            route.security = Some(Box::new((*security).clone()));
+            let mut security = (*security).clone();
+            // The policy's own clusters belong to the Gateway, not to each of its routes.
+            for cluster in std::mem::take(&mut security.clusters) {
+                if !clusters.iter().any(|c| c.name == cluster.name) {
+                    clusters.push(cluster);
+                }
+            }
+            route.security = Some(Box::new(security));
         }
         Arc::new(route)
     }

@@ -4,6 +4,10 @@
 //!   (`{gateway}/{port}`); HTTPS ports get one filter chain per Gateway listener, chosen by SNI,
 //!   with certificates delivered by SDS and their own route table (`{gateway}/{port}/{listener}`),
 //!   so the routes of one hostname can never answer for another.
+//!   An HTTPS listener whose ClientTrafficPolicy asks for HTTP/3 also gets a QUIC (UDP)
+//!   listener on its port (`{gateway}/{port}/quic`) sharing its route table; its TCP chain
+//!   advertises it with `alt-svc`. ClientTrafficPolicy settings are applied by
+//!   [`client_traffic_config`].
 //! - Clusters keep the IR's names, which derive from backend identity: reordering rules or
 //!   adding a route never renames, and so never drains, a live cluster.
 //! - CORS: every HTTP connection manager carries Envoy's CORS filter before the router, so
@@ -88,16 +92,18 @@ use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
 use sha2::{Digest, Sha256};
 
+use super::client_traffic_config;
 use super::envoy_config::{
     ads_source, any, eds_cluster, hostname_address, load_assignment_of, pipe_address, resource,
     socket_address,
 };
 use super::policy_config::{self, exact, millis, put_map};
+use super::policy_filters::{self, ListenerNeeds};
 use super::protocol::{CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, SECRET, Snapshot};
 use crate::short_hash::hex_prefix;
 use crate::translate::ir::{
-    ClusterIr, CorsIr, EndpointIr, ForwardIr, GatewayIr, HeaderModifierIr, ListenerIr,
-    ListenerProtocol, PathMatchIr, PathModifierIr, RedirectIr, RouteActionIr, RouteIr,
+    ClientTrafficIr, ClusterIr, CorsIr, EndpointIr, ForwardIr, GatewayIr, HeaderModifierIr,
+    ListenerIr, ListenerProtocol, PathMatchIr, PathModifierIr, RedirectIr, RouteActionIr, RouteIr,
     StringMatchIr, SubjectAltNameIr, TrustIr, UpstreamProtocol, UpstreamTlsIr, VirtualHostIr,
     WeightedBackendIr,
 };
@@ -233,34 +239,59 @@ impl SnapshotBuilder {
                         .flat_map(|l| l.virtual_hosts.iter())
                         .collect();
                     snap.insert(ROUTE, self.route_table(&route_name, &vhosts));
-                    let jwt = listener_jwt(vhosts.iter().copied());
+                    let policy_filters = listener_policy_filters(vhosts.iter().copied());
+                    let client = port_client(&listeners);
+                    let mut filters =
+                        client_traffic_config::network_filters(client, &listener_name);
+                    filters.push(hcm_filter(
+                        &listener_name,
+                        &route_name,
+                        policy_filters,
+                        client,
+                    ));
                     let chain = FilterChain {
-                        filters: vec![hcm_filter(&listener_name, &route_name, jwt)],
+                        filters,
                         ..FilterChain::default()
                     };
-                    snap.insert(
-                        LISTENER,
-                        resource(
-                            &listener_name,
-                            &listener(&listener_name, bind, vec![chain], false),
-                        ),
-                    );
+                    let mut envoy = listener(&listener_name, bind, vec![chain], false);
+                    if let Some(c) = client {
+                        client_traffic_config::apply_listener(&mut envoy, c);
+                    }
+                    snap.insert(LISTENER, resource(&listener_name, &envoy));
                 }
                 Some(ListenerProtocol::Https) => {
+                    // HTTP/3 binds UDP on the same port, unless a UDP listener has it.
+                    let http3 = |l: &ListenerIr| {
+                        l.client.as_ref().is_some_and(|c| c.http3)
+                            && !gateway.ports().contains_key(&(true, port))
+                    };
                     let mut chains = Vec::new();
+                    let mut quic_chains = Vec::new();
                     for l in &listeners {
                         let route_name = format!("{listener_name}/{}", l.name);
                         let vhosts: Vec<&Arc<VirtualHostIr>> = l.virtual_hosts.iter().collect();
                         snap.insert(ROUTE, self.route_table(&route_name, &vhosts));
-                        chains.push(https_chain(&mut snap, &route_name, l));
+                        let quic = http3(l);
+                        chains.push(https_chain(
+                            &mut snap,
+                            &route_name,
+                            l,
+                            quic.then_some(bind.port()),
+                        ));
+                        if quic {
+                            quic_chains.push(quic_chain(&mut snap, &route_name, l));
+                        }
                     }
-                    snap.insert(
-                        LISTENER,
-                        resource(
-                            &listener_name,
-                            &listener(&listener_name, bind, chains, true),
-                        ),
-                    );
+                    if !quic_chains.is_empty() {
+                        let name = format!("{listener_name}/quic");
+                        let quic = client_traffic_config::quic_listener(&name, bind, quic_chains);
+                        snap.insert(LISTENER, resource(&name, &quic));
+                    }
+                    let mut envoy = listener(&listener_name, bind, chains, true);
+                    if let Some(c) = port_client(&listeners) {
+                        client_traffic_config::apply_listener(&mut envoy, c);
+                    }
+                    snap.insert(LISTENER, resource(&listener_name, &envoy));
                 }
                 Some(ListenerProtocol::Tls) => {
                     let chains: Vec<FilterChain> = listeners
@@ -270,17 +301,27 @@ impl SnapshotBuilder {
                     // No route, no chain: Envoy then refuses connections, as Gateway API
                     // wants for a listener nothing is attached to.
                     if !chains.is_empty() {
-                        let envoy = listener(&listener_name, bind, chains, true);
+                        let mut envoy = listener(&listener_name, bind, chains, true);
+                        if let Some(c) = port_client(&listeners) {
+                            client_traffic_config::apply_listener(&mut envoy, c);
+                        }
                         snap.insert(LISTENER, resource(&listener_name, &envoy));
                     }
                 }
                 Some(ListenerProtocol::Tcp) => {
                     if let Some(forward) = listeners.iter().find_map(|l| carrier(l)) {
+                        let client = port_client(&listeners);
+                        let mut filters =
+                            client_traffic_config::network_filters(client, &listener_name);
+                        filters.push(tcp_proxy_filter(&listener_name, forward, client));
                         let chain = FilterChain {
-                            filters: vec![tcp_proxy_filter(&listener_name, forward)],
+                            filters,
                             ..FilterChain::default()
                         };
-                        let envoy = listener(&listener_name, bind, vec![chain], false);
+                        let mut envoy = listener(&listener_name, bind, vec![chain], false);
+                        if let Some(c) = client {
+                            client_traffic_config::apply_listener(&mut envoy, c);
+                        }
                         snap.insert(LISTENER, resource(&listener_name, &envoy));
                     }
                 }
@@ -296,6 +337,7 @@ impl SnapshotBuilder {
             }
         }
         add_clusters(&mut snap, gateway);
+        add_policy_secrets(&mut snap, gateway);
         snap
     }
 
@@ -435,6 +477,27 @@ fn add_clusters(snap: &mut Snapshot, gateway: &GatewayIr) {
     }
 }
 
+/// The secrets the routes' policies hand Envoy over SDS (OIDC client and cookie secrets).
+fn add_policy_secrets(snap: &mut Snapshot, gateway: &GatewayIr) {
+    let mut oidc = BTreeMap::new();
+    for l in &gateway.listeners {
+        for v in &l.virtual_hosts {
+            for r in &v.routes {
+                if let Some(s) = &r.security
+                    && let Some(o) = &s.oidc
+                {
+                    oidc.insert(s.policy.as_str(), o);
+                }
+            }
+        }
+    }
+    for (policy, o) in oidc {
+        for secret in policy_filters::oidc_secrets(policy, o) {
+            snap.insert(SECRET, resource(&secret.name, &secret));
+        }
+    }
+}
+
 fn address_of(e: &EndpointIr) -> Option<Address> {
     match e {
         EndpointIr::Ip { ip, port } => ip
@@ -466,14 +529,48 @@ fn listener(name: &str, bind: SocketAddr, filter_chains: Vec<FilterChain>, tls: 
     }
 }
 
-/// JWT configuration for the routes of `vhosts` (see [`policy_config`]).
-fn listener_jwt<'a>(vhosts: impl Iterator<Item = &'a Arc<VirtualHostIr>>) -> Option<Any> {
-    policy_config::jwt_authentication(&policy_config::jwt_policies(
-        vhosts.flat_map(|v| v.routes.iter().map(|r| &**r)),
+/// The listener-level policy filters for the routes of `vhosts` (see [`policy_config`]).
+fn listener_policy_filters<'a>(
+    vhosts: impl Iterator<Item = &'a Arc<VirtualHostIr>> + Clone,
+) -> Vec<HttpFilter> {
+    let routes = vhosts.flat_map(|v| v.routes.iter().map(|r| &**r));
+    let jwt = policy_config::jwt_authentication(&policy_config::jwt_policies(routes.clone()));
+    policy_config::policy_filters(jwt, &ListenerNeeds::of(routes))
+}
+
+/// The ClientTrafficPolicy of a port's listeners, for what Envoy holds once per port: the
+/// first listener's (in spec order) that has one.
+fn port_client<'a>(listeners: &[&'a ListenerIr]) -> Option<&'a ClientTrafficIr> {
+    listeners.iter().find_map(|l| l.client.as_ref())
+}
+
+fn hcm_filter(
+    stat_prefix: &str,
+    route_name: &str,
+    policy_filters: Vec<HttpFilter>,
+    client: Option<&ClientTrafficIr>,
+) -> Filter {
+    hcm_as_filter(&connection_manager(
+        stat_prefix,
+        route_name,
+        policy_filters,
+        client,
     ))
 }
 
-fn hcm_filter(stat_prefix: &str, route_name: &str, jwt: Option<Any>) -> Filter {
+fn hcm_as_filter(hcm: &HttpConnectionManager) -> Filter {
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(hcm))),
+    }
+}
+
+fn connection_manager(
+    stat_prefix: &str,
+    route_name: &str,
+    policy_filters: Vec<HttpFilter>,
+    client: Option<&ClientTrafficIr>,
+) -> HttpConnectionManager {
     let mut http_filters = vec![
         // Always present, so the first CORS route changes only its route table and never
         // the listener (a listener update drains its connections). Without a per-route
@@ -484,7 +581,7 @@ fn hcm_filter(stat_prefix: &str, route_name: &str, jwt: Option<Any>) -> Filter {
             ..HttpFilter::default()
         },
     ];
-    http_filters.extend(policy_config::policy_filters(jwt));
+    http_filters.extend(policy_filters);
     http_filters.push(HttpFilter {
         name: "envoy.filters.http.router".into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(
@@ -492,7 +589,7 @@ fn hcm_filter(stat_prefix: &str, route_name: &str, jwt: Option<Any>) -> Filter {
         )),
         ..HttpFilter::default()
     });
-    let hcm = HttpConnectionManager {
+    let mut hcm = HttpConnectionManager {
         stat_prefix: stat_prefix.to_owned(),
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads_source()),
@@ -506,24 +603,62 @@ fn hcm_filter(stat_prefix: &str, route_name: &str, jwt: Option<Any>) -> Filter {
         }],
         ..HttpConnectionManager::default()
     };
-    Filter {
-        name: "envoy.filters.network.http_connection_manager".into(),
-        config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
+    if let Some(c) = client {
+        client_traffic_config::apply_hcm(&mut hcm, c);
     }
+    hcm
 }
 
-fn https_chain(snap: &mut Snapshot, route_name: &str, l: &ListenerIr) -> FilterChain {
+/// The filter chain of HTTPS listener `l`; `http3_port` is the port its QUIC twin listens
+/// on, advertised in `alt-svc`.
+fn https_chain(
+    snap: &mut Snapshot,
+    route_name: &str,
+    l: &ListenerIr,
+    http3_port: Option<u16>,
+) -> FilterChain {
+    let mut hcm = connection_manager(
+        route_name,
+        route_name,
+        listener_policy_filters(l.virtual_hosts.iter()),
+        l.client.as_ref(),
+    );
+    if let Some(port) = http3_port {
+        client_traffic_config::advertise_http3(&mut hcm, port);
+    }
     FilterChain {
         filter_chain_match: l.hostname.as_ref().map(|h| FilterChainMatch {
             server_names: vec![h.clone()],
             ..FilterChainMatch::default()
         }),
-        filters: vec![hcm_filter(
-            route_name,
-            route_name,
-            listener_jwt(l.virtual_hosts.iter()),
-        )],
+        filters: client_traffic_config::network_filters(l.client.as_ref(), route_name)
+            .into_iter()
+            .chain([hcm_as_filter(&hcm)])
+            .collect(),
         transport_socket: Some(downstream_tls(snap, l, &["h2", "http/1.1"])),
+        ..FilterChain::default()
+    }
+}
+
+/// The QUIC filter chain of HTTPS listener `l`: HTTP/3 over the same route table and TLS
+/// settings as its TCP chain.
+fn quic_chain(snap: &mut Snapshot, route_name: &str, l: &ListenerIr) -> FilterChain {
+    let mut hcm = connection_manager(
+        route_name,
+        route_name,
+        listener_policy_filters(l.virtual_hosts.iter()),
+        l.client.as_ref(),
+    );
+    client_traffic_config::serve_http3(&mut hcm);
+    FilterChain {
+        filter_chain_match: l.hostname.as_ref().map(|h| FilterChainMatch {
+            server_names: vec![h.clone()],
+            ..FilterChainMatch::default()
+        }),
+        filters: vec![hcm_as_filter(&hcm)],
+        transport_socket: Some(client_traffic_config::quic_transport(
+            downstream_tls_context(snap, l, &["h3"]),
+        )),
         ..FilterChain::default()
     }
 }
@@ -574,7 +709,14 @@ fn tls_chains(snap: &mut Snapshot, listener_name: &str, l: &ListenerIr) -> Vec<F
                 server_names,
                 ..FilterChainMatch::default()
             }),
-            filters: vec![tcp_proxy_filter(&stat_prefix, connections_of(route))],
+            filters: client_traffic_config::network_filters(l.client.as_ref(), &stat_prefix)
+                .into_iter()
+                .chain([tcp_proxy_filter(
+                    &stat_prefix,
+                    connections_of(route),
+                    l.client.as_ref(),
+                )])
+                .collect(),
             transport_socket: l.tls.is_some().then(|| downstream_tls(snap, l, &[])),
             ..FilterChain::default()
         });
@@ -582,7 +724,11 @@ fn tls_chains(snap: &mut Snapshot, listener_name: &str, l: &ListenerIr) -> Vec<F
     chains
 }
 
-fn tcp_proxy_filter(stat_prefix: &str, connections: Connections<'_>) -> Filter {
+fn tcp_proxy_filter(
+    stat_prefix: &str,
+    connections: Connections<'_>,
+    client: Option<&ClientTrafficIr>,
+) -> Filter {
     let mut weights: Vec<(&str, u32)> = Vec::new();
     match connections {
         Connections::Forward(f) => {
@@ -612,6 +758,7 @@ fn tcp_proxy_filter(stat_prefix: &str, connections: Connections<'_>) -> Filter {
     let proxy = TcpProxy {
         stat_prefix: stat_prefix.to_owned(),
         cluster_specifier: Some(cluster_specifier),
+        idle_timeout: client.and_then(|c| c.tcp_idle_timeout_ms).map(millis),
         ..TcpProxy::default()
     };
     Filter {
@@ -839,6 +986,19 @@ fn upstream_tls(tls: &UpstreamTlsIr, protocol: UpstreamProtocol) -> TransportSoc
 /// The TLS transport socket of a listener that terminates TLS, its certificates delivered over
 /// SDS (added to `snap`), offering `alpn`.
 fn downstream_tls(snap: &mut Snapshot, l: &ListenerIr, alpn: &[&str]) -> TransportSocket {
+    let tls = downstream_tls_context(snap, l, alpn);
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(&tls))),
+    }
+}
+
+/// [`downstream_tls`]'s TLS context.
+fn downstream_tls_context(
+    snap: &mut Snapshot,
+    l: &ListenerIr,
+    alpn: &[&str],
+) -> DownstreamTlsContext {
     let certificates = l
         .tls
         .as_ref()
@@ -860,7 +1020,7 @@ fn downstream_tls(snap: &mut Snapshot, l: &ListenerIr, alpn: &[&str]) -> Transpo
             sds_config: Some(ads_source()),
         });
     }
-    let tls = DownstreamTlsContext {
+    let mut tls = DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_certificate_sds_secret_configs: sds,
             alpn_protocols: alpn.iter().map(|p| (*p).to_owned()).collect(),
@@ -868,10 +1028,12 @@ fn downstream_tls(snap: &mut Snapshot, l: &ListenerIr, alpn: &[&str]) -> Transpo
         }),
         ..DownstreamTlsContext::default()
     };
-    TransportSocket {
-        name: "envoy.transport_sockets.tls".into(),
-        config_type: Some(transport_socket::ConfigType::TypedConfig(any(&tls))),
+    if let Some(c) = &l.client
+        && let Some(t) = &c.tls
+    {
+        client_traffic_config::apply_tls(snap, &mut tls, &c.policy, t);
     }
+    tls
 }
 
 /// A DataSource holding `text` itself.
@@ -1551,7 +1713,8 @@ mod tests {
         let without = route_of(&forwarding_route(vec![backend("c", 1)], 0));
         assert!(without.typed_per_filter_config.is_empty());
 
-        let Some(filter::ConfigType::TypedConfig(hcm)) = hcm_filter("l", "r", None).config_type
+        let Some(filter::ConfigType::TypedConfig(hcm)) =
+            hcm_filter("l", "r", listener_policy_filters(std::iter::empty()), None).config_type
         else {
             panic!("HCM has a typed config");
         };

@@ -2,14 +2,16 @@
 //! [`TrafficIr`] and [`SecurityIr`] become, the HTTP filters every connection manager carries
 //! for them, and cluster settings.
 //!
-//! - Every HTTP connection manager carries basic_auth, RBAC and local rate limit filters,
-//!   disabled, before the router; a route under a policy enables them through its
+//! - Every HTTP connection manager carries basic_auth, api_key_auth, RBAC and local rate limit
+//!   filters, disabled, before the router; a route under a policy enables them through its
 //!   `typed_per_filter_config` (`FilterConfig`). So the first policy on a listener changes a
 //!   route table, never the listener (a listener update drains its connections).
 //! - JWT providers are the exception: Envoy's jwt_authn filter holds them at the listener (one
 //!   requirement per policy, named after it, which the routes select), so the first JWT policy
 //!   on a listener does change it. The filter is there even without providers, so connections
 //!   still on the previous listener refuse JWT routes instead of skipping the check.
+//! - API keys, external authorization, OpenID Connect, compression and rate limit selectors:
+//!   see [`super::policy_filters`].
 //! - Authorization: upstream's ordered rules become one RBAC ALLOW policy (see [`rbac_rules`]).
 //!   Protobuf maps are avoided or encoded in sorted order: prost encodes `HashMap`s in iteration order, and the bytes must not
 //!   change from one build to the next.
@@ -19,12 +21,15 @@ use std::collections::BTreeMap;
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection, UpstreamConnectionOptions, circuit_breakers,
 };
-use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
 use envoy_types::pb::envoy::config::core::v3::{
     CidrRange, HttpProtocolOptions as CommonHttpProtocolOptions, RoutingPriority,
 };
 use envoy_types::pb::envoy::config::core::v3::{
     HealthCheck, RequestMethod, TcpKeepalive, health_check,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    HttpUri, ProxyProtocolConfig, TransportSocket, http_uri, proxy_protocol_config,
+    transport_socket,
 };
 use envoy_types::pb::envoy::config::rbac::v3::{
     Permission, Policy, Principal, Rbac as RbacRules, permission, principal, rbac,
@@ -42,20 +47,25 @@ use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
     JwtAuthentication, JwtClaimToHeader, JwtHeader, JwtProvider, JwtRequirement,
-    JwtRequirementOrList, PerRouteConfig, jwt_provider, jwt_requirement, per_route_config,
+    JwtRequirementOrList, PerRouteConfig, RemoteJwks, jwt_provider, jwt_requirement,
+    per_route_config,
 };
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
+use envoy_types::pb::envoy::extensions::filters::http::oauth2::v3::OAuth2;
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac, RbacPerRoute};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter, http_filter,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::proxy_protocol::v3::ProxyProtocolUpstreamTransport;
+use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::envoy::r#type::v3::Int64Range;
-use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, TokenBucket, fractional_percent};
+use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, Empty, UInt32Value};
 use prost::{Message, Name};
 
 use super::envoy_config::any;
+use super::policy_filters::{self, ListenerNeeds};
 use crate::translate::ir::{
     ActiveHealthCheckIr, AuthorizationIr, AuthzRuleIr, ClusterSettingsIr, FaultIr, HashPolicyIr,
     HealthCheckKindIr, JwtIr, RouteIr, SecurityIr, TrafficIr,
@@ -66,6 +76,9 @@ pub const RBAC_FILTER: &str = "envoy.filters.http.rbac";
 pub const LOCAL_RATE_LIMIT_FILTER: &str = "envoy.filters.http.local_ratelimit";
 pub const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+
+/// How long Envoy waits for a remote JWKS (upstream Envoy Gateway's value).
+const JWKS_FETCH_TIMEOUT_MS: u64 = 10_000;
 
 /// The users of the listener-level basic_auth filter, which is disabled (routes enable it with
 /// their policy's users): one whose SHA-1 no password has (all zero bytes), so even enabled
@@ -87,17 +100,23 @@ pub(super) fn exact(value: &str) -> StringMatcher {
 }
 
 /// The policy filters of every HTTP connection manager, in order, for the router to follow.
-/// `jwt` is the listener's JWT configuration, when any of its routes has one.
-pub fn policy_filters(jwt: Option<Any>) -> Vec<HttpFilter> {
+/// `jwt` is the listener's JWT configuration, when any of its routes has one; `needs` the
+/// per-policy and per-algorithm filters its routes use.
+pub fn policy_filters(jwt: Option<Any>, needs: &ListenerNeeds<'_>) -> Vec<HttpFilter> {
     let typed = |name: &str, config: Any, disabled: bool| HttpFilter {
         name: name.to_owned(),
         config_type: Some(http_filter::ConfigType::TypedConfig(config)),
         disabled,
         ..HttpFilter::default()
     };
-    vec![
+    let mut filters = vec![
         // Faults come first: an injected abort answers before any other work.
         typed(FAULT_FILTER, any(&HttpFault::default()), true),
+        typed(
+            policy_filters::OAUTH2_FILTER,
+            any(&OAuth2::default()),
+            false,
+        ),
         // Always present, even without providers: a connection accepted before a listener
         // update keeps its old filter chain while the routes it reads are new, and a route
         // naming a requirement its jwt_authn filter does not know is refused (403) rather than
@@ -106,6 +125,11 @@ pub fn policy_filters(jwt: Option<Any>) -> Vec<HttpFilter> {
             JWT_FILTER,
             jwt.unwrap_or_else(|| any(&JwtAuthentication::default())),
             false,
+        ),
+        typed(
+            policy_filters::API_KEY_AUTH_FILTER,
+            policy_filters::disabled_api_key_auth(),
+            true,
         ),
         // Envoy requires users even on a disabled filter; routes bring their own.
         typed(
@@ -116,16 +140,31 @@ pub fn policy_filters(jwt: Option<Any>) -> Vec<HttpFilter> {
             }),
             true,
         ),
-        typed(RBAC_FILTER, any(&Rbac::default()), true),
-        typed(
-            LOCAL_RATE_LIMIT_FILTER,
-            any(&LocalRateLimit {
-                stat_prefix: "local_rate_limit".into(),
-                ..LocalRateLimit::default()
-            }),
+    ];
+    for (policy, ext) in &needs.ext_auth {
+        filters.push(typed(
+            &policy_filters::ext_authz_filter_name(policy),
+            any(&policy_filters::ext_authz(ext)),
             true,
-        ),
-    ]
+        ));
+    }
+    filters.push(typed(RBAC_FILTER, any(&Rbac::default()), true));
+    filters.push(typed(
+        LOCAL_RATE_LIMIT_FILTER,
+        any(&LocalRateLimit {
+            stat_prefix: "local_rate_limit".into(),
+            ..LocalRateLimit::default()
+        }),
+        true,
+    ));
+    for algorithm in &needs.compressors {
+        filters.push(typed(
+            &policy_filters::compressor_filter_name(algorithm),
+            any(&policy_filters::compressor(algorithm)),
+            true,
+        ));
+    }
+    filters
 }
 
 /// The per-route configuration of the policy filters, by filter name (sorted).
@@ -137,28 +176,20 @@ pub fn per_filter_configs(r: &RouteIr) -> BTreeMap<String, Any> {
             ..FilterConfig::default()
         })
     };
-    if let Some(limit) = r.traffic.as_ref().and_then(|t| t.rate_limit.as_ref()) {
-        let hundred = || RuntimeFractionalPercent {
-            default_value: Some(FractionalPercent {
-                numerator: 100,
-                denominator: fractional_percent::DenominatorType::Hundred as i32,
-            }),
-            runtime_key: String::new(),
-        };
-        let config = LocalRateLimit {
-            stat_prefix: format!("local_rate_limit/{}", r.source),
-            token_bucket: Some(TokenBucket {
-                max_tokens: limit.requests,
-                tokens_per_fill: Some(UInt32Value {
-                    value: limit.requests,
-                }),
-                fill_interval: Some(millis(limit.fill_interval_ms)),
-            }),
-            filter_enabled: Some(hundred()),
-            filter_enforced: Some(hundred()),
-            ..LocalRateLimit::default()
-        };
-        out.insert(LOCAL_RATE_LIMIT_FILTER.to_owned(), enable(any(&config)));
+    if let Some(t) = &r.traffic {
+        if !t.rate_limits.is_empty() {
+            let config = policy_filters::local_rate_limit(
+                format!("local_rate_limit/{}", r.source),
+                &t.rate_limits,
+            );
+            out.insert(LOCAL_RATE_LIMIT_FILTER.to_owned(), enable(any(&config)));
+        }
+        for algorithm in &t.compression {
+            out.insert(
+                policy_filters::compressor_filter_name(algorithm),
+                enable(any(&policy_filters::compressor_per_route())),
+            );
+        }
     }
     if let Some(fault) = r.traffic.as_ref().and_then(|t| t.fault.as_ref()) {
         out.insert(FAULT_FILTER.to_owned(), enable(any(&http_fault(fault))));
@@ -169,6 +200,24 @@ pub fn per_filter_configs(r: &RouteIr) -> BTreeMap<String, Any> {
                 users: Some(super::from_ir::inline_source(&basic.htpasswd)),
             };
             out.insert(BASIC_AUTH_FILTER.to_owned(), enable(any(&config)));
+        }
+        if let Some(oidc) = &security.oidc {
+            out.insert(
+                policy_filters::OAUTH2_FILTER.to_owned(),
+                any(&policy_filters::oauth2_per_route(&security.policy, oidc)),
+            );
+        }
+        if let Some(keys) = &security.api_key_auth {
+            out.insert(
+                policy_filters::API_KEY_AUTH_FILTER.to_owned(),
+                enable(any(&policy_filters::api_key_auth_per_route(keys))),
+            );
+        }
+        if security.ext_auth.is_some() {
+            out.insert(
+                policy_filters::ext_authz_filter_name(&security.policy),
+                enable(any(&policy_filters::ext_authz_per_route())),
+            );
         }
         if let Some(authz) = &security.authorization {
             let config = RbacPerRoute {
@@ -367,12 +416,21 @@ pub fn jwt_authentication(policies: &BTreeMap<String, &JwtIr>) -> Option<Any> {
                             jwks,
                         ))
                     }
-                    // The translator refuses remote JWKS until they get their own cluster.
-                    crate::translate::ir::JwksIr::Remote(_) => {
-                        jwt_provider::JwksSourceSpecifier::LocalJwks(super::from_ir::inline_source(
-                            "{\"keys\":[]}",
-                        ))
-                    }
+                    crate::translate::ir::JwksIr::Remote {
+                        uri,
+                        cluster,
+                        cache_duration_ms,
+                    } => jwt_provider::JwksSourceSpecifier::RemoteJwks(RemoteJwks {
+                        http_uri: Some(HttpUri {
+                            uri: uri.clone(),
+                            timeout: Some(millis(JWKS_FETCH_TIMEOUT_MS)),
+                            http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(
+                                cluster.clone(),
+                            )),
+                        }),
+                        cache_duration: cache_duration_ms.map(millis),
+                        ..RemoteJwks::default()
+                    }),
                 }),
                 ..JwtProvider::default()
             };
@@ -562,6 +620,36 @@ pub fn apply_cluster_settings(
                 keepalive_interval: value(k.interval_s),
             }),
             ..UpstreamConnectionOptions::default()
+        });
+    }
+    if let Some(version) = s.proxy_protocol {
+        // The PROXY header goes first on the connection, ahead of TLS when there is any.
+        let inner = cluster
+            .transport_socket
+            .take()
+            .unwrap_or_else(|| TransportSocket {
+                name: "envoy.transport_sockets.raw_buffer".into(),
+                config_type: Some(transport_socket::ConfigType::TypedConfig(any(
+                    &RawBuffer::default(),
+                ))),
+            });
+        let version = if version == 1 {
+            proxy_protocol_config::Version::V1
+        } else {
+            proxy_protocol_config::Version::V2
+        };
+        cluster.transport_socket = Some(TransportSocket {
+            name: "envoy.transport_sockets.upstream_proxy_protocol".into(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(any(
+                &ProxyProtocolUpstreamTransport {
+                    config: Some(ProxyProtocolConfig {
+                        version: version as i32,
+                        ..ProxyProtocolConfig::default()
+                    }),
+                    transport_socket: Some(inner),
+                    ..ProxyProtocolUpstreamTransport::default()
+                },
+            ))),
         });
     }
     CommonHttpProtocolOptions {
