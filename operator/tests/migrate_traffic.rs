@@ -7,9 +7,10 @@
 //! auth from an htpasswd Secret, CIDR allow-lists, and the default backend of another namespace.
 //!
 //! The Services of the fixture are given EndpointSlices pointing at echo backends on loopback,
-//! as a cluster's endpoint controller would. Annotations that become policies the translator
-//! does not program yet (rate limits, external auth) are only checked against the real
-//! apiserver (`migrate_apply.rs`).
+//! as a cluster's endpoint controller would. The rate-limit and external-auth policies migrate
+//! writes are not exercised with traffic here (they need a client per source address and an
+//! auth service); their acceptance is checked by unit tests of the translator and against the
+//! real apiserver (`migrate_apply.rs`).
 
 mod common;
 

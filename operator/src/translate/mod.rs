@@ -472,6 +472,9 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
             .map(Arc::new),
         })
         .collect();
+    if let Some(m) = memo.as_deref_mut() {
+        m.routes.reserve(planned.len());
+    }
     for ((kind, key, route, reused), outcome) in planned.into_iter().zip(outcomes) {
         if let Some(m) = memo.as_deref_mut() {
             let cached = reused.unwrap_or_else(|| CachedRoute {
