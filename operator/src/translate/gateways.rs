@@ -185,6 +185,8 @@ pub(super) struct ListenerCtx {
     allowed_kinds: Vec<RouteKind>,
     supported_kinds: Vec<GatewayStatusListenersSupportedKinds>,
     tls: Option<TlsIr>,
+    /// A TLS listener in mode Passthrough (Terminate and Passthrough cannot share a port).
+    tls_passthrough: bool,
     accepted: Option<Problem>,
     conflicted: Option<Problem>,
     resolved_refs: Option<Problem>,
@@ -212,6 +214,7 @@ impl ListenerCtx {
             allowed_kinds: Vec::new(),
             supported_kinds: Vec::new(),
             tls: None,
+            tls_passthrough: false,
             accepted: None,
             conflicted: None,
             resolved_refs: None,
@@ -302,7 +305,18 @@ impl ListenerCtx {
                 ),
             ],
             name: self.name.clone(),
-            supported_kinds: Some(self.supported_kinds.clone()),
+            // A listener whose protocol conflicts with its port's carries no route kind.
+            supported_kinds: Some(
+                if self
+                    .conflicted
+                    .as_ref()
+                    .is_some_and(|c| c.reason == reason::PROTOCOL_CONFLICT)
+                {
+                    Vec::new()
+                } else {
+                    self.supported_kinds.clone()
+                },
+            ),
         }
     }
 
@@ -640,6 +654,7 @@ fn validate_listener(spec: &GatewayListeners, namespace: &str, index: &Index<'_>
         )),
         (ListenerProtocol::Https | ListenerProtocol::Tls, Some(tls_spec)) => {
             let passthrough = matches!(tls_spec.mode, Some(GatewayListenersTlsMode::Passthrough));
+            listener.tls_passthrough = passthrough;
             if passthrough && protocol == ListenerProtocol::Https {
                 listener.reject(Problem::new(
                     reason::UNSUPPORTED_TLS_MODE,
@@ -750,8 +765,9 @@ fn validate_kinds(
 /// each listener sharing it). No conflicting listener wins: all are left out, per spec.
 /// UDP is its own port space: a UDP and a TCP-based listener may share a number. HTTPS and
 /// TLS on one port are reported as a protocol conflict (one Envoy listener would have to mix
-/// terminated HTTP and passed-through chains; not supported yet). Listeners of unsupported
-/// protocols take no part.
+/// terminated HTTP and passed-through chains; not supported yet), and so are TLS listeners of
+/// both modes, Terminate and Passthrough, on one port (`TLSRouteModeMixed` is not claimed).
+/// Listeners of unsupported protocols take no part.
 fn detect_conflicts(listeners: &mut [ListenerCtx]) {
     let mut by_port: BTreeMap<(bool, i32), Vec<usize>> = BTreeMap::new();
     for (i, l) in listeners.iter().enumerate() {
@@ -763,9 +779,13 @@ fn detect_conflicts(listeners: &mut [ListenerCtx]) {
         }
     }
     for ((_, port), members) in by_port {
-        let protocols: BTreeSet<ListenerProtocol> = members
+        let protocols: BTreeSet<(ListenerProtocol, bool)> = members
             .iter()
-            .filter_map(|&i| listeners[i].protocol)
+            .filter_map(|&i| {
+                let l = &listeners[i];
+                l.protocol
+                    .map(|p| (p, p == ListenerProtocol::Tls && l.tls_passthrough))
+            })
             .collect();
         let mut hostnames: BTreeMap<Option<String>, usize> = BTreeMap::new();
         for &i in &members {
