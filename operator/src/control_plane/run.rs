@@ -2,7 +2,7 @@
 //! snapshots per Gateway in the xDS store → statuses written back. Changes that arrive while a
 //! translation runs are coalesced into the next one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -208,6 +208,37 @@ impl StatusWriter {
     }
 
     async fn write(&mut self, t: &Translation, programmed: &ProgrammedState) {
+        // What was written for objects this translation no longer has a status for (deleted,
+        // or no longer ours) is forgotten: an object created again under the same name must
+        // get its status written even when it equals the old one's.
+        let current: BTreeSet<String> = (t.status.gateway_classes.keys())
+            .map(|name| format!("GatewayClass {name}"))
+            .chain(t.status.gateways.keys().map(|key| format!("Gateway {key}")))
+            .chain(
+                t.status
+                    .routes()
+                    .into_iter()
+                    .flat_map(|(kind, s)| s.keys().map(move |key| format!("{kind} {key}"))),
+            )
+            .chain(
+                (t.status.backend_tls_policies.keys()).map(|key| format!("BackendTLSPolicy {key}")),
+            )
+            .chain(
+                (t.status.policies.backend_traffic_policies.keys())
+                    .map(|key| format!("BackendTrafficPolicy {key}")),
+            )
+            .chain(
+                (t.status.policies.security_policies.keys())
+                    .map(|key| format!("SecurityPolicy {key}")),
+            )
+            .chain(
+                (t.status.client_traffic_policies.keys())
+                    .map(|key| format!("ClientTrafficPolicy {key}")),
+            )
+            .collect();
+        if let Ok(mut w) = self.written.lock() {
+            w.retain(|id, _| current.contains(id));
+        }
         for (name, status) in &t.status.gateway_classes {
             let api: Api<GatewayClass> = Api::all(self.client.clone());
             self.patch(&api, "GatewayClass", name, name, status).await;

@@ -43,7 +43,7 @@ use serde::Serialize;
 use super::settings::parse_duration;
 use super::shutdown::{SHUTDOWN_PATH, SHUTDOWN_PORT};
 use super::{
-    FLEET_COMPONENT, FLEET_GATEWAY_UID_LABEL, OPERAND_VERSION_ANNOTATION,
+    FLEET_COMPONENT, FLEET_GATEWAY_UID_LABEL, GATEWAY_NAME_LABEL, OPERAND_VERSION_ANNOTATION,
     OWNING_GATEWAY_NAMESPACE_LABEL,
 };
 use crate::environment::build::restricted_container_security;
@@ -326,6 +326,8 @@ pub fn build(inputs: &FleetInputs<'_>) -> Result<ResourceGraph, BuildError> {
             environment.names.environment_label_value(),
         ),
         (FLEET_GATEWAY_UID_LABEL.to_owned(), uid.to_owned()),
+        // Gateway API's own label for the objects a Gateway's infrastructure consists of.
+        (GATEWAY_NAME_LABEL.to_owned(), name.to_owned()),
     ]);
     let owner = OwnerReference {
         api_version: "gateway.networking.k8s.io/v1".into(),

@@ -19,6 +19,8 @@ pub mod status;
 
 /// Label holding the UID of the Gateway a fleet object belongs to; pruning goes by it.
 pub const FLEET_GATEWAY_UID_LABEL: &str = "operator.gateway.envoyproxy.io/gateway-uid";
+/// Gateway API's label naming the Gateway a piece of its infrastructure belongs to (GEP-1762).
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// Upstream's label naming the namespace of a proxy's Gateway.
 pub const OWNING_GATEWAY_NAMESPACE_LABEL: &str = "gateway.envoyproxy.io/owning-gateway-namespace";
 /// Annotation on a fleet's workload naming the operand version it was rendered at (its
