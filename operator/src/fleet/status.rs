@@ -20,8 +20,11 @@ pub mod reason {
     pub const APPLY_FAILED: &str = "ApplyFailed";
 }
 
-/// The addresses of a live fleet Service: load balancer ingress when there is any, else its
-/// cluster IPs.
+/// The addresses of a live fleet Service: its load balancer ingress, or for a Service that is
+/// not of type `LoadBalancer`, its cluster IPs. A `LoadBalancer` Service still waiting for its
+/// ingress has none yet, as upstream reports it: its cluster IP is usually unreachable from
+/// where clients are, and a client reading the address as soon as one shows (the conformance
+/// suite does) would keep the wrong one.
 pub fn addresses(service: &Value) -> Vec<GatewayStatusAddresses> {
     let address = |type_: &str, value: &str| GatewayStatusAddresses {
         r#type: Some(type_.to_owned()),
@@ -40,7 +43,9 @@ pub fn addresses(service: &Value) -> Vec<GatewayStatusAddresses> {
             out.push(address("Hostname", host));
         }
     }
-    if out.is_empty() {
+    let load_balancer =
+        service.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer");
+    if out.is_empty() && !load_balancer {
         let ips: Vec<&str> = match service
             .pointer("/spec/clusterIPs")
             .and_then(Value::as_array)
@@ -137,6 +142,17 @@ pub fn status_patch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_load_balancer_service_without_ingress_has_no_address_yet() {
+        let svc = json!({"spec": {"type": "LoadBalancer", "clusterIP": "10.0.0.7"}});
+        assert!(addresses(&svc).is_empty());
+        let svc = json!({
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.0.0.7"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "10.214.0.5"}]}}
+        });
+        assert_eq!(addresses(&svc)[0].value, "10.214.0.5");
+    }
 
     #[test]
     fn load_balancer_ingress_wins_over_the_cluster_ip() {
