@@ -5,11 +5,13 @@
 
 mod common;
 
+use common::jwt::SigningKey;
+
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use eg_e2e::backend::Echo;
 use eg_e2e::manifests::{apply, http_gateway, service_with_endpoint};
 use eg_e2e::netns::EchoHost;
@@ -17,43 +19,7 @@ use eg_e2e::{LOOPBACK, free_port, with_temp_namespace};
 use eg_operator::xds::bootstrap::AdsFlavour;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
-
-/// An ES256 key and the JWKS that publishes it.
-struct SigningKey {
-    pair: EcdsaKeyPair,
-    rng: SystemRandom,
-}
-
-impl SigningKey {
-    fn new() -> Self {
-        let rng = SystemRandom::new();
-        let pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .expect("key");
-        Self { pair, rng }
-    }
-
-    fn jwks(&self) -> String {
-        // Uncompressed point: 0x04, then X and Y (32 bytes each).
-        let point = self.pair.public_key().as_ref();
-        json!({"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "k1",
-            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])}]})
-        .to_string()
-    }
-
-    fn token(&self, claims: &Value) -> String {
-        let header =
-            URL_SAFE_NO_PAD.encode(json!({"alg": "ES256", "typ": "JWT", "kid": "k1"}).to_string());
-        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
-        let input = format!("{header}.{payload}");
-        let signature = self.pair.sign(&self.rng, input.as_bytes()).expect("sign");
-        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
-    }
-}
 
 fn route(name: &str, host: &str) -> Value {
     json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": name},

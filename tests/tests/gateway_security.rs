@@ -7,13 +7,13 @@
 
 mod common;
 
+use common::jwt::SigningKey;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use eg_e2e::backend::Echo;
 use eg_e2e::manifests::{apply, http_gateway, service_with_endpoint};
@@ -33,45 +33,11 @@ use http_body_util::Full;
 use hyper::{Request, Response};
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The token both authorization servers let in.
 const GOOD_TOKEN: &str = "let-me-in";
-
-/// An ES256 key and the JWKS that publishes it.
-struct SigningKey {
-    pair: EcdsaKeyPair,
-    rng: SystemRandom,
-}
-
-impl SigningKey {
-    fn new() -> Self {
-        let rng = SystemRandom::new();
-        let pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .expect("key");
-        Self { pair, rng }
-    }
-
-    fn jwks(&self) -> String {
-        let point = self.pair.public_key().as_ref();
-        json!({"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "k1",
-            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])}]})
-        .to_string()
-    }
-
-    fn token(&self, claims: &Value) -> String {
-        let header =
-            URL_SAFE_NO_PAD.encode(json!({"alg": "ES256", "typ": "JWT", "kid": "k1"}).to_string());
-        let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let signature = self.pair.sign(&self.rng, input.as_bytes()).expect("sign");
-        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
-    }
-}
 
 /// An HTTP server on 127.0.0.1 answering with `answer`, until the test ends.
 async fn http_server(

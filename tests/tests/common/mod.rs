@@ -5,6 +5,7 @@
 //! plane (provider, translator, ADS server) for some namespaces, and an Envoy for one Gateway.
 
 pub mod certs;
+pub mod jwt;
 
 use std::net::SocketAddr;
 
