@@ -422,6 +422,7 @@ pub fn build(inputs: &FleetInputs<'_>) -> Result<ResourceGraph, BuildError> {
         fleet: &fleet,
         selector: &selector,
         labels: &labels,
+        infra_annotations: &infra_annotations,
         sa_name: &sa_name,
         default_spread: environment.anti_affinity,
         bootstrap_hash: &bootstrap_hash,
@@ -643,6 +644,8 @@ struct PodInputs<'a> {
     fleet: &'a FleetNames,
     selector: &'a BTreeMap<String, String>,
     labels: &'a BTreeMap<String, String>,
+    /// The Gateway's `infrastructure.annotations`, which Gateway API wants on the pods too.
+    infra_annotations: &'a BTreeMap<String, String>,
     sa_name: &'a str,
     default_spread: AntiAffinity,
     bootstrap_hash: &'a str,
@@ -661,6 +664,7 @@ fn pod_template(
         fleet,
         selector,
         labels,
+        infra_annotations,
         sa_name,
         default_spread,
         bootstrap_hash,
@@ -690,7 +694,8 @@ fn pod_template(
 
     let mut all_labels = pod_labels.unwrap_or_default();
     all_labels.extend((*labels).clone());
-    let mut all_annotations = annotations.unwrap_or_default();
+    let mut all_annotations = (*infra_annotations).clone();
+    all_annotations.extend(annotations.unwrap_or_default());
     all_annotations.insert(
         BOOTSTRAP_HASH_ANNOTATION.to_owned(),
         (*bootstrap_hash).to_owned(),
@@ -1040,6 +1045,10 @@ mod tests {
             "infrastructure labels"
         );
         assert_eq!(d["metadata"]["annotations"]["cost-center"], "42");
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["annotations"]["cost-center"], "42",
+            "infrastructure annotations reach the pods"
+        );
         assert_eq!(
             d["metadata"]["ownerReferences"][0]["uid"], "gw-uid-1",
             "owned by the Gateway"
