@@ -606,9 +606,32 @@ pub struct BackendCluster {
     pub backend_ref: Option<PolicyBackendRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backend_refs: Vec<PolicyBackendRef>,
-    /// Not translated: a policy setting it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backend_settings: Option<Value>,
+    pub backend_settings: Option<ClusterSettings>,
+}
+
+/// `backendSettings` of a policy's own backend: the connection settings of a
+/// BackendTrafficPolicy, under the same field names, for the cluster of that backend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Timeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// `connection`, `dns`, `http2`: not modelled, refused by name.
+    #[serde(flatten)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ use common::jwt::SigningKey;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -63,32 +64,37 @@ async fn http_server(
     Ok((addr, task))
 }
 
-/// The JWKS at `/jwks.json`; at `/check/…` an HTTP authorization service that allows requests
+/// The JWKS at `/jwks.json`; at `/flaky-jwks.json` too, after two 503s (counted in
+/// `flaky_fetches`); at `/check/…` an HTTP authorization service that allows requests
 /// carrying `x-token: let-me-in` (naming the user in `x-user`) and refuses others with 403.
 fn jwks_and_auth(
     jwks: String,
+    flaky_fetches: Arc<AtomicUsize>,
 ) -> impl Fn(&Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     move |req| {
         let path = req.uri().path();
         let builder = Response::builder();
-        let response = if path == "/jwks.json" {
-            builder
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(jwks.clone())))
-        } else if path.starts_with("/check/") {
-            let token = req.headers().get("x-token").and_then(|v| v.to_str().ok());
-            if token == Some(GOOD_TOKEN) {
+        let response =
+            if path == "/flaky-jwks.json" && flaky_fetches.fetch_add(1, Ordering::SeqCst) < 2 {
+                builder.status(503).body(Full::new(Bytes::from("not yet")))
+            } else if path == "/jwks.json" || path == "/flaky-jwks.json" {
                 builder
-                    .header("x-user", "http-alice")
-                    .body(Full::new(Bytes::new()))
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(jwks.clone())))
+            } else if path.starts_with("/check/") {
+                let token = req.headers().get("x-token").and_then(|v| v.to_str().ok());
+                if token == Some(GOOD_TOKEN) {
+                    builder
+                        .header("x-user", "http-alice")
+                        .body(Full::new(Bytes::new()))
+                } else {
+                    builder
+                        .status(403)
+                        .body(Full::new(Bytes::from("denied by http ext auth")))
+                }
             } else {
-                builder
-                    .status(403)
-                    .body(Full::new(Bytes::from("denied by http ext auth")))
-            }
-        } else {
-            builder.status(404).body(Full::new(Bytes::new()))
-        };
+                builder.status(404).body(Full::new(Bytes::new()))
+            };
         response.unwrap_or_default()
     }
 }
@@ -240,7 +246,8 @@ async fn security_services_and_traffic_selectors_through_envoy() {
         let app_host = EchoHost::start("app", echo_bin).await?;
         service_with_endpoint(&client, &ns, "app", app_host.address()).await;
         let key = SigningKey::new();
-        let (auth_addr, _auth) = http_server(jwks_and_auth(key.jwks())).await?;
+        let flaky_fetches = Arc::new(AtomicUsize::new(0));
+        let (auth_addr, _auth) = http_server(jwks_and_auth(key.jwks(), flaky_fetches.clone())).await?;
         let grpc_listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await?;
         let grpc_addr = grpc_listener.local_addr()?;
         let _grpc = tokio::spawn(
@@ -263,7 +270,7 @@ async fn security_services_and_traffic_selectors_through_envoy() {
                              ("ext-grpc", "ext-grpc.test"), ("jwks", "jwks.test"), ("limited", "limited.test"),
                              ("per-ip", "per-ip.test"), ("gzip", "gzip.test"), ("broken", "broken.test"),
                              ("login", "login.test"), ("fail-open", "fail-open.test"),
-                             ("fail-closed", "fail-closed.test")] {
+                             ("fail-closed", "fail-closed.test"), ("jwks-retry", "jwks-retry.test")] {
             apply(&client, Some(&ns), route(name, host, app())).await;
         }
         apply(&client, Some(&ns), route("proxied", "proxied.test", backend_ref("proxied"))).await;
@@ -281,6 +288,16 @@ async fn security_services_and_traffic_selectors_through_envoy() {
         apply(&client, Some(&ns), policy("SecurityPolicy", "jwks", "jwks", json!({"jwt": {"providers": [{
             "name": "remote", "issuer": "https://issuer.test",
             "remoteJWKS": {"uri": format!("http://{auth_addr}/jwks.json")},
+            "claimToHeaders": [{"claim": "sub", "header": "x-jwt-sub"}]}]}}))).await;
+        // A JWKS endpoint that fails twice, fetched through a backend whose settings retry.
+        apply(&client, Some(&ns), policy("SecurityPolicy", "jwks-retry", "jwks-retry", json!({"jwt": {"providers": [{
+            "name": "flaky", "issuer": "https://issuer.test",
+            "remoteJWKS": {"uri": format!("http://{auth_addr}/flaky-jwks.json"),
+                           "backendRefs": [backend_ref("auth-http")],
+                           "backendSettings": {
+                               "retry": {"numRetries": 3,
+                                         "perRetry": {"backOff": {"baseInterval": "20ms"}}},
+                               "circuitBreaker": {"maxConnections": 4}}},
             "claimToHeaders": [{"claim": "sub", "header": "x-jwt-sub"}]}]}}))).await;
         for (name, open) in [("fail-open", true), ("fail-closed", false)] {
             apply(&client, Some(&ns), policy("SecurityPolicy", name, name, json!({"extAuth": {
@@ -366,6 +383,25 @@ async fn security_services_and_traffic_selectors_through_envoy() {
         assert_eq!(get("jwks.test").bearer_auth(SigningKey::new().token(&claims)).send().await?.status(), 401);
         assert_eq!(get("jwks.test").send().await?.status(), 401);
 
+        // backendSettings.retry: the first token checked through the flaky JWKS endpoint is
+        // accepted, Envoy having fetched three times (two 503s, then the keys). Without the
+        // retry that request would get 401. Until the policy reaches Envoy the route answers
+        // without checking (no x-jwt-sub).
+        let (flaky, _) = until!("flaky JWKS policy applied", Duration::from_secs(15), async {
+            let response = get("jwks-retry.test").bearer_auth(key.token(&claims)).send().await.ok()?;
+            if response.status() == 401 {
+                return Some(Err(response.status()));
+            }
+            let echo = response.json::<Echo>().await.ok()?;
+            echo.headers.contains_key("x-jwt-sub").then_some(Ok(echo))
+        }.await);
+        let flaky = match flaky {
+            Ok(echo) => echo,
+            Err(status) => panic!("the first checked request got {status}: the JWKS fetch was not retried"),
+        };
+        assert_eq!(flaky.headers.get("x-jwt-sub").map(String::as_str), Some("remote-user"));
+        assert_eq!(flaky_fetches.load(Ordering::SeqCst), 3, "two failed fetches, then one that served the keys");
+
         // Rate limit per distinct x-user: a user's third request in the minute is refused while
         // another user, in a bucket of their own, still passes. Each attempt uses fresh users,
         // so an attempt made before the policy reached Envoy leaves no trace in the buckets.
@@ -446,6 +482,7 @@ async fn security_services_and_traffic_selectors_through_envoy() {
 
         // Statuses: accepted, and the broken policy names its field; its route is untouched.
         for (kind, name) in [("SecurityPolicy", "keys"), ("SecurityPolicy", "ext-grpc"), ("SecurityPolicy", "jwks"),
+                             ("SecurityPolicy", "jwks-retry"),
                              ("SecurityPolicy", "login"),
                              ("BackendTrafficPolicy", "per-ip"), ("BackendTrafficPolicy", "gzip")] {
             // A status written before the controller saw every referenced object (a Backend)
@@ -480,7 +517,8 @@ async fn seed_api_security_policy_protects_its_route() {
         service_with_endpoint(&client, &ns, "api-service-v1", v1.address()).await;
         service_with_endpoint(&client, &ns, "api-service-v2", v2.address()).await;
         let key = SigningKey::new();
-        let (jwks_addr, _jwks) = http_server(jwks_and_auth(key.jwks())).await?;
+        let (jwks_addr, _jwks) =
+            http_server(jwks_and_auth(key.jwks(), Arc::new(AtomicUsize::new(0)))).await?;
         let controller_name = format!("example.com/seed-security-{ns}");
         let port = free_port(LOOPBACK)?;
         http_gateway(&client, &ns, "production-gateway", &format!("gc-{ns}"), &controller_name, port).await;

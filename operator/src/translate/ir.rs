@@ -448,6 +448,12 @@ pub struct OidcIr {
     pub token_endpoint: String,
     /// Key into the policy's clusters: where token requests go.
     pub token_cluster: String,
+    /// Retries of a failed token request (`backendSettings.retry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_retry: Option<RetryIr>,
+    /// How long a token request may take (`backendSettings.timeout.http.requestTimeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_timeout_ms: Option<u64>,
     /// Where the provider sends the browser back (may use Envoy's `%REQ(...)%` formatting).
     pub redirect_url: String,
     /// The path of `redirect_url`, which the filter answers itself.
@@ -493,6 +499,9 @@ pub struct ExtAuthIr {
     pub timeout_ms: u64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fail_open: bool,
+    /// Retries of a failed check (`backendSettings.retry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryIr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -590,6 +599,12 @@ pub enum JwksIr {
         cluster: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cache_duration_ms: Option<u64>,
+        /// Retries of a failed fetch (`backendSettings.retry`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry: Option<RetryIr>,
+        /// How long one fetch may take (`backendSettings.timeout.http.requestTimeout`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
     },
 }
 

@@ -25,8 +25,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use eg_crds::policies::{
-    BackendTrafficPolicy, PolicyTargetReference, PolicyTargets, RateLimitRule, SecurityPolicy,
-    unsupported_fields,
+    BackendTrafficPolicy, BackendTrafficPolicySpec, ClusterSettings, PolicyTargetReference,
+    PolicyTargets, RateLimitRule, SecurityPolicy, unsupported_fields,
 };
 use gateway_api::apis::standard::gateways::Gateway;
 use gateway_api::apis::standard::httproutes::HttpRoute;
@@ -584,58 +584,78 @@ pub(super) fn refuse_unsupported(found: Vec<String>) -> Result<(), PolicyError> 
 
 /// The IR of a BackendTrafficPolicy, or why it cannot be applied.
 fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
-    let spec = &policy.spec;
-    let mut unsupported = unsupported_fields("spec", &spec.unsupported);
+    traffic_spec_ir(&policy.spec, "spec")
+}
+
+/// The settings of a BackendTrafficPolicy spec (or of a policy backend's `backendSettings`,
+/// which shares its field names), fields named under `at`.
+fn traffic_spec_ir(spec: &BackendTrafficPolicySpec, at: &str) -> Result<TrafficIr, PolicyError> {
+    let mut unsupported = unsupported_fields(at, &spec.unsupported);
     if let Some(r) = &spec.retry {
-        unsupported.extend(unsupported_fields("spec.retry", &r.unsupported));
+        unsupported.extend(unsupported_fields(&format!("{at}.retry"), &r.unsupported));
     }
     if let Some(t) = spec.timeout.as_ref().and_then(|t| t.http.as_ref()) {
-        unsupported.extend(unsupported_fields("spec.timeout.http", &t.unsupported));
+        unsupported.extend(unsupported_fields(
+            &format!("{at}.timeout.http"),
+            &t.unsupported,
+        ));
     }
     if let Some(c) = &spec.circuit_breaker {
-        unsupported.extend(unsupported_fields("spec.circuitBreaker", &c.unsupported));
+        unsupported.extend(unsupported_fields(
+            &format!("{at}.circuitBreaker"),
+            &c.unsupported,
+        ));
     }
     if let Some(lb) = &spec.load_balancer {
-        unsupported.extend(unsupported_fields("spec.loadBalancer", &lb.unsupported));
+        unsupported.extend(unsupported_fields(
+            &format!("{at}.loadBalancer"),
+            &lb.unsupported,
+        ));
     }
     if let Some(hc) = &spec.health_check {
-        unsupported.extend(unsupported_fields("spec.healthCheck", &hc.unsupported));
+        unsupported.extend(unsupported_fields(
+            &format!("{at}.healthCheck"),
+            &hc.unsupported,
+        ));
         if let Some(a) = &hc.active {
             unsupported.extend(unsupported_fields(
-                "spec.healthCheck.active",
+                &format!("{at}.healthCheck.active"),
                 &a.unsupported,
             ));
             if let Some(h) = &a.http {
                 unsupported.extend(unsupported_fields(
-                    "spec.healthCheck.active.http",
+                    &format!("{at}.healthCheck.active.http"),
                     &h.unsupported,
                 ));
             }
             if let Some(tcp) = &a.tcp {
-                unsupported.extend(unsupported_fields("spec.healthCheck.active.tcp", tcp));
+                unsupported.extend(unsupported_fields(
+                    &format!("{at}.healthCheck.active.tcp"),
+                    tcp,
+                ));
             }
         }
         if let Some(p) = &hc.passive {
             unsupported.extend(unsupported_fields(
-                "spec.healthCheck.passive",
+                &format!("{at}.healthCheck.passive"),
                 &p.unsupported,
             ));
         }
     }
     if let Some(rl) = &spec.rate_limit {
         if rl.kind.as_deref() != Some("Local") || rl.global.is_some() {
-            unsupported.push(
-                "spec.rateLimit (type Global: global rate limits come in a later release)".into(),
-            );
+            unsupported.push(format!(
+                "{at}.rateLimit (type Global: global rate limits come in a later release)"
+            ));
         }
         for (i, rule) in rl.local.iter().flat_map(|l| l.rules.iter()).enumerate() {
             unsupported.extend(unsupported_fields(
-                &format!("spec.rateLimit.local.rules[{i}]"),
+                &format!("{at}.rateLimit.local.rules[{i}]"),
                 &rule.unsupported,
             ));
             for (j, selector) in rule.client_selectors.iter().enumerate() {
                 unsupported.extend(unsupported_fields(
-                    &format!("spec.rateLimit.local.rules[{i}].clientSelectors[{j}]"),
+                    &format!("{at}.rateLimit.local.rules[{i}].clientSelectors[{j}]"),
                     &selector.unsupported,
                 ));
             }
@@ -643,7 +663,7 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
     }
     for (i, c) in spec.compression.iter().chain(&spec.compressor).enumerate() {
         unsupported.extend(unsupported_fields(
-            &format!("spec.compression[{i}]"),
+            &format!("{at}.compression[{i}]"),
             &c.unsupported,
         ));
     }
@@ -681,17 +701,17 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
                 retry_on: triggers,
                 status_codes: codes,
                 per_try_timeout_ms: opt_millis(
-                    "spec.retry.perRetry.timeout",
+                    &format!("{at}.retry.perRetry.timeout"),
                     per_retry.and_then(|p| p.timeout.as_ref()),
                 )?,
                 backoff_base_ms: opt_millis(
-                    "spec.retry.perRetry.backOff.baseInterval",
+                    &format!("{at}.retry.perRetry.backOff.baseInterval"),
                     per_retry
                         .and_then(|p| p.back_off.as_ref())
                         .and_then(|b| b.base_interval.as_ref()),
                 )?,
                 backoff_max_ms: opt_millis(
-                    "spec.retry.perRetry.backOff.maxInterval",
+                    &format!("{at}.retry.perRetry.backOff.maxInterval"),
                     per_retry
                         .and_then(|p| p.back_off.as_ref())
                         .and_then(|b| b.max_interval.as_ref()),
@@ -701,7 +721,7 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
         .transpose()?;
     let http_timeout = spec.timeout.as_ref().and_then(|t| t.http.as_ref());
     let request_timeout_ms = opt_millis(
-        "spec.timeout.http.requestTimeout",
+        &format!("{at}.timeout.http.requestTimeout"),
         http_timeout.and_then(|h| h.request_timeout.as_ref()),
     )?;
     let rate_limits = spec
@@ -720,7 +740,7 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
             "Zstd" => "zstd",
             other => {
                 return Err(PolicyError::InvalidValue {
-                    field: format!("spec.compression[{i}].type"),
+                    field: format!("{at}.compression[{i}].type"),
                     value: other.to_owned(),
                     problem: "must be Gzip, Brotli or Zstd".into(),
                 });
@@ -737,7 +757,7 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
             "V1" => Ok(1),
             "V2" => Ok(2),
             other => Err(PolicyError::InvalidValue {
-                field: "spec.proxyProtocol.version".into(),
+                field: format!("{at}.proxyProtocol.version"),
                 value: other.to_owned(),
                 problem: "must be V1 or V2".into(),
             }),
@@ -753,7 +773,7 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
                 let slow_start_ms = lb
                     .slow_start
                     .as_ref()
-                    .map(|s| millis("spec.loadBalancer.slowStart.window", &s.window))
+                    .map(|s| millis(&format!("{at}.loadBalancer.slowStart.window"), &s.window))
                     .transpose()?;
                 let invalid = |field: &str, value: &str| PolicyError::InvalidValue {
                     field: field.to_owned(),
@@ -772,32 +792,38 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
                                 ch.and_then(|c| c.header.as_ref())
                                     .map(|h| h.name.to_ascii_lowercase())
                                     .ok_or_else(|| {
-                                        invalid("spec.loadBalancer.consistentHash.header", "")
+                                        invalid(
+                                            &format!("{at}.loadBalancer.consistentHash.header"),
+                                            "",
+                                        )
                                     })?,
                             ),
                             Some("Cookie") => {
                                 let cookie =
                                     ch.and_then(|c| c.cookie.as_ref()).ok_or_else(|| {
-                                        invalid("spec.loadBalancer.consistentHash.cookie", "")
+                                        invalid(
+                                            &format!("{at}.loadBalancer.consistentHash.cookie"),
+                                            "",
+                                        )
                                     })?;
                                 HashPolicyIr::Cookie {
                                     name: cookie.name.clone(),
                                     ttl_ms: opt_millis(
-                                        "spec.loadBalancer.consistentHash.cookie.ttl",
+                                        &format!("{at}.loadBalancer.consistentHash.cookie.ttl"),
                                         cookie.ttl.as_ref(),
                                     )?,
                                 }
                             }
                             other => {
                                 return Err(invalid(
-                                    "spec.loadBalancer.consistentHash.type",
+                                    &format!("{at}.loadBalancer.consistentHash.type"),
                                     other.unwrap_or(""),
                                 ));
                             }
                         };
                         ("ring_hash", Some(hash))
                     }
-                    other => return Err(invalid("spec.loadBalancer.type", other)),
+                    other => return Err(invalid(&format!("{at}.loadBalancer.type"), other)),
                 };
                 Ok((
                     LoadBalancingIr {
@@ -817,7 +843,7 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
             let check = match a.kind.as_str() {
                 "HTTP" => {
                     let http = a.http.as_ref().ok_or_else(|| PolicyError::InvalidValue {
-                        field: "spec.healthCheck.active.http".into(),
+                        field: format!("{at}.healthCheck.active.http"),
                         value: String::new(),
                         problem: "required for type HTTP".into(),
                     })?;
@@ -834,7 +860,7 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
                 },
                 other => {
                     return Err(PolicyError::InvalidValue {
-                        field: "spec.healthCheck.active.type".into(),
+                        field: format!("{at}.healthCheck.active.type"),
                         value: other.to_owned(),
                         problem: "must be HTTP, TCP or GRPC".into(),
                     });
@@ -843,10 +869,16 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
             Ok(ActiveHealthCheckIr {
                 check,
                 // Upstream's defaults.
-                interval_ms: opt_millis("spec.healthCheck.active.interval", a.interval.as_ref())?
-                    .unwrap_or(3_000),
-                timeout_ms: opt_millis("spec.healthCheck.active.timeout", a.timeout.as_ref())?
-                    .unwrap_or(1_000),
+                interval_ms: opt_millis(
+                    &format!("{at}.healthCheck.active.interval"),
+                    a.interval.as_ref(),
+                )?
+                .unwrap_or(3_000),
+                timeout_ms: opt_millis(
+                    &format!("{at}.healthCheck.active.timeout"),
+                    a.timeout.as_ref(),
+                )?
+                .unwrap_or(1_000),
                 healthy_threshold: a.healthy_threshold.unwrap_or(1),
                 unhealthy_threshold: a.unhealthy_threshold.unwrap_or(3),
             })
@@ -864,9 +896,12 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
                 split_external_local_origin_errors: p
                     .split_external_local_origin_errors
                     .unwrap_or(false),
-                interval_ms: opt_millis("spec.healthCheck.passive.interval", p.interval.as_ref())?,
+                interval_ms: opt_millis(
+                    &format!("{at}.healthCheck.passive.interval"),
+                    p.interval.as_ref(),
+                )?,
                 base_ejection_time_ms: opt_millis(
-                    "spec.healthCheck.passive.baseEjectionTime",
+                    &format!("{at}.healthCheck.passive.baseEjectionTime"),
                     p.base_ejection_time.as_ref(),
                 )?,
                 max_ejection_percent: p.max_ejection_percent,
@@ -882,8 +917,8 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
         .map(|k| -> Result<TcpKeepaliveIr, PolicyError> {
             Ok(TcpKeepaliveIr {
                 probes: k.probes,
-                idle_time_s: seconds("spec.tcpKeepalive.idleTime", k.idle_time.as_ref())?,
-                interval_s: seconds("spec.tcpKeepalive.interval", k.interval.as_ref())?,
+                idle_time_s: seconds(&format!("{at}.tcpKeepalive.idleTime"), k.idle_time.as_ref())?,
+                interval_s: seconds(&format!("{at}.tcpKeepalive.interval"), k.interval.as_ref())?,
             })
         })
         .transpose()?;
@@ -907,16 +942,21 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
                 delay_ms: f
                     .delay
                     .as_ref()
-                    .map(|d| millis("spec.faultInjection.delay.fixedDelay", &d.fixed_delay))
+                    .map(|d| {
+                        millis(
+                            &format!("{at}.faultInjection.delay.fixedDelay"),
+                            &d.fixed_delay,
+                        )
+                    })
                     .transpose()?,
                 delay_per_million: per_million(
-                    "spec.faultInjection.delay.percentage",
+                    &format!("{at}.faultInjection.delay.percentage"),
                     f.delay.as_ref().and_then(|d| d.percentage),
                 )?,
                 abort_http_status: f.abort.as_ref().and_then(|a| a.http_status),
                 abort_grpc_status: f.abort.as_ref().and_then(|a| a.grpc_status),
                 abort_per_million: per_million(
-                    "spec.faultInjection.abort.percentage",
+                    &format!("{at}.faultInjection.abort.percentage"),
                     f.abort.as_ref().and_then(|a| a.percentage),
                 )?,
             })
@@ -928,18 +968,18 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
     };
     let cluster = ClusterSettingsIr {
         connect_timeout_ms: opt_millis(
-            "spec.timeout.tcp.connectTimeout",
+            &format!("{at}.timeout.tcp.connectTimeout"),
             spec.timeout
                 .as_ref()
                 .and_then(|t| t.tcp.as_ref())
                 .and_then(|t| t.connect_timeout.as_ref()),
         )?,
         idle_timeout_ms: opt_millis(
-            "spec.timeout.http.connectionIdleTimeout",
+            &format!("{at}.timeout.http.connectionIdleTimeout"),
             http_timeout.and_then(|h| h.connection_idle_timeout.as_ref()),
         )?,
         max_connection_duration_ms: opt_millis(
-            "spec.timeout.http.maxConnectionDuration",
+            &format!("{at}.timeout.http.maxConnectionDuration"),
             http_timeout.and_then(|h| h.max_connection_duration.as_ref()),
         )?,
         max_connections: cb.and_then(|c| c.max_connections),
@@ -962,6 +1002,37 @@ fn traffic_ir(policy: &BackendTrafficPolicy) -> Result<TrafficIr, PolicyError> {
         fault,
         cluster: (cluster != ClusterSettingsIr::default()).then_some(cluster),
     })
+}
+
+/// The `backendSettings` of a policy's own backend (the field at `at`): the settings of its
+/// cluster, and the retry and request timeout of the policy's requests to it. A consistent hash
+/// has no request attributes to hash here, so it balances like Random.
+pub(super) fn backend_settings_ir(
+    settings: &ClusterSettings,
+    at: &str,
+) -> Result<TrafficIr, PolicyError> {
+    let ClusterSettings {
+        retry,
+        timeout,
+        circuit_breaker,
+        load_balancer,
+        health_check,
+        tcp_keepalive,
+        proxy_protocol,
+        unsupported,
+    } = settings.clone();
+    let spec = BackendTrafficPolicySpec {
+        retry,
+        timeout,
+        circuit_breaker,
+        load_balancer,
+        health_check,
+        tcp_keepalive,
+        proxy_protocol,
+        unsupported,
+        ..BackendTrafficPolicySpec::default()
+    };
+    traffic_spec_ir(&spec, at)
 }
 
 /// One local rate limit rule: its bucket and the requests that count against it.

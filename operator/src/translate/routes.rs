@@ -387,7 +387,7 @@ impl RouteCtx<'_> {
         if let Some((_, traffic)) = effective.traffic {
             let mut traffic = (*traffic).clone();
             if let Some(settings) = traffic.cluster.take() {
-                let variant = |name: &str| format!("{name}/btp-{}", settings_hash(&settings));
+                let variant = |name: &str| settings_variant(name, &settings);
                 let mut repoint = |name: &mut String| {
                     if let Some(base) = self.compiled.clusters.get(name.as_str()) {
                         let renamed = variant(name);
@@ -427,7 +427,12 @@ impl RouteCtx<'_> {
 }
 
 /// A short, stable digest of cluster settings, for the names of cluster variants.
-fn settings_hash(settings: &ClusterSettingsIr) -> String {
+/// The name of the variant of cluster `name` with `settings`: `{name}/btp-{hash}`, so users
+/// of different settings never share a cluster, and the name stays put while the settings do.
+pub(super) fn settings_variant(name: &str, settings: &ClusterSettingsIr) -> String {
     let text = serde_json::to_string(settings).unwrap_or_default();
-    crate::short_hash::short_sha256_hex(text.as_bytes(), 8)
+    format!(
+        "{name}/btp-{}",
+        crate::short_hash::short_sha256_hex(text.as_bytes(), 8)
+    )
 }

@@ -15,11 +15,12 @@ use super::backends::{self, BackendTarget};
 use super::index::{Index, secret_value};
 use super::ir::{
     ApiKeyAuthIr, ClusterIr, ClusterSourceIr, EndpointIr, ExtAuthIr, ExtAuthServiceIr, JwksIr,
-    OidcIr, TrustIr, UpstreamProtocol, UpstreamTlsIr,
+    OidcIr, RetryIr, TrustIr, UpstreamProtocol, UpstreamTlsIr,
 };
-use super::policies::PolicyError;
+use super::policies::{PolicyError, backend_settings_ir};
 use super::refs::{Referent, Referrer, reference_allowed};
 use super::route_kind::RouteKind;
+use super::routes::settings_variant;
 
 /// Upstream's timeout for an authorization check when the policy sets none.
 const DEFAULT_EXT_AUTH_TIMEOUT_MS: u64 = 10_000;
@@ -106,14 +107,13 @@ pub(super) fn ext_auth(
     timeout_ms: Option<u64>,
     clusters: &mut Vec<ClusterIr>,
 ) -> Result<ExtAuthIr, PolicyError> {
-    let (service, cluster) = match (&ext.http, &ext.grpc) {
+    let (service, (cluster, requests)) = match (&ext.http, &ext.grpc) {
         (Some(http), None) => {
-            let cluster = policy_backend(
-                index,
-                namespace,
-                "spec.extAuth.http",
+            let at = "spec.extAuth.http";
+            let cluster = with_settings(
+                at,
                 &http.backend,
-                RouteKind::Http,
+                policy_backend(index, namespace, at, &http.backend, RouteKind::Http)?,
             )?;
             let path = http.path.clone().filter(|p| !p.is_empty());
             let path_override = http.path_override.clone().filter(|p| !p.is_empty());
@@ -134,12 +134,11 @@ pub(super) fn ext_auth(
             )
         }
         (None, Some(grpc)) => {
-            let cluster = policy_backend(
-                index,
-                namespace,
-                "spec.extAuth.grpc",
+            let at = "spec.extAuth.grpc";
+            let cluster = with_settings(
+                at,
                 &grpc.backend,
-                RouteKind::Grpc,
+                policy_backend(index, namespace, at, &grpc.backend, RouteKind::Grpc)?,
             )?;
             (ExtAuthServiceIr::Grpc, cluster)
         }
@@ -157,8 +156,11 @@ pub(super) fn ext_auth(
         service,
         cluster: name,
         headers_to_ext_auth: lowercase(&ext.headers_to_ext_auth),
-        timeout_ms: timeout_ms.unwrap_or(DEFAULT_EXT_AUTH_TIMEOUT_MS),
+        timeout_ms: timeout_ms
+            .or(requests.timeout_ms)
+            .unwrap_or(DEFAULT_EXT_AUTH_TIMEOUT_MS),
         fail_open: ext.fail_open.unwrap_or(false),
+        retry: requests.retry,
     })
 }
 
@@ -172,35 +174,39 @@ pub(super) fn remote_jwks(
     cache_duration_ms: Option<u64>,
     clusters: &mut Vec<ClusterIr>,
 ) -> Result<JwksIr, PolicyError> {
-    let name = uri_cluster(
+    let at = format!("{at}.remoteJWKS");
+    let (name, requests) = uri_cluster(
         index,
         namespace,
-        &format!("{at}.remoteJWKS"),
+        (&format!("{at}.uri"), &at),
         policy,
         &remote.uri,
         &remote.backend,
         clusters,
     )?;
+    let RequestSettings { retry, timeout_ms } = requests;
     Ok(JwksIr::Remote {
         uri: remote.uri.clone(),
         cluster: name,
         cache_duration_ms,
+        retry,
+        timeout_ms,
     })
 }
 
 /// The cluster requests to `uri` go through: the policy's backendRef when it has one, else a
-/// cluster to the URI's own host and port; TLS with the system trust store for `https`.
-/// `at` is the field holding `uri` and the backend references.
+/// cluster to the URI's own host and port; TLS with the system trust store for `https`;
+/// `backendSettings` applied. `(uri_at, at)` are the fields holding `uri` and the backend.
 fn uri_cluster(
     index: &Index<'_>,
     namespace: &str,
-    at: &str,
+    (uri_at, at): (&str, &str),
     policy: &str,
     uri_text: &str,
     backend: &BackendCluster,
     clusters: &mut Vec<ClusterIr>,
-) -> Result<String, PolicyError> {
-    let uri = Uri::parse(uri_text).map_err(|problem| invalid(at, uri_text, problem))?;
+) -> Result<(String, RequestSettings), PolicyError> {
+    let uri = Uri::parse(uri_text).map_err(|problem| invalid(uri_at, uri_text, problem))?;
     let cluster = if backend.refs().next().is_some() {
         let mut cluster = policy_backend(index, namespace, at, backend, RouteKind::Http)?;
         if uri.https {
@@ -231,9 +237,43 @@ fn uri_cluster(
             settings: None,
         }
     };
+    let (cluster, requests) = with_settings(at, backend, cluster)?;
     let name = cluster.name.clone();
     push_cluster(clusters, cluster);
-    Ok(name)
+    Ok((name, requests))
+}
+
+/// How a policy's own requests to its backend retry and time out (`backendSettings`).
+#[derive(Debug, Default)]
+struct RequestSettings {
+    retry: Option<RetryIr>,
+    timeout_ms: Option<u64>,
+}
+
+/// `cluster` with the connection settings of `backend.backendSettings` (a variant of it, named
+/// as a BackendTrafficPolicy's would be), and the settings of the requests sent through it.
+fn with_settings(
+    at: &str,
+    backend: &BackendCluster,
+    cluster: ClusterIr,
+) -> Result<(ClusterIr, RequestSettings), PolicyError> {
+    let Some(settings) = &backend.backend_settings else {
+        return Ok((cluster, RequestSettings::default()));
+    };
+    let traffic = backend_settings_ir(settings, &format!("{at}.backendSettings"))?;
+    let requests = RequestSettings {
+        retry: traffic.retry,
+        timeout_ms: traffic.request_timeout_ms,
+    };
+    let cluster = match traffic.cluster {
+        Some(settings) => ClusterIr {
+            name: settings_variant(&cluster.name, &settings),
+            settings: Some(Box::new(settings)),
+            ..cluster
+        },
+        None => cluster,
+    };
+    Ok((cluster, requests))
 }
 
 /// Upstream's redirect URL when the policy sets none: the callback path on the host and scheme
@@ -292,10 +332,10 @@ pub(super) fn oidc(
     let authorization_endpoint =
         endpoint("authorizationEndpoint", &o.provider.authorization_endpoint)?;
     let token_endpoint = endpoint("tokenEndpoint", &o.provider.token_endpoint)?;
-    let token_cluster = uri_cluster(
+    let (token_cluster, token_requests) = uri_cluster(
         index,
         namespace,
-        "spec.oidc.provider.tokenEndpoint",
+        ("spec.oidc.provider.tokenEndpoint", "spec.oidc.provider"),
         policy,
         &token_endpoint,
         &o.provider.backend,
@@ -349,6 +389,8 @@ pub(super) fn oidc(
         authorization_endpoint,
         token_endpoint,
         token_cluster,
+        token_retry: token_requests.retry,
+        token_timeout_ms: token_requests.timeout_ms,
         redirect_url,
         redirect_path,
         logout_path,
@@ -389,7 +431,8 @@ fn invalid(field: &str, value: &str, problem: &str) -> PolicyError {
     }
 }
 
-/// The cluster of a policy's backend: one reference (Service or Backend), no settings.
+/// The cluster of a policy's backend: one reference (Service or Backend), before its settings
+/// ([`with_settings`]).
 fn policy_backend(
     index: &Index<'_>,
     namespace: &str,
@@ -397,11 +440,6 @@ fn policy_backend(
     backend: &BackendCluster,
     kind: RouteKind,
 ) -> Result<ClusterIr, PolicyError> {
-    if backend.backend_settings.is_some() {
-        return Err(PolicyError::Unsupported(vec![format!(
-            "{at}.backendSettings"
-        )]));
-    }
     let refs: Vec<_> = backend.refs().collect();
     let field = if backend.backend_ref.is_some() {
         format!("{at}.backendRef")
@@ -710,6 +748,92 @@ spec:
             {"name": "auth", "port": 9000}, {"name": "auth", "port": 9000}]}}))
         .expect_err("refused");
         assert!(error.contains("more than one backend"), "{error}");
+    }
+
+    #[test]
+    fn backend_settings_shape_the_policy_cluster_and_its_requests() {
+        let snapshot = snapshot_from_yaml("c", OBJECTS).expect("loads");
+        let index = Index::new(&snapshot);
+        let resolve = |remote: serde_json::Value| {
+            let policy = security(serde_json::json!({"jwt": {"providers": [
+                {"name": "idp", "remoteJWKS": remote}]}}));
+            let provider = &policy.spec.jwt.as_ref().expect("set").providers[0];
+            let mut clusters = Vec::new();
+            remote_jwks(
+                &index,
+                "n",
+                "spec.jwt.providers[0]",
+                "n/p",
+                provider.remote_jwks.as_ref().expect("set"),
+                None,
+                &mut clusters,
+            )
+            .map(|j| (j, clusters))
+            .map_err(|e| e.to_string())
+        };
+        let (jwks, clusters) = resolve(serde_json::json!({
+            "uri": "http://auth.n:9000/jwks",
+            "backendRefs": [{"name": "auth", "port": 9000}],
+            "backendSettings": {
+                "retry": {"numRetries": 4, "perRetry": {"backOff": {"baseInterval": "50ms"}}},
+                "timeout": {"tcp": {"connectTimeout": "2s"}, "http": {"requestTimeout": "3s"}},
+                "circuitBreaker": {"maxConnections": 7}
+            }
+        }))
+        .expect("resolves");
+        assert_eq!(clusters.len(), 1);
+        let cluster = &clusters[0];
+        assert!(
+            cluster.name.starts_with("service/n/auth/9000/btp-"),
+            "a settings variant of the Service port's cluster: {}",
+            cluster.name
+        );
+        let settings = cluster.settings.as_deref().expect("settings");
+        assert_eq!(settings.connect_timeout_ms, Some(2_000));
+        assert_eq!(settings.max_connections, Some(7));
+        let JwksIr::Remote {
+            cluster: name,
+            retry,
+            timeout_ms,
+            ..
+        } = jwks
+        else {
+            panic!("remote");
+        };
+        assert_eq!(name, cluster.name);
+        assert_eq!(timeout_ms, Some(3_000));
+        let retry = retry.expect("retry");
+        assert_eq!((retry.num_retries, retry.backoff_base_ms), (4, Some(50)));
+
+        // Without a backendRef the settings shape the cluster built to the URI's host.
+        let (_, clusters) = resolve(serde_json::json!({
+            "uri": "https://idp.test/jwks",
+            "backendSettings": {"circuitBreaker": {"maxPendingRequests": 3}}
+        }))
+        .expect("resolves");
+        assert!(clusters[0].name.starts_with("uri/https/idp.test/443/btp-"));
+        assert!(clusters[0].tls.is_some());
+
+        let error = resolve(serde_json::json!({
+            "uri": "http://auth.n:9000/jwks",
+            "backendRefs": [{"name": "auth", "port": 9000}],
+            "backendSettings": {"dns": {"dnsRefreshRate": "5s"}}
+        }))
+        .expect_err("refused");
+        assert!(
+            error.contains("spec.jwt.providers[0].remoteJWKS.backendSettings.dns"),
+            "{error}"
+        );
+        let error = resolve(serde_json::json!({
+            "uri": "http://auth.n:9000/jwks",
+            "backendRefs": [{"name": "auth", "port": 9000}],
+            "backendSettings": {"loadBalancer": {"type": "Fastest"}}
+        }))
+        .expect_err("refused");
+        assert!(
+            error.contains("spec.jwt.providers[0].remoteJWKS.backendSettings.loadBalancer.type"),
+            "{error}"
+        );
     }
 
     #[test]

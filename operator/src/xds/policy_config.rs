@@ -420,15 +420,20 @@ pub fn jwt_authentication(policies: &BTreeMap<String, &JwtIr>) -> Option<Any> {
                         uri,
                         cluster,
                         cache_duration_ms,
+                        retry,
+                        timeout_ms,
                     } => jwt_provider::JwksSourceSpecifier::RemoteJwks(RemoteJwks {
                         http_uri: Some(HttpUri {
                             uri: uri.clone(),
-                            timeout: Some(millis(JWKS_FETCH_TIMEOUT_MS)),
+                            timeout: Some(millis(timeout_ms.unwrap_or(JWKS_FETCH_TIMEOUT_MS))),
                             http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(
                                 cluster.clone(),
                             )),
                         }),
                         cache_duration: cache_duration_ms.map(millis),
+                        retry_policy: retry
+                            .as_ref()
+                            .map(super::policy_filters::service_retry_policy),
                         ..RemoteJwks::default()
                     }),
                 }),

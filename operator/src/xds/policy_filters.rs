@@ -24,7 +24,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::core::v3::{
-    GrpcService, HttpUri, RuntimeFractionalPercent, TypedExtensionConfig, grpc_service, http_uri,
+    BackoffStrategy, GrpcService, HttpUri, RetryPolicy as CoreRetryPolicy,
+    RuntimeFractionalPercent, TypedExtensionConfig, grpc_service, http_uri,
 };
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, RateLimit as RouteRateLimit, header_matcher, rate_limit,
@@ -64,7 +65,7 @@ use super::envoy_config::any;
 use super::policy_config::{exact, millis};
 use crate::translate::ir::{
     ApiKeyAuthIr, ExtAuthIr, ExtAuthServiceIr, OidcIr, PathMatchIr, RateLimitIr,
-    RateLimitSelectorIr, RouteIr, StringMatchIr,
+    RateLimitSelectorIr, RetryIr, RouteIr, StringMatchIr,
 };
 
 pub const API_KEY_AUTH_FILTER: &str = "envoy.filters.http.api_key_auth";
@@ -164,7 +165,7 @@ pub fn oauth2_per_route(policy: &str, o: &OidcIr) -> OAuth2PerRoute {
             stat_prefix: policy.replace('/', "_"),
             token_endpoint: Some(HttpUri {
                 uri: o.token_endpoint.clone(),
-                timeout: Some(millis(TOKEN_TIMEOUT_MS)),
+                timeout: Some(millis(o.token_timeout_ms.unwrap_or(TOKEN_TIMEOUT_MS))),
                 http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(
                     o.token_cluster.clone(),
                 )),
@@ -194,8 +195,35 @@ pub fn oauth2_per_route(policy: &str, o: &OidcIr) -> OAuth2PerRoute {
                     }),
                 cookie_domain: o.cookie_domain.clone().unwrap_or_default(),
             }),
+            retry_policy: o.token_retry.as_ref().map(service_retry_policy),
             ..OAuth2Config::default()
         }),
+    }
+}
+
+/// The retry policy of a policy's own requests (JWKS fetches, authorization checks, token
+/// requests). Envoy's service-level retry policy has no list of retriable status codes, so
+/// retrying on 5xx codes becomes `5xx`; other codes are not retried.
+pub(super) fn service_retry_policy(r: &RetryIr) -> CoreRetryPolicy {
+    let mut retry_on: Vec<&str> = r
+        .retry_on
+        .iter()
+        .map(String::as_str)
+        .filter(|t| *t != "retriable-status-codes")
+        .collect();
+    if r.status_codes.iter().any(|c| (500..600).contains(c)) && !retry_on.contains(&"5xx") {
+        retry_on.push("5xx");
+    }
+    CoreRetryPolicy {
+        retry_back_off: r.backoff_base_ms.map(|base| BackoffStrategy {
+            base_interval: Some(millis(base)),
+            max_interval: r.backoff_max_ms.map(millis),
+        }),
+        num_retries: Some(UInt32Value {
+            value: r.num_retries,
+        }),
+        retry_on: retry_on.join(","),
+        ..CoreRetryPolicy::default()
     }
 }
 
@@ -233,6 +261,7 @@ pub fn ext_authz(e: &ExtAuthIr) -> ExtAuthz {
                 allowed_upstream_headers: list(headers_to_backend),
                 ..AuthorizationResponse::default()
             }),
+            retry_policy: e.retry.as_ref().map(service_retry_policy),
             ..HttpService::default()
         }),
         ExtAuthServiceIr::Grpc => ext_authz::Services::GrpcService(GrpcService {
@@ -246,6 +275,7 @@ pub fn ext_authz(e: &ExtAuthIr) -> ExtAuthz {
                     ..grpc_service::EnvoyGrpc::default()
                 },
             )),
+            retry_policy: e.retry.as_ref().map(service_retry_policy),
             ..GrpcService::default()
         }),
     };
@@ -680,6 +710,14 @@ mod tests {
             headers_to_ext_auth: vec!["authorization".into()],
             timeout_ms: 2_000,
             fail_open: true,
+            retry: Some(RetryIr {
+                num_retries: 3,
+                retry_on: vec!["connect-failure".into(), "retriable-status-codes".into()],
+                status_codes: vec![503],
+                per_try_timeout_ms: None,
+                backoff_base_ms: Some(100),
+                backoff_max_ms: None,
+            }),
         };
         let config = ext_authz(&http);
         assert!(config.failure_mode_allow);
@@ -695,6 +733,16 @@ mod tests {
             ))
         );
         assert_eq!(uri.timeout, Some(millis(2_000)));
+        let retry = service
+            .retry_policy
+            .as_ref()
+            .expect("backendSettings.retry");
+        assert_eq!(retry.num_retries, Some(UInt32Value { value: 3 }));
+        assert_eq!(retry.retry_on, "connect-failure,5xx");
+        assert_eq!(
+            retry.retry_back_off.as_ref().and_then(|b| b.base_interval),
+            Some(millis(100))
+        );
         let grpc = ext_authz(&ExtAuthIr {
             service: ExtAuthServiceIr::Grpc,
             fail_open: false,
