@@ -595,3 +595,123 @@ spec:
     })
     .await;
 }
+
+/// One HTTP/1.1 request on a kept-alive connection: the response's status, or `None` when
+/// Envoy closed the connection instead of answering.
+async fn request_on(stream: &mut tokio::net::TcpStream, host: &str) -> Option<u16> {
+    let head = format!("GET / HTTP/1.1\r\nhost: {host}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.ok()?;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+            let length: usize = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if received.len() >= end + 4 + length {
+                return text.split_whitespace().nth(1)?.parse().ok();
+            }
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// The first external authorization policy on a listener adds a filter to it. Connections
+/// Envoy accepted before keep the listener's old filters; they must not serve the newly
+/// protected route unchecked (`xds::authz_guard`). The fleet runs Envoy with an immediate drain
+/// strategy, as here.
+#[tokio::test]
+async fn ext_auth_added_later_covers_connections_opened_before() {
+    with_temp_namespace(|client, ns| async move {
+        let echo_bin = Path::new(env!("CARGO_BIN_EXE_eg-echo"));
+        let app_host = EchoHost::start("app", echo_bin).await?;
+        service_with_endpoint(&client, &ns, "app", app_host.address()).await;
+        let (auth_addr, _auth) =
+            http_server(jwks_and_auth(String::new(), Arc::new(AtomicUsize::new(0)))).await?;
+        let controller_name = format!("example.com/later-{ns}");
+        let port = free_port(LOOPBACK)?;
+        http_gateway(
+            &client,
+            &ns,
+            "gw",
+            &format!("gc-{ns}"),
+            &controller_name,
+            port,
+        )
+        .await;
+        apply(&client, Some(&ns), loopback_backend("auth-http", auth_addr)).await;
+        apply(&client, Some(&ns), route("later", "later.test", app())).await;
+        let control_plane = common::start_control_plane_with(
+            client.clone(),
+            &controller_name,
+            vec![ns.clone()],
+            true,
+        )
+        .await;
+        let bootstrap =
+            eg_operator::xds::bootstrap::bootstrap(&eg_operator::xds::bootstrap::BootstrapSpec {
+                node_id: "gw-proxy-0".into(),
+                node_cluster: format!("{ns}/gw"),
+                admin: SocketAddr::new(LOOPBACK, 0),
+                xds_server: control_plane.xds.into(),
+                flavour: AdsFlavour::Delta,
+                tls: None,
+            });
+        let envoy = eg_e2e::envoy::EnvoyProcess::start_with_args(
+            &bootstrap.to_string(),
+            &["--drain-time-s", "30", "--drain-strategy", "immediate"],
+        )
+        .await?;
+        let envoy_addr = SocketAddr::new(LOOPBACK, port);
+        let (mut before, _) = until!(
+            "route served",
+            Duration::from_secs(20),
+            async {
+                let mut stream = tokio::net::TcpStream::connect(envoy_addr).await.ok()?;
+                (request_on(&mut stream, "later.test").await == Some(200)).then_some(stream)
+            }
+            .await
+        );
+
+        apply(
+            &client,
+            Some(&ns),
+            policy(
+                "SecurityPolicy",
+                "later",
+                "later",
+                json!({"extAuth": {
+            "http": {"backendRefs": [backend_ref("auth-http")], "path": "/check"},
+            "headersToExtAuth": ["x-token"]}}),
+            ),
+        )
+        .await;
+        until!(
+            "policy enforced on new connections",
+            Duration::from_secs(20),
+            async {
+                let mut stream = tokio::net::TcpStream::connect(envoy_addr).await.ok()?;
+                (request_on(&mut stream, "later.test").await == Some(403)).then_some(())
+            }
+            .await
+        );
+        let answer = request_on(&mut before, "later.test").await;
+        // The guard route table of the old filter chain answers 503 (or the connection is
+        // already closed by its drain); without it the answer was 200, unchecked.
+        assert!(
+            matches!(answer, None | Some(503)),
+            "a connection opened before the policy got {answer:?} from the newly protected route"
+        );
+
+        envoy.stop();
+        drop(control_plane);
+        Ok(())
+    })
+    .await;
+}

@@ -3,7 +3,9 @@
 //! - One Envoy listener per port. HTTP ports get one filter chain whose routes come from RDS
 //!   (`{gateway}/{port}`); HTTPS ports get one filter chain per Gateway listener, chosen by SNI,
 //!   with certificates delivered by SDS and their own route table (`{gateway}/{port}/{listener}`),
-//!   so the routes of one hostname can never answer for another.
+//!   so the routes of one hostname can never answer for another. A table read by connection
+//!   managers with ext_authz filters is named after them too (`…@authz-{digest}`, see
+//!   [`super::authz_guard`]).
 //!   An HTTPS listener whose ClientTrafficPolicy asks for HTTP/3 also gets a QUIC (UDP)
 //!   listener on its port (`{gateway}/{port}/quic`) sharing its route table; its TCP chain
 //!   advertises it with `alt-svc`. ClientTrafficPolicy settings are applied by
@@ -92,6 +94,7 @@ use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
 use sha2::{Digest, Sha256};
 
+use super::authz_guard::{self, AuthzHistory};
 use super::client_traffic_config;
 use super::envoy_config::{
     ads_source, any, eds_cluster, hostname_address, load_assignment_of, pipe_address, resource,
@@ -136,6 +139,10 @@ pub struct SnapshotBuilder {
     virtual_hosts: Generations<VirtualHostIr, VirtualHostBytes>,
     /// Route tables by name, with the virtual hosts they were spliced from.
     tables: HashMap<String, (Vec<Arc<VirtualHostIr>>, Resource)>,
+    /// The ext_authz filter sets of each route table base, for guard tables.
+    authz_history: AuthzHistory,
+    /// Guarded variants of virtual hosts, per guard table name.
+    guarded: HashMap<String, Generations<VirtualHostIr, Arc<VirtualHostIr>>>,
 }
 
 /// A virtual host's encoding and the SHA-256 of it, from which route table versions derive.
@@ -233,12 +240,11 @@ impl SnapshotBuilder {
             };
             match listeners.first().map(|l| l.protocol) {
                 Some(ListenerProtocol::Http) | None => {
-                    let route_name = listener_name.clone();
                     let vhosts: Vec<&Arc<VirtualHostIr>> = listeners
                         .iter()
                         .flat_map(|l| l.virtual_hosts.iter())
                         .collect();
-                    snap.insert(ROUTE, self.route_table(&route_name, &vhosts));
+                    let route_name = self.route_tables(&mut snap, &listener_name, &vhosts);
                     let policy_filters = listener_policy_filters(vhosts.iter().copied());
                     let client = port_client(&listeners);
                     let mut filters =
@@ -268,18 +274,22 @@ impl SnapshotBuilder {
                     let mut chains = Vec::new();
                     let mut quic_chains = Vec::new();
                     for l in &listeners {
-                        let route_name = format!("{listener_name}/{}", l.name);
+                        let stat_prefix = format!("{listener_name}/{}", l.name);
                         let vhosts: Vec<&Arc<VirtualHostIr>> = l.virtual_hosts.iter().collect();
-                        snap.insert(ROUTE, self.route_table(&route_name, &vhosts));
+                        let route_name = self.route_tables(&mut snap, &stat_prefix, &vhosts);
                         let quic = http3(l);
+                        let names = HcmNames {
+                            stat_prefix: &stat_prefix,
+                            route_table: &route_name,
+                        };
                         chains.push(https_chain(
                             &mut snap,
-                            &route_name,
+                            names,
                             l,
                             quic.then_some(bind.port()),
                         ));
                         if quic {
-                            quic_chains.push(quic_chain(&mut snap, &route_name, l));
+                            quic_chains.push(quic_chain(&mut snap, names, l));
                         }
                     }
                     if !quic_chains.is_empty() {
@@ -346,12 +356,49 @@ impl SnapshotBuilder {
     pub fn finish_round(&mut self) {
         self.routes.rotate();
         self.virtual_hosts.rotate();
+        for guarded in self.guarded.values_mut() {
+            guarded.rotate();
+        }
+        self.guarded.retain(|_, g| !g.previous.is_empty());
         let live = &self.virtual_hosts.previous;
         self.tables.retain(|_, (vhosts, _)| {
             vhosts
                 .iter()
                 .all(|v| live.contains_key(&(Arc::as_ptr(v) as usize)))
         });
+    }
+
+    /// The route tables of connection managers named after `base` serving `vhosts`, into
+    /// `snap`: the current one, named after its ext_authz filters, whose name is returned, and
+    /// the guard tables of the filter sets `base` had before (see [`authz_guard`]).
+    fn route_tables(
+        &mut self,
+        snap: &mut Snapshot,
+        base: &str,
+        vhosts: &[&Arc<VirtualHostIr>],
+    ) -> String {
+        let current = authz_guard::required_policies(vhosts.iter().copied());
+        let name = authz_guard::table_name(base, &current);
+        snap.insert(ROUTE, self.route_table(&name, vhosts));
+        let earlier = self.authz_history.record(base, &current).to_vec();
+        for available in earlier {
+            let guard_name = authz_guard::table_name(base, &available);
+            let guarded = self.guarded.entry(guard_name.clone()).or_default();
+            let hosts: Vec<Arc<VirtualHostIr>> = vhosts
+                .iter()
+                .map(|v| {
+                    // Unguarded hosts stay the very same `Arc`: their encodings are shared
+                    // with the current table.
+                    let original = Arc::clone(v);
+                    guarded.get_or_encode(v, |host| {
+                        authz_guard::guarded_host(host, &available).map_or(original, Arc::new)
+                    })
+                })
+                .collect();
+            let hosts: Vec<&Arc<VirtualHostIr>> = hosts.iter().collect();
+            snap.insert(ROUTE, self.route_table(&guard_name, &hosts));
+        }
+        name
     }
 
     /// The route table `name` serving `vhosts`: `route_table(name, vhosts)` encoded, spliced
@@ -544,6 +591,14 @@ fn port_client<'a>(listeners: &[&'a ListenerIr]) -> Option<&'a ClientTrafficIr> 
     listeners.iter().find_map(|l| l.client.as_ref())
 }
 
+/// The names a connection manager goes by: its statistics and the route table it reads
+/// (which differ when the table is named after the listener's ext_authz filters).
+#[derive(Debug, Clone, Copy)]
+struct HcmNames<'a> {
+    stat_prefix: &'a str,
+    route_table: &'a str,
+}
+
 fn hcm_filter(
     stat_prefix: &str,
     route_name: &str,
@@ -613,13 +668,13 @@ fn connection_manager(
 /// on, advertised in `alt-svc`.
 fn https_chain(
     snap: &mut Snapshot,
-    route_name: &str,
+    names: HcmNames<'_>,
     l: &ListenerIr,
     http3_port: Option<u16>,
 ) -> FilterChain {
     let mut hcm = connection_manager(
-        route_name,
-        route_name,
+        names.stat_prefix,
+        names.route_table,
         listener_policy_filters(l.virtual_hosts.iter()),
         l.client.as_ref(),
     );
@@ -631,7 +686,7 @@ fn https_chain(
             server_names: vec![h.clone()],
             ..FilterChainMatch::default()
         }),
-        filters: client_traffic_config::network_filters(l.client.as_ref(), route_name)
+        filters: client_traffic_config::network_filters(l.client.as_ref(), names.stat_prefix)
             .into_iter()
             .chain([hcm_as_filter(&hcm)])
             .collect(),
@@ -642,10 +697,10 @@ fn https_chain(
 
 /// The QUIC filter chain of HTTPS listener `l`: HTTP/3 over the same route table and TLS
 /// settings as its TCP chain.
-fn quic_chain(snap: &mut Snapshot, route_name: &str, l: &ListenerIr) -> FilterChain {
+fn quic_chain(snap: &mut Snapshot, names: HcmNames<'_>, l: &ListenerIr) -> FilterChain {
     let mut hcm = connection_manager(
-        route_name,
-        route_name,
+        names.stat_prefix,
+        names.route_table,
         listener_policy_filters(l.virtual_hosts.iter()),
         l.client.as_ref(),
     );

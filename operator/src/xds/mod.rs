@@ -2,7 +2,8 @@
 //!
 //! - [`protocol`]: the per-connection ADS protocol state, state-of-the-world and delta (pure).
 //! - [`envoy_config`]: typed Envoy configuration pieces and their packing into resources (pure).
-//! - [`from_ir`]: a Gateway's IR to its Envoy snapshot (pure).
+//! - [`from_ir`]: a Gateway's IR to its Envoy snapshot (pure); [`authz_guard`]: the route
+//!   tables that keep connections older than an ext_authz filter from bypassing it.
 //! - [`policy_config`]: Envoy Gateway policies as Envoy filters and settings (pure);
 //!   [`policy_filters`]: API keys, external authorization, compression, rate limit selectors.
 //! - [`client_traffic_config`]: ClientTrafficPolicy as listener settings (pure).
@@ -10,6 +11,7 @@
 //! - [`identity`]: which Gateway a proxy's client certificate lets it be served (pure).
 //! - [`server`]: the tonic ADS service (I/O), grouping proxies by Gateway.
 
+pub mod authz_guard;
 pub mod bootstrap;
 pub mod client_traffic_config;
 pub mod envoy_config;

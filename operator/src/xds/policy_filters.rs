@@ -9,9 +9,8 @@
 //!   (named after it, disabled), because the service, timeout and fail-open switch are
 //!   filter-level settings in Envoy; routes under the policy enable it. So the first such
 //!   policy on a listener changes the listener, and a keep-alive connection accepted before
-//!   that change keeps the old filter chain while reading the new routes: its requests skip
-//!   the check until it closes. (Known gap; one always-present ext_authz filter with per-route
-//!   service overrides would close it but cannot carry a per-policy fail-open switch.)
+//!   that change keeps the old filter chain: [`super::authz_guard`] gives it a route table of
+//!   its own in which the newly protected routes answer 503, never unchecked.
 //! - OpenID Connect: one oauth2 filter in every connection manager, without configuration of
 //!   its own (it then passes requests through); a route under an OIDC policy carries the
 //!   policy's configuration, whose two secrets (client secret, cookie-signing key) go to Envoy
