@@ -315,17 +315,28 @@ fn resolve_targets(
 ) -> (Vec<Target>, Vec<PolicyTargetReference>) {
     let mut found = Vec::new();
     let mut missing = Vec::new();
-    let gateway_exists = |name: &str| {
+    // A sectionName must name one of the target's listeners (or rules): a policy for a
+    // listener that does not exist has no target, as upstream reports it.
+    let gateway_exists = |name: &str, section: Option<&String>| {
         targetable.gateways.iter().any(|g| {
             g.metadata.namespace.as_deref() == Some(namespace)
                 && g.metadata.name.as_deref() == Some(name)
+                && section.is_none_or(|s| g.spec.listeners.iter().any(|l| &l.name == s))
         })
     };
-    let route_exists = |kind: RouteKind, name: &str| {
-        targetable
-            .routes
-            .iter()
-            .any(|(k, key, _)| *k == kind && **key == format!("{namespace}/{name}"))
+    let route_exists = |kind: RouteKind, name: &str, section: Option<&String>| {
+        targetable.routes.iter().any(|(k, key, route)| {
+            *k == kind
+                && **key == format!("{namespace}/{name}")
+                && section.is_none_or(|s| {
+                    route
+                        .spec
+                        .rules
+                        .iter()
+                        .flatten()
+                        .any(|r| r.name.as_ref() == Some(s))
+                })
+        })
     };
     for r in targets.target_ref.iter().chain(&targets.target_refs) {
         let group = if r.group.is_empty() {
@@ -334,7 +345,7 @@ fn resolve_targets(
             &r.group
         };
         let target = match (group, r.kind.as_str()) {
-            (GATEWAY_GROUP, "Gateway") if gateway_exists(&r.name) => {
+            (GATEWAY_GROUP, "Gateway") if gateway_exists(&r.name, r.section_name.as_ref()) => {
                 let key = format!("{namespace}/{}", r.name);
                 Some(match &r.section_name {
                     Some(section) => Target::Listener(key, section.clone()),
@@ -342,7 +353,9 @@ fn resolve_targets(
                 })
             }
             (GATEWAY_GROUP, kind) => match RouteKind::from_name(kind) {
-                Some(kind @ (RouteKind::Http | RouteKind::Grpc)) if route_exists(kind, &r.name) => {
+                Some(kind @ (RouteKind::Http | RouteKind::Grpc))
+                    if route_exists(kind, &r.name, r.section_name.as_ref()) =>
+                {
                     let key = format!("{namespace}/{}", r.name);
                     Some(match &r.section_name {
                         Some(rule) => Target::Rule(kind, key, rule.clone()),
@@ -523,7 +536,16 @@ impl<T> Attachments<T> {
                 } else {
                     &r.group
                 };
-                let message = format!("{} {namespace}/{} not found", r.kind, r.name);
+                let message = match &r.section_name {
+                    Some(section) => {
+                        let part = if r.kind == "Gateway" { "listener" } else { "rule" };
+                        format!(
+                            "{} {namespace}/{} has no {part} {section:?} (or does not exist)",
+                            r.kind, r.name
+                        )
+                    }
+                    None => format!("{} {namespace}/{} not found", r.kind, r.name),
+                };
                 diagnostics.push(super::Diagnostic {
                     object: format!("{} {key}", self.kind),
                     category: "target_not_found",
