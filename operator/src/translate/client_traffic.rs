@@ -58,7 +58,11 @@ impl ClientPolicies {
                 KIND,
                 policies
                     .iter()
-                    .map(|p| (&p.metadata, &p.spec.targets, client_ir(index, p)))
+                    .map(|p| {
+                        let ir =
+                            port_shared_with_others(gateways, p).and_then(|()| client_ir(index, p));
+                        (&p.metadata, &p.spec.targets, ir)
+                    })
                     .collect(),
                 &targetable,
             ),
@@ -148,6 +152,83 @@ impl ClientPolicies {
         }
         (out, diagnostics)
     }
+}
+
+/// Refuses a policy that names a plain HTTP listener whose port other HTTP listeners of the
+/// Gateway share, unless it names them all: those listeners are one Envoy listener and one
+/// connection manager, so the policy would govern the others too. (Upstream refuses it too.)
+/// HTTPS listeners on one port have a filter chain each and are not concerned.
+fn port_shared_with_others(
+    gateways: &[Gateway],
+    policy: &ClientTrafficPolicy,
+) -> Result<(), PolicyError> {
+    let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
+    let targets = &policy.spec.targets;
+    let refs = targets
+        .target_ref
+        .iter()
+        .map(|r| ("spec.targetRef".to_owned(), r))
+        .chain(
+            targets
+                .target_refs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("spec.targetRefs[{i}]"), r)),
+        );
+    let named = |gateway: &str, listener: &str| {
+        targets
+            .target_ref
+            .iter()
+            .chain(&targets.target_refs)
+            .any(|r| {
+                r.kind == "Gateway"
+                    && r.name == gateway
+                    && r.section_name.as_deref() == Some(listener)
+            })
+    };
+    for (field, r) in refs {
+        let (Some(section), "Gateway") = (&r.section_name, r.kind.as_str()) else {
+            continue;
+        };
+        let Some(gateway) = gateways.iter().find(|g| {
+            g.metadata.namespace.as_deref() == Some(namespace)
+                && g.metadata.name.as_deref() == Some(&r.name)
+        }) else {
+            continue;
+        };
+        let listeners = &gateway.spec.listeners;
+        let Some(target) = listeners.iter().find(|l| &l.name == section) else {
+            continue;
+        };
+        if target.protocol != "HTTP" {
+            continue;
+        }
+        let others: Vec<&str> = listeners
+            .iter()
+            .filter(|l| {
+                l.name != target.name
+                    && l.port == target.port
+                    && l.protocol == "HTTP"
+                    && !named(&r.name, &l.name)
+            })
+            .map(|l| l.name.as_str())
+            .collect();
+        if !others.is_empty() {
+            return Err(invalid(
+                &format!("{field}.sectionName"),
+                section.clone(),
+                format!(
+                    "listeners {} of Gateway {namespace}/{} share port {} over plain HTTP, where \
+                     one Envoy listener serves them all, so the policy would govern them too; \
+                     target the Gateway or each of them",
+                    others.join(", "),
+                    r.name,
+                    target.port
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn invalid(field: &str, value: impl Into<String>, problem: impl Into<String>) -> PolicyError {

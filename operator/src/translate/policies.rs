@@ -538,7 +538,11 @@ impl<T> Attachments<T> {
                 };
                 let message = match &r.section_name {
                     Some(section) => {
-                        let part = if r.kind == "Gateway" { "listener" } else { "rule" };
+                        let part = if r.kind == "Gateway" {
+                            "listener"
+                        } else {
+                            "rule"
+                        };
                         format!(
                             "{} {namespace}/{} has no {part} {section:?} (or does not exist)",
                             r.kind, r.name
