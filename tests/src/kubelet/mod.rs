@@ -21,8 +21,8 @@
 //! affinity (one node), Secret updates after start, read-only mounts, readiness for exec/gRPC
 //! probes (assumed ready once started), ClusterIPs (no kube-proxy: Service names resolve to pod
 //! IPs, and `LoadBalancer` Services get the IPs of their ready pods as ingress, which is how
-//! Gateways get reachable addresses). Until a container is first ready its probe runs every second; after that at its
-//! `periodSeconds`.
+//! Gateways get reachable addresses). Until a container is first ready its probe runs every
+//! second; after that at its `periodSeconds`.
 
 pub mod logs;
 pub mod net;
