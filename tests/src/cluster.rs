@@ -182,6 +182,9 @@ impl ControlPlane {
             "--service-cluster-ip-range=10.96.0.0/16".into(),
             "--authorization-mode=Node,RBAC".into(),
             "--allow-privileged=true".into(),
+            // The process kubelet's server (pods/log) listens on the node's InternalIP; its
+            // Hostname is `localhost`, which the default order would try first.
+            "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
             // One client, a few requests a second: fairness queues only add start-up time.
             "--enable-priority-and-fairness=false".into(),
         ]);

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Errors starting or stopping a process.
@@ -61,6 +61,37 @@ impl ManagedProcess {
             source,
         })?;
         cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
+        Self::start(name, cmd, log_path, lifetime)
+    }
+
+    /// Starts `cmd` with its stdout and stderr as pipes for the caller, who writes them to
+    /// `log_path` in a format of its own (the process kubelet timestamps every line).
+    pub fn spawn_piped(
+        name: impl Into<String>,
+        mut cmd: Command,
+        log_path: &Path,
+        lifetime: Lifetime,
+    ) -> Result<(Self, ChildStdout, ChildStderr), ProcessError> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut process = Self::start(name.into(), cmd, log_path, lifetime)?;
+        match (process.child.stdout.take(), process.child.stderr.take()) {
+            (Some(out), Some(err)) => Ok((process, out, err)),
+            _ => Err(ProcessError::Spawn {
+                program: process.name.clone(),
+                name: process.name.clone(),
+                source: std::io::Error::other("stdout or stderr not piped"),
+            }),
+        }
+    }
+
+    fn start(
+        name: String,
+        mut cmd: Command,
+        log_path: &Path,
+        lifetime: Lifetime,
+    ) -> Result<Self, ProcessError> {
         if lifetime == Lifetime::Detached {
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         }

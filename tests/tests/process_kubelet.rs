@@ -18,7 +18,7 @@ use eg_e2e::manifests::apply;
 use eg_e2e::process::{Lifetime, ManagedProcess};
 use eg_e2e::{eg_condition, eventually, shared_cluster, tools, with_temp_namespace};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{DeleteParams, ListParams};
+use kube::api::{DeleteParams, ListParams, LogParams};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -77,6 +77,49 @@ async fn ready_pod_ips(client: &Client, ns: &str, selector: &str) -> Vec<String>
             ready.then(|| status.pod_ip.clone()).flatten()
         })
         .collect()
+}
+
+/// The backend pod's log through `pods/log`, which the apiserver proxies to the kubelet server:
+/// eg-echo prints `listening on ADDR` once it serves.
+async fn read_logs_through_the_apiserver(pods: &Api<Pod>, pod: &str) -> anyhow::Result<()> {
+    const LINE: &str = "listening on 0.0.0.0:8080";
+    let all = pods.logs(pod, &LogParams::default()).await?;
+    assert!(all.lines().any(|l| l == LINE), "log of {pod}: {all:?}");
+    let named = LogParams {
+        container: Some("echo".into()),
+        tail_lines: Some(1),
+        timestamps: true,
+        ..LogParams::default()
+    };
+    let last = pods.logs(pod, &named).await?;
+    let (time, text) = last
+        .trim_end()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("a timestamped line: {last:?}"));
+    assert_eq!(text, LINE, "{last:?}");
+    let time: k8s_openapi::jiff::Timestamp = time.parse()?;
+    let age = k8s_openapi::jiff::Timestamp::now().duration_since(time);
+    assert!(age.is_positive() && age.as_secs() < 600, "{last:?}");
+    let later = LogParams {
+        since_time: Some(time.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(1))?),
+        ..LogParams::default()
+    };
+    assert_eq!(
+        pods.logs(pod, &later).await?,
+        "",
+        "nothing since after the line"
+    );
+    let unknown = pods
+        .logs(
+            pod,
+            &LogParams {
+                container: Some("nope".into()),
+                ..LogParams::default()
+            },
+        )
+        .await;
+    assert!(unknown.is_err(), "{unknown:?}");
+    Ok(())
 }
 
 #[tokio::test]
@@ -252,7 +295,6 @@ async fn envoy_gateway_runs_as_pods_and_serves_a_request() {
             started.elapsed()
         );
 
-        // Deleting a pod stops its processes and removes it; the Deployment replaces it.
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let backend = pods
             .list(&ListParams::default().labels("app=echo"))
@@ -261,6 +303,9 @@ async fn envoy_gateway_runs_as_pods_and_serves_a_request() {
             .pop()
             .and_then(|p| p.metadata.name)
             .expect("backend pod");
+        read_logs_through_the_apiserver(&pods, &backend).await?;
+
+        // Deleting a pod stops its processes and removes it; the Deployment replaces it.
         pods.delete(&backend, &DeleteParams::default()).await?;
         eventually("the deleted pod gone and replaced", LIMIT, || async {
             let list = pods

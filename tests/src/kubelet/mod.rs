@@ -11,26 +11,33 @@
 //! mounts a service account token, Service names in its `/etc/hosts`, readiness from its probes,
 //! restarts with back-off, and a `status` like a kubelet's ([`status`]). Deleted pods get their
 //! preStop hooks, SIGTERM, their grace period, then SIGKILL, and are removed from the apiserver.
+//! Each container run's output goes to a log file in the pod's directory, a timestamped line at a
+//! time ([`logs`]), which the kubelet server ([`server`], the Node's `kubeletEndpoint`) serves to
+//! the apiserver's `pods/log`, for the pods running here (a stopping pod's logs are gone from it).
 //!
 //! The I/O here is a thin loop (every 300 ms: list, bind, start, supervise, report); every
-//! decision is in the pure modules. Not done: `kubectl logs`/`exec` (no kubelet server; each
-//! container's output is in its log file under the state directory), init containers that run to
-//! completion (native sidecars are supported), resource limits, affinity (one node), Secret
-//! updates after start, read-only mounts, readiness for exec/gRPC probes (assumed ready once
-//! started), ClusterIPs (no kube-proxy: Service names resolve to pod IPs, and `LoadBalancer`
-//! Services get the IPs of their ready pods as ingress, which is how Gateways get reachable
-//! addresses). Until a container is first ready its probe runs every second; after that at its
-//! `periodSeconds`.
+//! decision is in the pure modules. Not done: `kubectl exec`/`attach`/`port-forward`, following a
+//! log, init containers that run to completion (native sidecars are supported), resource limits,
+//! affinity (one node), Secret updates after start, read-only mounts, readiness for exec/gRPC
+//! probes (assumed ready once started), ClusterIPs (no kube-proxy: Service names resolve to pod
+//! IPs, and `LoadBalancer` Services get the IPs of their ready pods as ingress, which is how
+//! Gateways get reachable addresses). Until a container is first ready its probe runs every
+//! second; after that at its `periodSeconds`.
 
+pub mod logs;
 pub mod net;
 pub mod plan;
+pub mod server;
 pub mod status;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -40,11 +47,13 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use crate::process::{Lifetime, ManagedProcess, ProcessError};
+use logs::{ContainerLogs, LogIndex, Stream};
 use net::{Bridge, NetError, PodNet};
 use plan::{
     Binaries, BindMount, ContainerPlan, EnvSources, PlanError, PodPlace, ProbeAction,
     launch_script, plan_pod,
 };
+use server::{KubeletServer, ServerError, SharedIndex};
 use status::{ContainerObservation, ContainerState, PodObservation};
 use volumes::{Sources, VolumeError, references, volume_files};
 
@@ -66,6 +75,8 @@ pub enum KubeletError {
     Volume(#[from] VolumeError),
     #[error(transparent)]
     Process(#[from] ProcessError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -85,6 +96,7 @@ impl KubeletError {
             KubeletError::Plan(e) => e.category(),
             KubeletError::Volume(e) => e.category(),
             KubeletError::Process(_) => "process",
+            KubeletError::Server(_) => "server",
             KubeletError::Io { .. } => "io",
             KubeletError::Apiserver(_) => "apiserver",
         }
@@ -124,6 +136,8 @@ pub struct Kubelet {
     node_name: String,
     /// This machine's address on the pod bridge.
     pub node_address: Ipv4Addr,
+    /// Serves the containers' logs on `node_address`.
+    server: KubeletServer,
 }
 
 impl Kubelet {
@@ -136,7 +150,9 @@ impl Kubelet {
         std::fs::create_dir_all(&config.state_dir).map_err(io_err(&config.state_dir))?;
         let bridge = Bridge::create()?;
         let node_address = bridge.gateway();
-        register_node(&client, &config.node_name, &bridge).await?;
+        let logs = SharedIndex::default();
+        let server = KubeletServer::start(node_address, logs.clone()).await?;
+        register_node(&client, &config.node_name, &bridge, server.port).await?;
         renew_lease(&client, &config.node_name).await?;
         let node_name = config.node_name.clone();
         let mut state = State {
@@ -150,6 +166,7 @@ impl Kubelet {
             last_lease: Instant::now(),
             services: Vec::new(),
             released: tokio::sync::mpsc::unbounded_channel(),
+            logs,
         };
         let task = tokio::spawn(async move {
             loop {
@@ -163,11 +180,17 @@ impl Kubelet {
             task,
             node_name,
             node_address,
+            server,
         })
     }
 
     pub fn node_name(&self) -> &str {
         &self.node_name
+    }
+
+    /// The port of the kubelet server (`status.daemonEndpoints.kubeletEndpoint.Port`).
+    pub fn port(&self) -> u16 {
+        self.server.port
     }
 }
 
@@ -195,13 +218,25 @@ fn now() -> String {
         .to_string()
 }
 
-async fn register_node(client: &Client, name: &str, bridge: &Bridge) -> Result<(), KubeletError> {
+async fn register_node(
+    client: &Client,
+    name: &str,
+    bridge: &Bridge,
+    port: u16,
+) -> Result<(), KubeletError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let address = bridge.gateway().to_string();
-    let node = status::node(name, &address, &bridge.cidr(), &now(), KUBELET_VERSION);
+    let node = status::node(
+        name,
+        &address,
+        port,
+        &bridge.cidr(),
+        &now(),
+        KUBELET_VERSION,
+    );
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     nodes.patch(name, &pp, &Patch::Apply(&node)).await?;
-    let status = json!({"status": status::node_status(&address, &now(), KUBELET_VERSION)});
+    let status = json!({"status": status::node_status(&address, port, &now(), KUBELET_VERSION)});
     nodes
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await?;
@@ -285,6 +320,8 @@ struct State {
         tokio::sync::mpsc::UnboundedSender<PodNet>,
         tokio::sync::mpsc::UnboundedReceiver<PodNet>,
     ),
+    /// What the kubelet server may show: the logs of the pods in `pods`, as of the last tick.
+    logs: SharedIndex,
 }
 
 fn uid(pod: &Pod) -> String {
@@ -336,6 +373,8 @@ impl State {
         }
         self.failed_starts.retain(|id, _| seen.contains(id));
         self.stopping.retain(|id| seen.contains(id));
+        let index = log_index(self.pods.values());
+        *self.logs.lock().unwrap_or_else(|p| p.into_inner()) = index;
         self.refresh_services().await
     }
 
@@ -837,11 +876,23 @@ fn spawn_container(run: &mut RunningPod, i: usize) -> Result<(), KubeletError> {
         .env_clear()
         .envs(c.plan.env.iter().map(|(k, v)| (k, v)))
         .current_dir("/");
-    let log = run
-        .dir
-        .join(format!("{}-{}.log", c.plan.name, c.restart_count));
+    let log = log_path(&run.dir, &c.plan.name, c.restart_count);
+    let file = File::create(&log).map_err(io_err(&log))?;
     let name = format!("{}/{}/{}", run.namespace, run.name, c.plan.name);
-    c.process = Some(ManagedProcess::spawn(name, cmd, &log, Lifetime::Owned)?);
+    let (process, stdout, stderr) = ManagedProcess::spawn_piped(name, cmd, &log, Lifetime::Owned)?;
+    c.process = Some(process);
+    let file = Arc::new(Mutex::new(file));
+    for (stream, output) in [
+        (Stream::Stdout, Box::new(stdout) as Box<dyn Read + Send>),
+        (Stream::Stderr, Box::new(stderr)),
+    ] {
+        let file = file.clone();
+        // Ends when the container's last process closes the pipe.
+        std::thread::Builder::new()
+            .name(format!("log {}", c.plan.name))
+            .spawn(move || record(output, stream, &file))
+            .map_err(io_err(&log))?;
+    }
     c.started_at = now();
     c.restart_at = None;
     c.terminated = None;
@@ -853,6 +904,51 @@ fn spawn_container(run: &mut RunningPod, i: usize) -> Result<(), KubeletError> {
             .as_ref()
             .map_or(Duration::ZERO, |p| p.initial_delay);
     Ok(())
+}
+
+/// The log file of a container's run number `restart`.
+fn log_path(dir: &Path, container: &str, restart: u32) -> PathBuf {
+    dir.join(format!("{container}-{restart}.log"))
+}
+
+/// Copies a container's output into its log file a line at a time, each with the time it came.
+fn record(output: Box<dyn Read + Send>, stream: Stream, file: &Mutex<File>) {
+    let mut reader = BufReader::new(output);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let framed = logs::log_line(k8s_openapi::jiff::Timestamp::now(), stream, &line);
+        // A failed write loses the line but keeps draining the pipe, so the container never
+        // blocks on a full one.
+        let _ = file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_all(&framed);
+    }
+}
+
+/// The log files of every running pod's containers.
+fn log_index<'a>(pods: impl Iterator<Item = &'a RunningPod>) -> LogIndex {
+    pods.map(|run| {
+        let containers = run
+            .containers
+            .iter()
+            .map(|c| ContainerLogs {
+                name: c.plan.name.clone(),
+                current: log_path(&run.dir, &c.plan.name, c.restart_count),
+                previous: c
+                    .restart_count
+                    .checked_sub(1)
+                    .map(|n| log_path(&run.dir, &c.plan.name, n)),
+            })
+            .collect();
+        ((run.namespace.clone(), run.name.clone()), containers)
+    })
+    .collect()
 }
 
 fn observe(run: &RunningPod, host_ip: Ipv4Addr) -> PodObservation {

@@ -161,8 +161,16 @@ pub fn status_differs(computed: &Value, current: Option<&PodStatus>) -> bool {
     fields.iter().any(|(k, v)| current.get(k) != Some(v))
 }
 
-/// The Node object this kubelet registers (Ready, untainted, with capacity).
-pub fn node(name: &str, address: &str, pod_cidr: &str, now: &str, version: &str) -> Value {
+/// The Node object this kubelet registers (Ready, untainted, with capacity), its kubelet server
+/// at `address:port`.
+pub fn node(
+    name: &str,
+    address: &str,
+    port: u16,
+    pod_cidr: &str,
+    now: &str,
+    version: &str,
+) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {
@@ -172,12 +180,13 @@ pub fn node(name: &str, address: &str, pod_cidr: &str, now: &str, version: &str)
             "eg-e2e/process-kubelet": "true"
         }},
         "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
-        "status": node_status(address, now, version)
+        "status": node_status(address, port, now, version)
     })
 }
 
-/// The Node's `status`, heartbeat time `now`.
-pub fn node_status(address: &str, now: &str, version: &str) -> Value {
+/// The Node's `status`, heartbeat time `now`. The apiserver reaches the kubelet server at the
+/// first address of the types in its `--kubelet-preferred-address-types`, on `port`.
+pub fn node_status(address: &str, port: u16, now: &str, version: &str) -> Value {
     let condition = |type_: &str, status: &str, reason: &str| {
         json!({"type": type_, "status": status, "reason": reason, "message": reason,
                "lastHeartbeatTime": now, "lastTransitionTime": now})
@@ -195,7 +204,7 @@ pub fn node_status(address: &str, now: &str, version: &str) -> Value {
                       {"type": "Hostname", "address": "localhost"}],
         "capacity": resources.clone(),
         "allocatable": resources,
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
         "nodeInfo": {
             "machineID": "", "systemUUID": "", "bootID": "",
             "kernelVersion": "", "osImage": "eg-e2e process kubelet",
@@ -320,7 +329,7 @@ mod tests {
 
     #[test]
     fn node_is_ready_untainted_and_has_capacity() {
-        let n = node("n1", "127.0.0.1", "10.214.3.0/24", T0, "v1.36.3");
+        let n = node("n1", "10.214.3.1", 41234, "10.214.3.0/24", T0, "v1.36.3");
         let ready = n["status"]["conditions"]
             .as_array()
             .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
@@ -328,6 +337,12 @@ mod tests {
         assert_eq!(ready["status"], "True");
         assert!(n["spec"].get("taints").is_none());
         assert_eq!(n["status"]["capacity"]["pods"], "250");
+        assert_eq!(
+            n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+            41234
+        );
+        assert_eq!(n["status"]["addresses"][0]["type"], "InternalIP");
+        assert_eq!(n["status"]["addresses"][0]["address"], "10.214.3.1");
         let lease = node_lease("n1", "2026-01-01T00:00:00.000000Z");
         assert_eq!(lease["spec"]["holderIdentity"], "n1");
     }
