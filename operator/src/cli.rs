@@ -121,6 +121,10 @@ pub struct ControllerArgs {
     /// Address the proxies bind their listeners to.
     #[arg(long, default_value = "0.0.0.0")]
     pub listener_ip: std::net::IpAddr,
+    /// PEM bundle of CAs trusted, besides the public ones, when fetching OpenID providers'
+    /// discovery documents (an identity provider behind a private CA).
+    #[arg(long)]
+    pub oidc_discovery_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -272,6 +276,12 @@ pub enum CliError {
     Migrate(#[from] crate::migrate_cmd::MigrateCmdError),
     #[error(transparent)]
     Bundle(#[from] crate::bundle::BundleError),
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<kube::Error> for CliError {
@@ -297,6 +307,7 @@ impl CliError {
             CliError::Runtime(_) => "runtime",
             CliError::Migrate(e) => e.category(),
             CliError::Bundle(e) => e.category(),
+            CliError::Read { .. } => "read",
         }
     }
 }
@@ -328,7 +339,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             health_address,
             insecure_xds,
             listener_ip,
+            oidc_discovery_ca_file,
         }) => {
+            let oidc_discovery_ca = oidc_discovery_ca_file
+                .map(|path| {
+                    std::fs::read_to_string(&path).map_err(|source| CliError::Read { path, source })
+                })
+                .transpose()?;
             let config = crate::control_plane::config::ControllerConfig::load(&config)
                 .map_err(crate::control_plane::process::ControlPlaneError::from)?;
             let runtime = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
@@ -348,6 +365,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                             ip: listener_ip,
                             port_offset: 0,
                         },
+                        oidc_discovery_ca,
                     },
                 )
                 .await?;

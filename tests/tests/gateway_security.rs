@@ -19,6 +19,7 @@ use bytes::Bytes;
 use eg_e2e::backend::Echo;
 use eg_e2e::manifests::{apply, http_gateway, service_with_endpoint};
 use eg_e2e::netns::EchoHost;
+use eg_e2e::pki::{CertPair, TestCa};
 use eg_e2e::{LOOPBACK, free_port, with_temp_namespace};
 use eg_operator::xds::bootstrap::AdsFlavour;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
@@ -64,8 +65,48 @@ async fn http_server(
     Ok((addr, task))
 }
 
+/// [`http_server`] over TLS with `cert`.
+async fn https_server(
+    answer: impl Fn(&Request<hyper::body::Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    cert: &CertPair,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await?;
+    let addr = listener.local_addr()?;
+    let answer = Arc::new(answer);
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (answer, acceptor) = (answer.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req| {
+                    let response = answer(&req);
+                    async move { Ok::<_, std::convert::Infallible>(response) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
 /// The JWKS at `/jwks.json`; at `/flaky-jwks.json` too, after two 503s (counted in
-/// `flaky_fetches`); at `/check/…` an HTTP authorization service that allows requests
+/// `flaky_fetches`); an OpenID discovery document for the issuer `https://{its address}`; at
+/// `/check/…` an HTTP authorization service that allows requests
 /// carrying `x-token: let-me-in` (naming the user in `x-user`) and refuses others with 403.
 fn jwks_and_auth(
     jwks: String,
@@ -77,6 +118,20 @@ fn jwks_and_auth(
         let response =
             if path == "/flaky-jwks.json" && flaky_fetches.fetch_add(1, Ordering::SeqCst) < 2 {
                 builder.status(503).body(Full::new(Bytes::from("not yet")))
+            } else if path == "/.well-known/openid-configuration" {
+                // An OpenID provider whose issuer is the address it is reached at.
+                let host = req
+                    .headers()
+                    .get("host")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default();
+                let document = json!({"issuer": format!("https://{host}"),
+                "authorization_endpoint": format!("https://{host}/authorize-discovered"),
+                "token_endpoint": format!("https://{host}/token"),
+                "jwks_uri": format!("https://{host}/jwks.json")});
+                builder
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(document.to_string())))
             } else if path == "/jwks.json" || path == "/flaky-jwks.json" {
                 builder
                     .header("content-type", "application/json")
@@ -256,6 +311,14 @@ async fn security_services_and_traffic_selectors_through_envoy() {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener)),
         );
         let (proxied_addr, _proxied) = proxy_protocol_backend().await?;
+        // An OpenID provider over HTTPS (issuers must be https) from a CA the control plane
+        // is told to trust.
+        let idp_ca = TestCa::new("idp-ca")?;
+        let (idp_addr, _idp) = https_server(
+            jwks_and_auth(String::new(), Arc::new(AtomicUsize::new(0))),
+            &idp_ca.server_cert("idp", &["127.0.0.1"])?,
+        )
+        .await?;
 
         let controller_name = format!("example.com/security-{ns}");
         let port = free_port(LOOPBACK)?;
@@ -270,7 +333,8 @@ async fn security_services_and_traffic_selectors_through_envoy() {
                              ("ext-grpc", "ext-grpc.test"), ("jwks", "jwks.test"), ("limited", "limited.test"),
                              ("per-ip", "per-ip.test"), ("gzip", "gzip.test"), ("broken", "broken.test"),
                              ("login", "login.test"), ("fail-open", "fail-open.test"),
-                             ("fail-closed", "fail-closed.test"), ("jwks-retry", "jwks-retry.test")] {
+                             ("fail-closed", "fail-closed.test"), ("jwks-retry", "jwks-retry.test"),
+                             ("login-discovered", "login-discovered.test")] {
             apply(&client, Some(&ns), route(name, host, app())).await;
         }
         apply(&client, Some(&ns), route("proxied", "proxied.test", backend_ref("proxied"))).await;
@@ -311,6 +375,11 @@ async fn security_services_and_traffic_selectors_through_envoy() {
                          "tokenEndpoint": format!("http://{auth_addr}/token")},
             "clientID": "web-app", "clientSecret": {"name": "oidc-client"},
             "redirectURL": "http://login.test/oauth2/callback"}}))).await;
+        // Only the issuer, as upstream's examples: the endpoints come from its discovery document.
+        apply(&client, Some(&ns), policy("SecurityPolicy", "login-discovered", "login-discovered", json!({"oidc": {
+            "provider": {"issuer": format!("https://{idp_addr}")},
+            "clientID": "web-app", "clientSecret": {"name": "oidc-client"},
+            "redirectURL": "http://login-discovered.test/oauth2/callback"}}))).await;
         apply(&client, Some(&ns), policy("SecurityPolicy", "broken", "broken", json!({"apiKeyAuth": {
             "credentialRefs": [{"name": "no-such-secret"}], "extractFrom": [{"headers": ["x-api-key"]}]}}))).await;
         apply(&client, Some(&ns), policy("BackendTrafficPolicy", "limited", "limited", json!({"rateLimit": {"type": "Local",
@@ -325,8 +394,8 @@ async fn security_services_and_traffic_selectors_through_envoy() {
         apply(&client, Some(&ns), policy("BackendTrafficPolicy", "proxied", "proxied",
             json!({"proxyProtocol": {"version": "V1"}}))).await;
 
-        let control_plane =
-            common::start_control_plane_with(client.clone(), &controller_name, vec![ns.clone()], true).await;
+        let control_plane = common::start_control_plane_trusting(
+            client.clone(), &controller_name, vec![ns.clone()], true, Some(idp_ca.cert_pem.clone())).await;
         let envoy = common::envoy_for(control_plane.xds, &ns, "gw", AdsFlavour::StateOfTheWorld).await;
         // Listener-level filters (ext_authz, compressors) arrive with listener updates, which
         // only new connections see: no pooling.
@@ -479,10 +548,17 @@ async fn security_services_and_traffic_selectors_through_envoy() {
         assert!(location.contains("client_id=web-app"), "{location}");
         assert!(location.contains("redirect_uri=http%3A%2F%2Flogin.test%2Foauth2%2Fcallback"), "{location}");
         assert!(location.contains("scope=openid"), "{location}");
+        let (redirect, _) = until!("OIDC redirect to the discovered endpoint", Duration::from_secs(15), async {
+            let r = browser.get(format!("{url}orders")).header("host", "login-discovered.test")
+                .header("accept", "text/html").send().await.ok()?;
+            (r.status() == 302).then_some(r)
+        }.await);
+        let location = redirect.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(location.starts_with(&format!("https://{idp_addr}/authorize-discovered?")), "{location}");
 
         // Statuses: accepted, and the broken policy names its field; its route is untouched.
         for (kind, name) in [("SecurityPolicy", "keys"), ("SecurityPolicy", "ext-grpc"), ("SecurityPolicy", "jwks"),
-                             ("SecurityPolicy", "jwks-retry"),
+                             ("SecurityPolicy", "jwks-retry"), ("SecurityPolicy", "login-discovered"),
                              ("SecurityPolicy", "login"),
                              ("BackendTrafficPolicy", "per-ip"), ("BackendTrafficPolicy", "gzip")] {
             // A status written before the controller saw every referenced object (a Backend)

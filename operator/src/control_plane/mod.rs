@@ -3,6 +3,7 @@
 //! and the lease holder writes status.
 
 pub mod config;
+pub mod oidc_discovery;
 pub mod process;
 pub mod programmed;
 pub mod provider;

@@ -63,6 +63,8 @@ pub struct ControllerOptions {
     pub identity: String,
     /// Where proxies bind their listeners.
     pub binding: ListenerBinding,
+    /// Extra CAs (PEM) for OpenID discovery.
+    pub oidc_discovery_ca: Option<String>,
 }
 
 /// How often the xDS certificate files are re-read: well inside the operator's renewal margin,
@@ -192,6 +194,7 @@ pub async fn run_controller(
             watch_namespaces: config.watch_namespaces,
             binding: options.binding,
             backend_api: config.backend_api,
+            oidc_discovery_ca: options.oidc_discovery_ca,
         },
         store,
         events,

@@ -16,10 +16,13 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 
 use super::AbortOnDrop;
+use super::oidc_discovery::OidcDiscovery;
 use super::programmed::ProgrammedState;
 use super::provider::{ClusterState, DecodeProblem, KINDS, watch_all};
 use super::publish::Publisher;
-use crate::translate::{Snapshot as ApiSnapshot, Translation, Translator};
+use crate::translate::{
+    Snapshot as ApiSnapshot, Translation, Translator, oidc_issuers_to_discover,
+};
 use crate::xds::from_ir::ListenerBinding;
 use crate::xds::server::{ProxyEvent, SnapshotStore};
 
@@ -36,6 +39,8 @@ pub struct ControlPlaneSettings {
     pub binding: ListenerBinding,
     /// Watch Envoy Gateway `Backend`s and let routes use them.
     pub backend_api: bool,
+    /// CAs (PEM) trusted besides the public ones when discovering OpenID providers.
+    pub oidc_discovery_ca: Option<String>,
 }
 
 /// Builds the translator's input from the provider's state; objects that do not decode are
@@ -77,6 +82,8 @@ pub fn api_snapshot(
         // Empty unless the Backend API is on: then the provider watches them.
         backends: decode(state, "Backend", &mut problems),
         backend_api,
+        // Filled in by the loop from its discovery results.
+        oidc_discovery: Default::default(),
     };
     (snapshot, problems)
 }
@@ -103,6 +110,7 @@ pub async fn run(
     let mut last: Option<Arc<Translation>> = None;
     // Incremental: one change re-translates the objects it touches, not the whole cluster.
     let mut translator = Translator::new();
+    let mut discovery = OidcDiscovery::new(settings.oidc_discovery_ca.as_deref());
     loop {
         tokio::select! {
             changed = changes.changed() => {
@@ -110,32 +118,47 @@ pub async fn run(
                     break;
                 }
                 changes.borrow_and_update();
-                let started = Instant::now();
-                let translation = {
-                    let state = state.lock().unwrap_or_else(|p| p.into_inner());
-                    // A partial view could serve a listener without its mTLS CA or a route
-                    // without its credentials; proxies wait for the whole picture instead.
-                    if !state.synced() {
-                        continue;
-                    }
-                    let (input, problems) = api_snapshot(&state, &settings.controller_name, settings.backend_api);
-                    for p in problems {
-                        tracing::warn!(object = %p.object, error = %p.message, "object skipped: cannot be read");
-                    }
-                    tracing::info_span!("translate").in_scope(|| translator.translate(&input))
-                };
-                publisher.publish(&translation, |_| settings.binding).await;
-                tracing::debug!(elapsed = ?started.elapsed(), gateways = translation.gateways.len(), "translated");
-                let translation = Arc::new(translation);
-                statuses.send_replace(Some((translation.clone(), publisher.programmed().clone())));
-                last = Some(translation);
+            }
+            found = discovery.next() => {
+                if !found {
+                    continue;
+                }
             }
             changed = publisher.next_event() => {
                 if changed && let Some(t) = &last {
                     statuses.send_replace(Some((t.clone(), publisher.programmed().clone())));
                 }
+                continue;
             }
         }
+        let started = Instant::now();
+        let translation = {
+            let state = state.lock().unwrap_or_else(|p| p.into_inner());
+            // A partial view could serve a listener without its mTLS CA or a route
+            // without its credentials; proxies wait for the whole picture instead.
+            if !state.synced() {
+                continue;
+            }
+            let (mut input, problems) =
+                api_snapshot(&state, &settings.controller_name, settings.backend_api);
+            for p in problems {
+                tracing::warn!(object = %p.object, error = %p.message, "object skipped: cannot be read");
+            }
+            discovery.want(&oidc_issuers_to_discover(&input));
+            // Proxies may still hold an earlier control plane's config, in which the OIDC
+            // routes are protected: the first translation waits for their providers'
+            // endpoints (found or failed) rather than publish those policies as pending.
+            if last.is_none() && !discovery.settled() {
+                continue;
+            }
+            input.oidc_discovery = discovery.results();
+            tracing::info_span!("translate").in_scope(|| translator.translate(&input))
+        };
+        publisher.publish(&translation, |_| settings.binding).await;
+        tracing::debug!(elapsed = ?started.elapsed(), gateways = translation.gateways.len(), "translated");
+        let translation = Arc::new(translation);
+        statuses.send_replace(Some((translation.clone(), publisher.programmed().clone())));
+        last = Some(translation);
     }
     drop(status_task);
 }

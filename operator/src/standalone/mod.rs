@@ -22,8 +22,9 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::control_plane::oidc_discovery::OidcDiscovery;
 use crate::control_plane::publish::Publisher;
-use crate::translate::{Snapshot, Translation, Translator};
+use crate::translate::{Snapshot, Translation, Translator, oidc_issuers_to_discover};
 use crate::xds::from_ir::ListenerBinding;
 use crate::xds::server::{AdsServer, SnapshotStore};
 use admin::{AdminState, StandaloneMetrics};
@@ -196,7 +197,9 @@ pub async fn run(options: StandaloneOptions) -> Result<(), StandaloneError> {
         })?;
     let mut last: Option<Arc<Translation>> = None;
     let mut translator = Translator::new();
+    let mut discovery = OidcDiscovery::new(None);
     let mut reload = true;
+    let mut discovered = false;
     loop {
         if reload {
             reload = false;
@@ -205,8 +208,10 @@ pub async fn run(options: StandaloneOptions) -> Result<(), StandaloneError> {
             for e in &report.errors {
                 tracing::warn!(file = %e.file, line = e.line, error = %e.message, "manifest not applied; its last good version keeps serving");
             }
-            if last.is_none() || !report.changed.is_empty() {
-                let snapshot = config.snapshot();
+            if last.is_none() || !report.changed.is_empty() || std::mem::take(&mut discovered) {
+                let mut snapshot = config.snapshot();
+                discovery.want(&oidc_issuers_to_discover(&snapshot));
+                snapshot.oidc_discovery = discovery.results();
                 let translation = tracing::info_span!("translate", changed = report.changed.len())
                     .in_scope(|| translator.translate(&snapshot));
                 for d in &translation.diagnostics {
@@ -243,6 +248,12 @@ pub async fn run(options: StandaloneOptions) -> Result<(), StandaloneError> {
                 }
                 watch::debounce(&mut changes).await;
                 reload = true;
+            }
+            found = discovery.next() => {
+                if found {
+                    discovered = true;
+                    reload = true;
+                }
             }
             changed = publisher.next_event() => {
                 if changed {

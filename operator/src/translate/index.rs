@@ -49,6 +49,8 @@ pub(super) struct Index<'a> {
     pub grants: Vec<&'a ReferenceGrant>,
     /// Whether backendRefs may name Envoy Gateway `Backend`s.
     pub backend_api: bool,
+    /// OpenID providers' discovered endpoints, by issuer.
+    pub oidc_discovery: &'a BTreeMap<String, Result<super::OidcEndpoints, String>>,
 }
 
 impl<'a> Index<'a> {
@@ -120,6 +122,7 @@ impl<'a> Index<'a> {
             backends,
             grants,
             backend_api: snapshot.backend_api,
+            oidc_discovery: &snapshot.oidc_discovery,
         }
     }
 

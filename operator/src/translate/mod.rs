@@ -102,7 +102,15 @@ pub struct Snapshot {
     /// deliberately; standalone mode, where the files' author is the machine's operator,
     /// enables it.
     pub backend_api: bool,
+    /// OpenID providers' endpoints discovered from their issuers (`/.well-known/
+    /// openid-configuration`), by issuer; an error says why discovery failed. Fetched by the
+    /// control plane for [`oidc_issuers_to_discover`]; an issuer missing here is still pending.
+    pub oidc_discovery: BTreeMap<String, Result<OidcEndpoints, String>>,
 }
+
+pub use security_services::{
+    OidcEndpoints, oidc_discovery_url, oidc_issuers_to_discover, parse_oidc_discovery,
+};
 
 impl Snapshot {
     /// Adds every object of `other` (its `controller_name` is ignored).
@@ -128,7 +136,9 @@ impl Snapshot {
             namespaces,
             backends,
             backend_api,
+            oidc_discovery,
         } = other;
+        self.oidc_discovery.extend(oidc_discovery);
         self.client_traffic_policies.extend(client_traffic_policies);
         self.backend_traffic_policies
             .extend(backend_traffic_policies);
@@ -287,6 +297,7 @@ struct World {
     backend_api: bool,
     backend_traffic_policies: Vec<eg_crds::policies::BackendTrafficPolicy>,
     security_policies: Vec<eg_crds::policies::SecurityPolicy>,
+    oidc_discovery: BTreeMap<String, Result<OidcEndpoints, String>>,
 }
 
 impl World {
@@ -303,6 +314,7 @@ impl World {
             && self.backend_api == s.backend_api
             && self.backend_traffic_policies == s.backend_traffic_policies
             && self.security_policies == s.security_policies
+            && self.oidc_discovery == s.oidc_discovery
     }
 
     fn of(s: &Snapshot) -> Self {
@@ -319,6 +331,7 @@ impl World {
             backend_api: s.backend_api,
             backend_traffic_policies: s.backend_traffic_policies.clone(),
             security_policies: s.security_policies.clone(),
+            oidc_discovery: s.oidc_discovery.clone(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! that does not parse) refuse the whole policy with the field named, like every other
 //! policy error: an authentication step silently skipped would open the route.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use eg_crds::policies::{ApiKeyAuth, BackendCluster, ExtAuth, Oidc, RemoteJwks};
 
@@ -280,9 +280,74 @@ fn with_settings(
 /// the request came with.
 const DEFAULT_REDIRECT_URL: &str = "%REQ(x-forwarded-proto)%://%REQ(:authority)%/oauth2/callback";
 
+/// An OpenID provider's endpoints, as its discovery document lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcEndpoints {
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+}
+
+/// The issuers whose endpoints the SecurityPolicies of `snapshot` leave to discovery: an
+/// OIDC provider without `authorizationEndpoint` or `tokenEndpoint`.
+pub fn oidc_issuers_to_discover(snapshot: &super::Snapshot) -> BTreeSet<String> {
+    snapshot
+        .security_policies
+        .iter()
+        .filter_map(|p| p.spec.oidc.as_ref())
+        .map(|o| &o.provider)
+        .filter(|p| {
+            let missing = |e: &Option<String>| e.as_deref().is_none_or(str::is_empty);
+            !p.issuer.is_empty()
+                && (missing(&p.authorization_endpoint) || missing(&p.token_endpoint))
+        })
+        .map(|p| p.issuer.clone())
+        .collect()
+}
+
+/// Where the discovery document of `issuer` is (OpenID Connect Discovery 1.0, section 4).
+pub fn oidc_discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
+/// The endpoints of a discovery document fetched for `issuer`, which must name that issuer
+/// (the specification's guard against a document served for another provider).
+pub fn parse_oidc_discovery(issuer: &str, body: &[u8]) -> Result<OidcEndpoints, String> {
+    #[derive(serde::Deserialize)]
+    struct Document {
+        #[serde(default)]
+        issuer: String,
+        #[serde(default)]
+        authorization_endpoint: String,
+        #[serde(default)]
+        token_endpoint: String,
+    }
+    let doc: Document = serde_json::from_slice(body)
+        .map_err(|e| format!("the discovery document is not valid JSON: {e}"))?;
+    if doc.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
+        return Err(format!(
+            "the discovery document names issuer {:?}, not {issuer:?}",
+            doc.issuer
+        ));
+    }
+    for (field, value) in [
+        ("authorization_endpoint", &doc.authorization_endpoint),
+        ("token_endpoint", &doc.token_endpoint),
+    ] {
+        Uri::parse(value)
+            .map_err(|problem| format!("the discovery document's {field} {value:?}: {problem}"))?;
+    }
+    Ok(OidcEndpoints {
+        authorization_endpoint: doc.authorization_endpoint,
+        token_endpoint: doc.token_endpoint,
+    })
+}
+
 /// OpenID Connect login: the client secret from its Secret (`client-secret`), the provider's
-/// endpoints (discovery from the issuer would need I/O the translator does not do, so both
-/// must be given) and a cluster for token requests.
+/// endpoints (as given, else as discovered from the issuer by the control plane) and a cluster
+/// for token requests.
 pub(super) fn oidc(
     index: &Index<'_>,
     namespace: &str,
@@ -316,22 +381,45 @@ pub(super) fn oidc(
             name: r.name.clone(),
             key: "client-secret",
         })?;
-    let endpoint = |field: &str, value: &Option<String>| {
-        let value = value.clone().unwrap_or_default();
+    let issuer = &o.provider.issuer;
+    let discovered = || match index.oidc_discovery.get(issuer) {
+        _ if issuer.is_empty() => Err(invalid(
+            "spec.oidc.provider.issuer",
+            "",
+            "required when authorizationEndpoint or tokenEndpoint is not given",
+        )),
+        Some(Ok(endpoints)) => Ok(endpoints),
+        Some(Err(problem)) => Err(invalid(
+            "spec.oidc.provider.issuer",
+            issuer,
+            &format!("discovering its endpoints failed: {problem}"),
+        )),
+        None => Err(invalid(
+            "spec.oidc.provider.issuer",
+            issuer,
+            "its endpoints are not discovered yet (the control plane fetches them from the issuer)",
+        )),
+    };
+    let endpoint = |field: &str,
+                    value: &Option<String>,
+                    pick: fn(&OidcEndpoints) -> &String|
+     -> Result<String, PolicyError> {
+        let value = match value.clone().filter(|v| !v.is_empty()) {
+            Some(v) => v,
+            None => pick(discovered()?).clone(),
+        };
         let at = format!("spec.oidc.provider.{field}");
-        if value.is_empty() {
-            return Err(invalid(
-                &at,
-                "",
-                "required: discovery from the issuer is not supported",
-            ));
-        }
         Uri::parse(&value).map_err(|problem| invalid(&at, &value, problem))?;
         Ok(value)
     };
-    let authorization_endpoint =
-        endpoint("authorizationEndpoint", &o.provider.authorization_endpoint)?;
-    let token_endpoint = endpoint("tokenEndpoint", &o.provider.token_endpoint)?;
+    let authorization_endpoint = endpoint(
+        "authorizationEndpoint",
+        &o.provider.authorization_endpoint,
+        |e| &e.authorization_endpoint,
+    )?;
+    let token_endpoint = endpoint("tokenEndpoint", &o.provider.token_endpoint, |e| {
+        &e.token_endpoint
+    })?;
     let (token_cluster, token_requests) = uri_cluster(
         index,
         namespace,
@@ -637,7 +725,7 @@ spec:
     }
 
     #[test]
-    fn oidc_needs_explicit_endpoints_and_its_secret() {
+    fn oidc_takes_given_endpoints_and_its_secret() {
         let objects = format!(
             "{OBJECTS}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: oidc, namespace: n}}\nstringData: {{client-secret: s}}\n"
         );
@@ -674,9 +762,9 @@ spec:
 
         let mut no_token = good.clone();
         no_token["provider"]["tokenEndpoint"] = serde_json::Value::Null;
-        let error = resolve(no_token).expect_err("refused").to_string();
+        let error = resolve(no_token).expect_err("pending").to_string();
         assert!(
-            error.contains("spec.oidc.provider.tokenEndpoint"),
+            error.contains("spec.oidc.provider.issuer") && error.contains("not discovered yet"),
             "{error}"
         );
         let mut other_secret = good.clone();
@@ -690,6 +778,64 @@ spec:
         relative["redirectURL"] = "/callback".into();
         let error = resolve(relative).expect_err("refused").to_string();
         assert!(error.contains("spec.oidc.redirectURL"), "{error}");
+    }
+
+    #[test]
+    fn oidc_endpoints_not_given_come_from_discovery() {
+        let objects = format!(
+            "{OBJECTS}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: oidc, namespace: n}}\nstringData: {{client-secret: s}}\n"
+        );
+        let mut snapshot = snapshot_from_yaml("c", &objects).expect("loads");
+        let policy = security(serde_json::json!({"oidc": {
+            "provider": {"issuer": "https://idp.test/realm", "tokenEndpoint": "https://idp.test/given-token"},
+            "clientID": "app", "clientSecret": {"name": "oidc"}}}));
+        snapshot.security_policies.push(policy.clone());
+        assert_eq!(
+            oidc_issuers_to_discover(&snapshot),
+            BTreeSet::from(["https://idp.test/realm".to_owned()])
+        );
+        let document = br#"{"issuer": "https://idp.test/realm",
+            "authorization_endpoint": "https://idp.test/realm/auth",
+            "token_endpoint": "https://idp.test/realm/token", "jwks_uri": "https://idp.test/keys"}"#;
+        let endpoints = parse_oidc_discovery("https://idp.test/realm/", document).expect("parses");
+        snapshot
+            .oidc_discovery
+            .insert("https://idp.test/realm".into(), Ok(endpoints));
+        let index = Index::new(&snapshot);
+        let (ir, _) = oidc_ir(&index, &policy, &mut Vec::new()).expect("discovered");
+        assert_eq!(ir.authorization_endpoint, "https://idp.test/realm/auth");
+        assert_eq!(
+            ir.token_endpoint, "https://idp.test/given-token",
+            "a given endpoint wins over the document's"
+        );
+
+        let mut failed = snapshot.clone();
+        failed.oidc_discovery.insert(
+            "https://idp.test/realm".into(),
+            Err(
+                "GET https://idp.test/realm/.well-known/openid-configuration: 404 Not Found".into(),
+            ),
+        );
+        let index = Index::new(&failed);
+        let error = oidc_ir(&index, &policy, &mut Vec::new())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            error.contains("spec.oidc.provider.issuer") && error.contains("404 Not Found"),
+            "{error}"
+        );
+
+        let error = parse_oidc_discovery("https://other.test", document).expect_err("other issuer");
+        assert!(error.contains("names issuer"), "{error}");
+        assert!(parse_oidc_discovery("https://idp.test/realm", b"<html>").is_err());
+        let relative = br#"{"issuer": "https://idp.test/realm", "authorization_endpoint": "/auth",
+            "token_endpoint": "https://idp.test/realm/token"}"#;
+        let error = parse_oidc_discovery("https://idp.test/realm", relative).expect_err("relative");
+        assert!(error.contains("authorization_endpoint"), "{error}");
+        assert_eq!(
+            oidc_discovery_url("https://idp.test/realm/"),
+            "https://idp.test/realm/.well-known/openid-configuration"
+        );
     }
 
     fn oidc_ir(

@@ -49,6 +49,19 @@ pub async fn start_control_plane_with(
     namespaces: Vec<String>,
     backend_api: bool,
 ) -> ControlPlane {
+    start_control_plane_trusting(client, controller_name, namespaces, backend_api, None).await
+}
+
+/// [`start_control_plane_with`], trusting the CAs of `oidc_discovery_ca` (PEM) when it
+/// discovers OpenID providers.
+#[allow(dead_code)] // Not every test binary discovers providers.
+pub async fn start_control_plane_trusting(
+    client: kube::Client,
+    controller_name: &str,
+    namespaces: Vec<String>,
+    backend_api: bool,
+    oidc_discovery_ca: Option<String>,
+) -> ControlPlane {
     let store = SnapshotStore::default();
     let ads = AdsServer::new(store.clone());
     let events = ads.events();
@@ -71,6 +84,7 @@ pub async fn start_control_plane_with(
             port_offset: 0,
         },
         backend_api,
+        oidc_discovery_ca,
     };
     let loop_task = tokio::spawn(run(client, settings, store, events, leading));
     ControlPlane {
