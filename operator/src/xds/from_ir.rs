@@ -90,6 +90,7 @@ use envoy_types::pb::xds::r#type::matcher::v3::{Matcher as XdsMatcher, matcher a
 
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::client_traffic_config;
@@ -120,7 +121,11 @@ pub struct ListenerBinding {
 
 /// Envoy's snapshot for one Gateway, versioned by `version`.
 pub fn snapshot(gateway: &GatewayIr, binding: ListenerBinding, version: &str) -> Snapshot {
-    SnapshotBuilder::default().build(gateway, binding, version)
+    SnapshotBuilder {
+        one_shot: true,
+        ..SnapshotBuilder::default()
+    }
+    .build(gateway, binding, version)
 }
 
 /// Builds Envoy snapshots, remembering the encodings of route entries, virtual hosts and route
@@ -136,6 +141,10 @@ pub struct SnapshotBuilder {
     virtual_hosts: Generations<VirtualHostIr, VirtualHostBytes>,
     /// Route tables by name, with the virtual hosts they were spliced from.
     tables: HashMap<String, (Vec<Arc<VirtualHostIr>>, Resource)>,
+    /// Set by [`snapshot`], whose builder is dropped after one build: remembering encodings
+    /// would only keep a second copy of every route table alive until then, so each table is
+    /// encoded straight through (virtual hosts in parallel) and nothing is kept.
+    one_shot: bool,
 }
 
 /// A virtual host's encoding and the SHA-256 of it, from which route table versions derive.
@@ -357,6 +366,9 @@ impl SnapshotBuilder {
     /// The route table `name` serving `vhosts`: `route_table(name, vhosts)` encoded, spliced
     /// from per-virtual-host encodings (fields 1 and 14 around the repeated field 2).
     fn route_table(&mut self, name: &str, vhosts: &[&Arc<VirtualHostIr>]) -> Resource {
+        if self.one_shot {
+            return one_shot_route_table(name, vhosts);
+        }
         if let Some((built_from, resource)) = self.tables.get(name)
             && built_from.len() == vhosts.len()
             && built_from
@@ -373,37 +385,7 @@ impl SnapshotBuilder {
         }
         let encodings: Vec<VirtualHostBytes> =
             vhosts.iter().map(|v| self.virtual_host_bytes(v)).collect();
-        let head = route_table(name, Vec::new()).encode_to_vec();
-        let tail = RouteConfiguration {
-            ignore_port_in_host_matching: true,
-            ..RouteConfiguration::default()
-        }
-        .encode_to_vec();
-        let name_only = RouteConfiguration {
-            name: name.to_owned(),
-            ..RouteConfiguration::default()
-        }
-        .encode_to_vec();
-        debug_assert_eq!(head, [name_only.as_slice(), tail.as_slice()].concat());
-        let size = head.len() + encodings.iter().map(|e| e.bytes.len() + 10).sum::<usize>();
-        let mut body = Vec::with_capacity(size);
-        body.extend_from_slice(&name_only);
-        // The version hashes what determines the body: the name-bearing head, the fixed tail
-        // and the virtual hosts' digests in order. The head is length-delimited and digests
-        // have one size, so distinct bodies give distinct preimages.
-        let mut version = Sha256::new();
-        version.update(&name_only);
-        version.update(&tail);
-        for e in &encodings {
-            put_message(&mut body, ROUTE_CONFIGURATION_VIRTUAL_HOSTS, &e.bytes);
-            version.update(e.digest);
-        }
-        body.extend_from_slice(&tail);
-        let resource = Resource {
-            name: name.to_owned(),
-            version: hex_prefix(&version.finalize(), 8),
-            body: body.into(),
-        };
+        let resource = splice_route_table(name, encodings.iter().map(|e| (&*e.bytes, &e.digest)));
         self.tables.insert(
             name.to_owned(),
             (
@@ -421,21 +403,100 @@ impl SnapshotBuilder {
             return bytes.clone();
         }
         self.virtual_hosts.get_or_encode(v, |v| {
-            let mut body = VirtualHost {
-                name: v.name.clone(),
-                domains: v.domains.clone(),
-                ..VirtualHost::default()
-            }
-            .encode_to_vec();
-            for r in &v.routes {
-                let bytes = routes.get_or_encode(r, |r| encode_route(r).into());
-                put_message(&mut body, VIRTUAL_HOST_ROUTES, &bytes);
-            }
+            let body = encode_virtual_host(v, |r, body| {
+                let bytes = routes.get_or_encode(r, |r| {
+                    let mut bytes = Vec::new();
+                    encode_route(r, &mut bytes);
+                    bytes.into()
+                });
+                put_message(body, VIRTUAL_HOST_ROUTES, &bytes);
+            });
             VirtualHostBytes {
                 digest: Sha256::digest(&body).into(),
                 bytes: Arc::from(body),
             }
         })
+    }
+}
+
+/// `virtual_host(v)` encoded: name and domains, then each route's encoding (field 3), which
+/// `put_route` appends.
+fn encode_virtual_host(
+    v: &VirtualHostIr,
+    mut put_route: impl FnMut(&Arc<RouteIr>, &mut Vec<u8>),
+) -> Vec<u8> {
+    let mut body = VirtualHost {
+        name: v.name.clone(),
+        domains: v.domains.clone(),
+        ..VirtualHost::default()
+    }
+    .encode_to_vec();
+    for r in &v.routes {
+        put_route(r, &mut body);
+    }
+    body
+}
+
+/// The route table `name` serving `vhosts`, encoded without any cache. Virtual hosts are
+/// independent, so they are encoded in parallel, each route through one reused buffer per
+/// worker rather than an allocation per route.
+fn one_shot_route_table(name: &str, vhosts: &[&Arc<VirtualHostIr>]) -> Resource {
+    let encodings: Vec<(Vec<u8>, [u8; 32])> = vhosts
+        .par_iter()
+        .with_min_len(16)
+        .map_init(Vec::new, |scratch, v| {
+            let body = encode_virtual_host(v, |r, body| {
+                scratch.clear();
+                encode_route(r, scratch);
+                put_message(body, VIRTUAL_HOST_ROUTES, scratch);
+            });
+            let digest: [u8; 32] = Sha256::digest(&body).into();
+            (body, digest)
+        })
+        .collect();
+    splice_route_table(name, encodings.iter().map(|(b, d)| (b.as_slice(), d)))
+}
+
+/// `route_table(name, …)` encoded from its virtual hosts' encodings and their digests, in
+/// order: fields 1 and 14 around the repeated field 2.
+fn splice_route_table<'a>(
+    name: &str,
+    encodings: impl Iterator<Item = (&'a [u8], &'a [u8; 32])> + Clone,
+) -> Resource {
+    let head = route_table(name, Vec::new()).encode_to_vec();
+    let tail = RouteConfiguration {
+        ignore_port_in_host_matching: true,
+        ..RouteConfiguration::default()
+    }
+    .encode_to_vec();
+    let name_only = RouteConfiguration {
+        name: name.to_owned(),
+        ..RouteConfiguration::default()
+    }
+    .encode_to_vec();
+    debug_assert_eq!(head, [name_only.as_slice(), tail.as_slice()].concat());
+    let size = head.len()
+        + encodings
+            .clone()
+            .map(|(bytes, _)| bytes.len() + 10)
+            .sum::<usize>();
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(&name_only);
+    // The version hashes what determines the body: the name-bearing head, the fixed tail
+    // and the virtual hosts' digests in order. The head is length-delimited and digests
+    // have one size, so distinct bodies give distinct preimages.
+    let mut version = Sha256::new();
+    version.update(&name_only);
+    version.update(&tail);
+    for (bytes, digest) in encodings {
+        put_message(&mut body, ROUTE_CONFIGURATION_VIRTUAL_HOSTS, bytes);
+        version.update(digest);
+    }
+    body.extend_from_slice(&tail);
+    Resource {
+        name: name.to_owned(),
+        version: hex_prefix(&version.finalize(), 8),
+        body: body.into(),
     }
 }
 
@@ -1345,14 +1406,15 @@ const ROUTE_TYPED_PER_FILTER_CONFIG: u32 = 13;
 /// `route_of(r)` encoded, its per-filter configuration in sorted order (see
 /// [`per_filter_config`]): fields may come in any order and map entries are repeated fields,
 /// so appending them after the rest is the same message.
-fn encode_route(r: &RouteIr) -> Vec<u8> {
+fn encode_route(r: &RouteIr, out: &mut Vec<u8>) {
     let mut route = route_of(r);
     let configs: BTreeMap<String, Any> = std::mem::take(&mut route.typed_per_filter_config)
         .into_iter()
         .collect();
-    let mut bytes = route.encode_to_vec();
-    put_map(&mut bytes, ROUTE_TYPED_PER_FILTER_CONFIG, &configs);
-    bytes
+    out.reserve(route.encoded_len());
+    // Appending to a `Vec` cannot run out of room; `encode` only fails on a full buffer.
+    let _ = route.encode(out);
+    put_map(out, ROUTE_TYPED_PER_FILTER_CONFIG, &configs);
 }
 
 fn route_of(r: &RouteIr) -> Route {
