@@ -90,7 +90,6 @@ use envoy_types::pb::xds::r#type::matcher::v3::{Matcher as XdsMatcher, matcher a
 
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
-use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::client_traffic_config;
@@ -385,7 +384,12 @@ impl SnapshotBuilder {
         }
         let encodings: Vec<VirtualHostBytes> =
             vhosts.iter().map(|v| self.virtual_host_bytes(v)).collect();
-        let resource = splice_route_table(name, encodings.iter().map(|e| (&*e.bytes, &e.digest)));
+        let size = encodings.iter().map(|e| e.bytes.len() + 10).sum();
+        let mut table = TableWriter::new(name, size);
+        for e in &encodings {
+            table.push(&e.bytes, &e.digest);
+        }
+        let resource = table.finish();
         self.tables.insert(
             name.to_owned(),
             (
@@ -403,7 +407,8 @@ impl SnapshotBuilder {
             return bytes.clone();
         }
         self.virtual_hosts.get_or_encode(v, |v| {
-            let body = encode_virtual_host(v, |r, body| {
+            let mut body = Vec::new();
+            encode_virtual_host(v, &mut body, |r, body| {
                 let bytes = routes.get_or_encode(r, |r| {
                     let mut bytes = Vec::new();
                     encode_route(r, &mut bytes);
@@ -419,84 +424,98 @@ impl SnapshotBuilder {
     }
 }
 
-/// `virtual_host(v)` encoded: name and domains, then each route's encoding (field 3), which
-/// `put_route` appends.
+/// Appends `virtual_host(v)` encoded to `body`: name and domains, then each route's encoding
+/// (field 3), which `put_route` appends.
 fn encode_virtual_host(
     v: &VirtualHostIr,
+    body: &mut Vec<u8>,
     mut put_route: impl FnMut(&Arc<RouteIr>, &mut Vec<u8>),
-) -> Vec<u8> {
-    let mut body = VirtualHost {
+) {
+    let head = VirtualHost {
         name: v.name.clone(),
         domains: v.domains.clone(),
         ..VirtualHost::default()
-    }
-    .encode_to_vec();
+    };
+    body.reserve(head.encoded_len());
+    // Appending to a `Vec` cannot run out of room; `encode` only fails on a full buffer.
+    let _ = head.encode(body);
     for r in &v.routes {
-        put_route(r, &mut body);
+        put_route(r, body);
     }
-    body
 }
 
-/// The route table `name` serving `vhosts`, encoded without any cache. Virtual hosts are
-/// independent, so they are encoded in parallel, each route through one reused buffer per
-/// worker rather than an allocation per route.
+/// The route table `name` serving `vhosts`, encoded without any cache: each virtual host and
+/// route goes through one reused buffer straight into the table, so nothing but the table is
+/// allocated per virtual host. (Encoding virtual hosts in parallel was tried: their buffers,
+/// allocated by the workers and freed by this thread, stayed resident in the workers' heaps.)
 fn one_shot_route_table(name: &str, vhosts: &[&Arc<VirtualHostIr>]) -> Resource {
-    let encodings: Vec<(Vec<u8>, [u8; 32])> = vhosts
-        .par_iter()
-        .with_min_len(16)
-        .map_init(Vec::new, |scratch, v| {
-            let body = encode_virtual_host(v, |r, body| {
-                scratch.clear();
-                encode_route(r, scratch);
-                put_message(body, VIRTUAL_HOST_ROUTES, scratch);
-            });
-            let digest: [u8; 32] = Sha256::digest(&body).into();
-            (body, digest)
-        })
-        .collect();
-    splice_route_table(name, encodings.iter().map(|(b, d)| (b.as_slice(), d)))
+    let mut table = TableWriter::new(name, 0);
+    let mut vhost = Vec::new();
+    let mut route = Vec::new();
+    for v in vhosts {
+        vhost.clear();
+        encode_virtual_host(v, &mut vhost, |r, out| {
+            route.clear();
+            encode_route(r, &mut route);
+            put_message(out, VIRTUAL_HOST_ROUTES, &route);
+        });
+        table.push(&vhost, &Sha256::digest(&vhost).into());
+    }
+    table.finish()
 }
 
 /// `route_table(name, …)` encoded from its virtual hosts' encodings and their digests, in
 /// order: fields 1 and 14 around the repeated field 2.
-fn splice_route_table<'a>(
-    name: &str,
-    encodings: impl Iterator<Item = (&'a [u8], &'a [u8; 32])> + Clone,
-) -> Resource {
-    let head = route_table(name, Vec::new()).encode_to_vec();
-    let tail = RouteConfiguration {
-        ignore_port_in_host_matching: true,
-        ..RouteConfiguration::default()
+struct TableWriter {
+    name: String,
+    body: Vec<u8>,
+    tail: Vec<u8>,
+    version: Sha256,
+}
+
+impl TableWriter {
+    /// A table with room for `capacity` bytes of virtual hosts.
+    fn new(name: &str, capacity: usize) -> Self {
+        let head = route_table(name, Vec::new()).encode_to_vec();
+        let tail = RouteConfiguration {
+            ignore_port_in_host_matching: true,
+            ..RouteConfiguration::default()
+        }
+        .encode_to_vec();
+        let name_only = RouteConfiguration {
+            name: name.to_owned(),
+            ..RouteConfiguration::default()
+        }
+        .encode_to_vec();
+        debug_assert_eq!(head, [name_only.as_slice(), tail.as_slice()].concat());
+        let mut body = Vec::with_capacity(head.len() + capacity);
+        body.extend_from_slice(&name_only);
+        // The version hashes what determines the body: the name-bearing head, the fixed tail
+        // and the virtual hosts' digests in order. The head is length-delimited and digests
+        // have one size, so distinct bodies give distinct preimages.
+        let mut version = Sha256::new();
+        version.update(&name_only);
+        version.update(&tail);
+        Self {
+            name: name.to_owned(),
+            body,
+            tail,
+            version,
+        }
     }
-    .encode_to_vec();
-    let name_only = RouteConfiguration {
-        name: name.to_owned(),
-        ..RouteConfiguration::default()
+
+    fn push(&mut self, vhost: &[u8], digest: &[u8; 32]) {
+        put_message(&mut self.body, ROUTE_CONFIGURATION_VIRTUAL_HOSTS, vhost);
+        self.version.update(digest);
     }
-    .encode_to_vec();
-    debug_assert_eq!(head, [name_only.as_slice(), tail.as_slice()].concat());
-    let size = head.len()
-        + encodings
-            .clone()
-            .map(|(bytes, _)| bytes.len() + 10)
-            .sum::<usize>();
-    let mut body = Vec::with_capacity(size);
-    body.extend_from_slice(&name_only);
-    // The version hashes what determines the body: the name-bearing head, the fixed tail
-    // and the virtual hosts' digests in order. The head is length-delimited and digests
-    // have one size, so distinct bodies give distinct preimages.
-    let mut version = Sha256::new();
-    version.update(&name_only);
-    version.update(&tail);
-    for (bytes, digest) in encodings {
-        put_message(&mut body, ROUTE_CONFIGURATION_VIRTUAL_HOSTS, bytes);
-        version.update(digest);
-    }
-    body.extend_from_slice(&tail);
-    Resource {
-        name: name.to_owned(),
-        version: hex_prefix(&version.finalize(), 8),
-        body: body.into(),
+
+    fn finish(mut self) -> Resource {
+        self.body.extend_from_slice(&self.tail);
+        Resource {
+            name: self.name,
+            version: hex_prefix(&self.version.finalize(), 8),
+            body: self.body.into(),
+        }
     }
 }
 
