@@ -164,6 +164,31 @@ impl VirtualHostCache {
 /// The entry lists a virtual host is made of, one per route placed under its hostname.
 type Sources = Vec<Arc<[PlacedEntry]>>;
 
+/// Entry lists compared by identity: the very same lists in the same order.
+struct Identity<'a>(&'a [Arc<[PlacedEntry]>]);
+
+impl std::hash::Hash for Identity<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_usize(self.0.len());
+        for list in self.0 {
+            state.write_usize(list.as_ptr() as usize);
+        }
+    }
+}
+
+impl PartialEq for Identity<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(other.0)
+                .all(|(a, b)| std::ptr::eq(a.as_ptr(), b.as_ptr()))
+    }
+}
+
+impl Eq for Identity<'_> {}
+
 #[derive(Debug)]
 struct CachedVirtualHost {
     domains: Vec<Arc<str>>,
@@ -341,19 +366,26 @@ impl ListenerCtx {
         // HTTPRoute) share one virtual host with several domains: Envoy picks a virtual host
         // by domain, so this routes exactly as one virtual host per hostname would, while the
         // route table and the work of building and encoding it shrink by that factor.
-        let mut groups: Vec<(Vec<Arc<str>>, Sources)> = Vec::with_capacity(hosts.len());
-        let mut group_of: HashMap<Vec<*const PlacedEntry>, usize> =
-            HashMap::with_capacity(hosts.len());
-        for (host, sources) in hosts {
-            let identity = sources.iter().map(|s| s.as_ptr()).collect();
-            match group_of.entry(identity) {
-                Entry::Occupied(group) => groups[*group.get()].0.push(host),
-                Entry::Vacant(slot) => {
-                    slot.insert(groups.len());
-                    groups.push((vec![host], sources));
+        // Groups are found by the identity of their lists, hashed in place rather than
+        // copied into a key per hostname.
+        let mut members: Vec<(Vec<Arc<str>>, usize)> = Vec::with_capacity(hosts.len());
+        {
+            let mut group_of: HashMap<Identity<'_>, usize> = HashMap::with_capacity(hosts.len());
+            for (i, (host, sources)) in hosts.iter().enumerate() {
+                match group_of.entry(Identity(sources)) {
+                    Entry::Occupied(group) => members[*group.get()].0.push(host.clone()),
+                    Entry::Vacant(slot) => {
+                        slot.insert(members.len());
+                        members.push((vec![host.clone()], i));
+                    }
                 }
             }
         }
+        let mut lists: Vec<Option<Sources>> = hosts.into_iter().map(|(_, s)| Some(s)).collect();
+        let groups: Vec<(Vec<Arc<str>>, Sources)> = members
+            .into_iter()
+            .map(|(domains, i)| (domains, lists[i].take().unwrap_or_default()))
+            .collect();
         let cache_key = (gateway_key.to_owned(), self.name.clone());
         let mut previous = cache.previous.remove(&cache_key).unwrap_or_default();
         let mut current = HashMap::with_capacity(groups.len());
@@ -424,7 +456,10 @@ pub(super) struct GatewayCtx {
     class_name: String,
     generation: Option<i64>,
     pub listeners: Vec<ListenerCtx>,
-    pub clusters: BTreeMap<String, ClusterIr>,
+    /// Every route's clusters are looked up here, tens of thousands of times for a large
+    /// Gateway, where a `BTreeMap` compared names sharing a long prefix over and over; it is
+    /// sorted once in [`GatewayCtx::finish`].
+    pub clusters: HashMap<String, ClusterIr>,
 }
 
 impl GatewayCtx {
@@ -458,7 +493,20 @@ impl GatewayCtx {
             class_name: gateway.spec.gateway_class_name.clone(),
             generation: gateway.metadata.generation,
             listeners,
-            clusters: BTreeMap::new(),
+            clusters: HashMap::new(),
+        }
+    }
+
+    /// Makes room for the hostnames `outcomes` place on each listener, so that the lists of
+    /// a large Gateway are allocated once rather than regrown (and copied) as routes come.
+    pub fn reserve<'o>(
+        contexts: &mut [GatewayCtx],
+        outcomes: impl Iterator<Item = &'o RouteOutcome>,
+    ) {
+        for p in outcomes.flat_map(|o| &o.placements) {
+            contexts[p.gateway].listeners[p.listener]
+                .routes
+                .reserve(p.hosts.len());
         }
     }
 
@@ -575,7 +623,7 @@ impl GatewayCtx {
             .into_iter()
             .filter_map(|l| l.into_ir(&key, cache))
             .collect();
-        let mut clusters = self.clusters;
+        let mut clusters: BTreeMap<String, ClusterIr> = self.clusters.into_iter().collect();
         // Once per cluster rather than once per reference, and last, so routes need not be
         // recompiled when only endpoints change.
         for cluster in clusters.values_mut() {

@@ -369,6 +369,15 @@ fn all_unchanged<T: kube::Resource + PartialEq>(before: &[T], now: &[T]) -> bool
     before.len() == now.len() && before.iter().zip(now).all(|(b, n)| unchanged(b, n))
 }
 
+/// A route to translate: its kind, key, object and, when the memo has it unchanged, its
+/// outcome from an earlier translation.
+type Planned<'s> = (
+    RouteKind,
+    Arc<str>,
+    &'s HttpRoute,
+    Option<Option<Arc<routes::RouteOutcome>>>,
+);
+
 /// The translation itself; `memo` holds what an incremental [`Translator`] may reuse, and
 /// its `world` has already been checked against `snapshot`.
 fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
@@ -452,18 +461,17 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
         &snapshot.security_policies,
     );
     let mut route_parents = policies::RouteParents::new();
-    let mut previous = memo
-        .as_deref_mut()
-        .map(|m| std::mem::take(&mut m.routes))
-        .unwrap_or_default();
     // What an earlier translation computed from the same route is reused; the rest is
-    // compiled in parallel (routes are independent), then applied in order.
-    let planned: Vec<(RouteKind, Arc<str>, &HttpRoute, Option<CachedRoute>)> = all_routes
+    // compiled in parallel (routes are independent), then applied in order. The memo is
+    // updated in place: rebuilding it moved every cached HTTPRoute twice per translation.
+    let planned: Vec<Planned<'_>> = all_routes
         .iter()
         .map(|&(kind, ref key, route)| {
-            let reused = previous
-                .remove(&(kind, key.clone()))
-                .filter(|c| unchanged(&c.route, route));
+            let reused = memo
+                .as_deref()
+                .and_then(|m| m.routes.get(&(kind, key.clone())))
+                .filter(|c| unchanged(&c.route, route))
+                .map(|c| c.outcome.clone());
             (kind, key.clone(), route, reused)
         })
         .collect();
@@ -471,7 +479,7 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
         .par_iter()
         .with_min_len(32)
         .map(|(kind, key, route, reused)| match reused {
-            Some(c) => c.outcome.clone(),
+            Some(outcome) => outcome.clone(),
             None => routes::process(
                 route,
                 *kind,
@@ -486,16 +494,27 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
         })
         .collect();
     if let Some(m) = memo.as_deref_mut() {
-        m.routes.reserve(planned.len());
-    }
-    for ((kind, key, route, reused), outcome) in planned.into_iter().zip(outcomes) {
-        if let Some(m) = memo.as_deref_mut() {
-            let cached = reused.unwrap_or_else(|| CachedRoute {
-                route: route.clone(),
-                outcome: outcome.clone(),
-            });
-            m.routes.insert((kind, key.clone()), cached);
+        for ((kind, key, route, reused), outcome) in planned.iter().zip(&outcomes) {
+            if reused.is_none() {
+                let cached = CachedRoute {
+                    route: (*route).clone(),
+                    outcome: outcome.clone(),
+                };
+                m.routes.insert((*kind, key.clone()), cached);
+            }
         }
+        // Routes gone from the snapshot are forgotten.
+        if m.routes.len() > planned.len() {
+            let present: std::collections::HashSet<(RouteKind, &str)> = planned
+                .iter()
+                .map(|(kind, key, ..)| (*kind, &**key))
+                .collect();
+            m.routes
+                .retain(|(kind, key), _| present.contains(&(*kind, &**key)));
+        }
+    }
+    gateways::GatewayCtx::reserve(&mut contexts, outcomes.iter().flatten().map(|o| &**o));
+    for ((kind, key, _, _), outcome) in planned.into_iter().zip(outcomes) {
         if let Some(outcome) = outcome {
             gateways::GatewayCtx::apply(&mut contexts, &outcome);
             if !policies.is_empty() {
@@ -514,9 +533,15 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
                     message: message.clone(),
                 }
             }));
+            // Without a memo nothing else holds the outcome: its status moves rather than
+            // being copied.
+            let route_status = match Arc::try_unwrap(outcome) {
+                Ok(outcome) => outcome.status,
+                Err(shared) => shared.status.clone(),
+            };
             status
                 .routes_mut(kind)
-                .insert(key.to_string(), outcome.status.clone());
+                .insert(key.to_string(), route_status);
         }
     }
 

@@ -127,7 +127,8 @@ pub(super) fn process(
         diagnostics: Vec::new(),
         attached: Vec::new(),
         placements: Vec::new(),
-        clusters: compiled.clusters.values().cloned().collect(),
+        // Moved out of `compiled` once attaching no longer reads them.
+        clusters: Arc::from([]),
     };
     let generation = route.metadata.generation;
     let resolved_refs = compiled.unresolved.first().map(|first| {
@@ -197,6 +198,7 @@ pub(super) fn process(
         });
     }
     outcome.diagnostics = compiled.diagnostics;
+    outcome.clusters = compiled.clusters.into_values().collect();
     Some(outcome)
 }
 

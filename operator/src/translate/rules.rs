@@ -332,29 +332,43 @@ fn compile_rule(
         (error_response(), None)
     };
 
+    let count = compiled.len();
+    let mut action = action;
     Ok(compiled
         .into_iter()
         .enumerate()
-        .map(|(match_index, m)| CompiledEntry {
-            rule: rule_index,
-            match_index,
-            route: Arc::new(RouteIr {
-                name: format!(
-                    "{}/{key}/rule/{rule_index}/match/{match_index}",
-                    kind.prefix()
-                ),
-                source: key.to_owned(),
-                rule_name: rule.name.clone(),
-                path: m.path,
-                headers: m.headers,
-                query: m.query,
-                method: m.method,
-                action: action.clone(),
-                filters: Box::new(route_filters.clone()),
-                traffic: None,
-                security: None,
-            }),
-            redirect_port,
+        .map(|(match_index, m)| {
+            // The last (usually the only) match takes the action and filters; the others
+            // copy them.
+            let (action, filters) = if match_index + 1 < count {
+                (action.clone(), route_filters.clone())
+            } else {
+                (
+                    std::mem::replace(&mut action, error_response()),
+                    std::mem::take(&mut route_filters),
+                )
+            };
+            CompiledEntry {
+                rule: rule_index,
+                match_index,
+                route: Arc::new(RouteIr {
+                    name: format!(
+                        "{}/{key}/rule/{rule_index}/match/{match_index}",
+                        kind.prefix()
+                    ),
+                    source: key.to_owned(),
+                    rule_name: rule.name.clone(),
+                    path: m.path,
+                    headers: m.headers,
+                    query: m.query,
+                    method: m.method,
+                    action,
+                    filters: Box::new(filters),
+                    traffic: None,
+                    security: None,
+                }),
+                redirect_port,
+            }
         })
         .collect())
 }

@@ -123,14 +123,19 @@ pub struct ListenerBinding {
 
 /// Envoy's snapshot for one Gateway, versioned by `version`.
 pub fn snapshot(gateway: &GatewayIr, binding: ListenerBinding, version: &str) -> Snapshot {
-    SnapshotBuilder::default().build(gateway, binding, version)
+    SnapshotBuilder {
+        one_shot: true,
+        ..SnapshotBuilder::default()
+    }
+    .build(gateway, binding, version)
 }
 
 /// Builds Envoy snapshots, remembering the encodings of route entries, virtual hosts and route
 /// tables between calls (see the module docs). Entries unused by a build are dropped at its
 /// end, so the memory held is that of the latest snapshots' route tables.
 ///
-/// `build` returns exactly what [`snapshot`] returns. Encodings are found by the address of
+/// `build` returns exactly what [`snapshot`] returns, plus the guard route tables of
+/// listeners whose ext_authz filters changed ([`authz_guard`]), which need a history. Encodings are found by the address of
 /// the IR's `Arc`s, which the builder keeps alive, so an address cannot be reused for other
 /// content while it is cached.
 #[derive(Debug, Default)]
@@ -143,6 +148,10 @@ pub struct SnapshotBuilder {
     authz_history: AuthzHistory,
     /// Guarded variants of virtual hosts, per guard table name.
     guarded: HashMap<String, Generations<VirtualHostIr, Arc<VirtualHostIr>>>,
+    /// Set by [`snapshot`], whose builder is dropped after one build: remembering encodings
+    /// would only keep a second copy of every route table alive until then, so each table is
+    /// encoded straight through (virtual hosts in parallel) and nothing is kept.
+    one_shot: bool,
 }
 
 /// A virtual host's encoding and the SHA-256 of it, from which route table versions derive.
@@ -223,7 +232,8 @@ impl SnapshotBuilder {
         Self::default()
     }
 
-    /// Envoy's snapshot for one Gateway, versioned by `version`; equal to [`snapshot`]'s.
+    /// Envoy's snapshot for one Gateway, versioned by `version`; equal to [`snapshot`]'s plus
+    /// guard route tables (see the type's docs).
     pub fn build(
         &mut self,
         gateway: &GatewayIr,
@@ -404,6 +414,9 @@ impl SnapshotBuilder {
     /// The route table `name` serving `vhosts`: `route_table(name, vhosts)` encoded, spliced
     /// from per-virtual-host encodings (fields 1 and 14 around the repeated field 2).
     fn route_table(&mut self, name: &str, vhosts: &[&Arc<VirtualHostIr>]) -> Resource {
+        if self.one_shot {
+            return one_shot_route_table(name, vhosts);
+        }
         if let Some((built_from, resource)) = self.tables.get(name)
             && built_from.len() == vhosts.len()
             && built_from
@@ -420,37 +433,12 @@ impl SnapshotBuilder {
         }
         let encodings: Vec<VirtualHostBytes> =
             vhosts.iter().map(|v| self.virtual_host_bytes(v)).collect();
-        let head = route_table(name, Vec::new()).encode_to_vec();
-        let tail = RouteConfiguration {
-            ignore_port_in_host_matching: true,
-            ..RouteConfiguration::default()
-        }
-        .encode_to_vec();
-        let name_only = RouteConfiguration {
-            name: name.to_owned(),
-            ..RouteConfiguration::default()
-        }
-        .encode_to_vec();
-        debug_assert_eq!(head, [name_only.as_slice(), tail.as_slice()].concat());
-        let size = head.len() + encodings.iter().map(|e| e.bytes.len() + 10).sum::<usize>();
-        let mut body = Vec::with_capacity(size);
-        body.extend_from_slice(&name_only);
-        // The version hashes what determines the body: the name-bearing head, the fixed tail
-        // and the virtual hosts' digests in order. The head is length-delimited and digests
-        // have one size, so distinct bodies give distinct preimages.
-        let mut version = Sha256::new();
-        version.update(&name_only);
-        version.update(&tail);
+        let size = encodings.iter().map(|e| e.bytes.len() + 10).sum();
+        let mut table = TableWriter::new(name, size);
         for e in &encodings {
-            put_message(&mut body, ROUTE_CONFIGURATION_VIRTUAL_HOSTS, &e.bytes);
-            version.update(e.digest);
+            table.push(&e.bytes, &e.digest);
         }
-        body.extend_from_slice(&tail);
-        let resource = Resource {
-            name: name.to_owned(),
-            version: hex_prefix(&version.finalize(), 8),
-            body: body.into(),
-        };
+        let resource = table.finish();
         self.tables.insert(
             name.to_owned(),
             (
@@ -468,21 +456,115 @@ impl SnapshotBuilder {
             return bytes.clone();
         }
         self.virtual_hosts.get_or_encode(v, |v| {
-            let mut body = VirtualHost {
-                name: v.name.clone(),
-                domains: v.domains.clone(),
-                ..VirtualHost::default()
-            }
-            .encode_to_vec();
-            for r in &v.routes {
-                let bytes = routes.get_or_encode(r, |r| encode_route(r).into());
-                put_message(&mut body, VIRTUAL_HOST_ROUTES, &bytes);
-            }
+            let mut body = Vec::new();
+            encode_virtual_host(v, &mut body, |r, body| {
+                let bytes = routes.get_or_encode(r, |r| {
+                    let mut bytes = Vec::new();
+                    encode_route(r, &mut bytes);
+                    bytes.into()
+                });
+                put_message(body, VIRTUAL_HOST_ROUTES, &bytes);
+            });
             VirtualHostBytes {
                 digest: Sha256::digest(&body).into(),
                 bytes: Arc::from(body),
             }
         })
+    }
+}
+
+/// Appends `virtual_host(v)` encoded to `body`: name and domains, then each route's encoding
+/// (field 3), which `put_route` appends.
+fn encode_virtual_host(
+    v: &VirtualHostIr,
+    body: &mut Vec<u8>,
+    mut put_route: impl FnMut(&Arc<RouteIr>, &mut Vec<u8>),
+) {
+    let head = VirtualHost {
+        name: v.name.clone(),
+        domains: v.domains.clone(),
+        ..VirtualHost::default()
+    };
+    body.reserve(head.encoded_len());
+    // Appending to a `Vec` cannot run out of room; `encode` only fails on a full buffer.
+    let _ = head.encode(body);
+    for r in &v.routes {
+        put_route(r, body);
+    }
+}
+
+/// The route table `name` serving `vhosts`, encoded without any cache: each virtual host and
+/// route goes through one reused buffer straight into the table, so nothing but the table is
+/// allocated per virtual host. (Encoding virtual hosts in parallel was tried: their buffers,
+/// allocated by the workers and freed by this thread, stayed resident in the workers' heaps.)
+fn one_shot_route_table(name: &str, vhosts: &[&Arc<VirtualHostIr>]) -> Resource {
+    let mut table = TableWriter::new(name, 0);
+    let mut vhost = Vec::new();
+    let mut route = Vec::new();
+    for v in vhosts {
+        vhost.clear();
+        encode_virtual_host(v, &mut vhost, |r, out| {
+            route.clear();
+            encode_route(r, &mut route);
+            put_message(out, VIRTUAL_HOST_ROUTES, &route);
+        });
+        table.push(&vhost, &Sha256::digest(&vhost).into());
+    }
+    table.finish()
+}
+
+/// `route_table(name, …)` encoded from its virtual hosts' encodings and their digests, in
+/// order: fields 1 and 14 around the repeated field 2.
+struct TableWriter {
+    name: String,
+    body: Vec<u8>,
+    tail: Vec<u8>,
+    version: Sha256,
+}
+
+impl TableWriter {
+    /// A table with room for `capacity` bytes of virtual hosts.
+    fn new(name: &str, capacity: usize) -> Self {
+        let head = route_table(name, Vec::new()).encode_to_vec();
+        let tail = RouteConfiguration {
+            ignore_port_in_host_matching: true,
+            ..RouteConfiguration::default()
+        }
+        .encode_to_vec();
+        let name_only = RouteConfiguration {
+            name: name.to_owned(),
+            ..RouteConfiguration::default()
+        }
+        .encode_to_vec();
+        debug_assert_eq!(head, [name_only.as_slice(), tail.as_slice()].concat());
+        let mut body = Vec::with_capacity(head.len() + capacity);
+        body.extend_from_slice(&name_only);
+        // The version hashes what determines the body: the name-bearing head, the fixed tail
+        // and the virtual hosts' digests in order. The head is length-delimited and digests
+        // have one size, so distinct bodies give distinct preimages.
+        let mut version = Sha256::new();
+        version.update(&name_only);
+        version.update(&tail);
+        Self {
+            name: name.to_owned(),
+            body,
+            tail,
+            version,
+        }
+    }
+
+    fn push(&mut self, vhost: &[u8], digest: &[u8; 32]) {
+        put_message(&mut self.body, ROUTE_CONFIGURATION_VIRTUAL_HOSTS, vhost);
+        self.version.update(digest);
+    }
+
+    fn finish(mut self) -> Resource {
+        self.body.extend_from_slice(&self.tail);
+        Resource {
+            name: self.name,
+            version: hex_prefix(&self.version.finalize(), 8),
+            body: self.body.into(),
+        }
     }
 }
 
@@ -1400,14 +1482,15 @@ const ROUTE_TYPED_PER_FILTER_CONFIG: u32 = 13;
 /// `route_of(r)` encoded, its per-filter configuration in sorted order (see
 /// [`per_filter_config`]): fields may come in any order and map entries are repeated fields,
 /// so appending them after the rest is the same message.
-fn encode_route(r: &RouteIr) -> Vec<u8> {
+fn encode_route(r: &RouteIr, out: &mut Vec<u8>) {
     let mut route = route_of(r);
     let configs: BTreeMap<String, Any> = std::mem::take(&mut route.typed_per_filter_config)
         .into_iter()
         .collect();
-    let mut bytes = route.encode_to_vec();
-    put_map(&mut bytes, ROUTE_TYPED_PER_FILTER_CONFIG, &configs);
-    bytes
+    out.reserve(route.encoded_len());
+    // Appending to a `Vec` cannot run out of room; `encode` only fails on a full buffer.
+    let _ = route.encode(out);
+    put_map(out, ROUTE_TYPED_PER_FILTER_CONFIG, &configs);
 }
 
 fn route_of(r: &RouteIr) -> Route {
