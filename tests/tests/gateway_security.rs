@@ -41,28 +41,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The token both authorization servers let in.
 const GOOD_TOKEN: &str = "let-me-in";
 
+/// What a test server answers to each request.
+type Answer = Arc<dyn Fn(&Request<hyper::body::Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
+
 /// An HTTP server on 127.0.0.1 answering with `answer`, until the test ends.
 async fn http_server(
     answer: impl Fn(&Request<hyper::body::Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await?;
-    let addr = listener.local_addr()?;
-    let answer = Arc::new(answer);
-    let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let response = answer(&req);
-                    async move { Ok::<_, std::convert::Infallible>(response) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok((addr, task))
+    serve(Arc::new(answer), None).await
 }
 
 /// [`http_server`] over TLS with `cert`.
@@ -80,28 +66,48 @@ async fn https_server(
     .with_safe_default_protocol_versions()?
     .with_no_client_auth()
     .with_single_cert(certs, key)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    serve(
+        Arc::new(answer),
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+    )
+    .await
+}
+
+async fn serve(
+    answer: Answer,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await?;
     let addr = listener.local_addr()?;
-    let answer = Arc::new(answer);
     let task = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (answer, acceptor) = (answer.clone(), acceptor.clone());
+            let (answer, tls) = (answer.clone(), tls.clone());
             tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(move |req| {
-                    let response = answer(&req);
-                    async move { Ok::<_, std::convert::Infallible>(response) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve_connection(stream, answer).await;
+                        }
+                    }
+                    None => serve_connection(stream, answer).await,
+                }
             });
         }
     });
     Ok((addr, task))
+}
+
+async fn serve_connection(
+    stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    answer: Answer,
+) {
+    let service = hyper::service::service_fn(move |req| {
+        let response = answer(&req);
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
 }
 
 /// The JWKS at `/jwks.json`; at `/flaky-jwks.json` too, after two 503s (counted in
