@@ -159,8 +159,6 @@ fn rss_kib() -> u64 {
 }
 
 fn main() {
-    // As the eg-operator binary does first thing (see its main).
-    let _ = nix::sys::prctl::set_thp_disable(true);
     let rss_before = rss_kib();
     let mut snap = cluster();
     let rss_snapshot = rss_kib();
