@@ -360,11 +360,12 @@ async fn a_rejected_configuration_is_reported_and_the_last_good_one_serves() -> 
         Duration::from_secs(10),
         || async {
             let status = s.admin_json("/status").await;
+            // `Pending` (waiting for the proxy's answer) comes first; the answer decides.
             condition(
                 &status["gateways"]["default/eg"]["conditions"],
                 "Programmed",
             )
-            .filter(|c| c["status"] == "False")
+            .filter(|c| c["status"] == "False" && c["reason"] != "Pending")
             .cloned()
         },
     )
