@@ -161,6 +161,12 @@ fn rss_kib() -> u64 {
 fn main() {
     let rss_before = rss_kib();
     let mut snap = cluster();
+    // For profilers: `EG_BENCH_PROFILE=ir|full|retranslate` repeats one figure's work for a
+    // few seconds and prints nothing else, so a profile is not diluted by building the input.
+    if let Ok(which) = std::env::var("EG_BENCH_PROFILE") {
+        profile_loop(&which, &mut snap);
+        return;
+    }
     let rss_snapshot = rss_kib();
     let resources = translate_to_envoy(&snap);
     let t = translate(&snap);
@@ -239,6 +245,29 @@ fn main() {
         println!("  {name:<42} {value:>10.2}");
     }
     write_results(&figures);
+}
+
+fn profile_loop(which: &str, snap: &mut Snapshot) {
+    let mut translator = Translator::new();
+    let mut builder = SnapshotBuilder::new();
+    retranslate_to_envoy(snap, &mut translator, &mut builder);
+    let start = Instant::now();
+    let mut rounds = 0usize;
+    while start.elapsed() < Duration::from_secs(5) {
+        match which {
+            "ir" => drop(black_box(translate(snap))),
+            "retranslate" => {
+                snap.http_routes[ROUTES / 2] = route(ROUTES / 2, rounds + 1);
+                black_box(retranslate_to_envoy(snap, &mut translator, &mut builder));
+            }
+            _ => drop(black_box(translate_to_envoy(snap))),
+        }
+        rounds += 1;
+    }
+    println!(
+        "{which}: {rounds} rounds, {:.2} ms each",
+        start.elapsed().as_secs_f64() * 1000.0 / rounds as f64
+    );
 }
 
 fn write_results(figures: &BTreeMap<String, f64>) {

@@ -7,6 +7,8 @@
 //! all references to one Service port share one cluster, and editing a route does not churn
 //! clusters in Envoy.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::ServicePort;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -85,7 +87,7 @@ impl BackendError {
 }
 
 /// The fields every kind of backend reference (HTTPBackendRef, mirror backendRef) shares.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct BackendTarget<'a> {
     pub group: Option<&'a str>,
     pub kind: Option<&'a str>,
@@ -104,19 +106,52 @@ pub(super) fn resolve(
     route_namespace: &str,
     target: BackendTarget<'_>,
 ) -> Result<ClusterIr, BackendError> {
-    let mut cluster = resolve_natural(index, kind, route_namespace, target)?;
-    if let Some(forced) = kind.forced_protocol().filter(|p| *p != cluster.protocol) {
-        cluster.protocol = forced;
-        cluster.name.push('/');
-        cluster.name.push_str(match forced {
-            UpstreamProtocol::H2c => "h2c",
-            UpstreamProtocol::Tcp => "tcp",
-            UpstreamProtocol::Udp => "udp",
-            UpstreamProtocol::Http1 => "http1",
-            UpstreamProtocol::WebSocket => "ws",
-        });
+    resolve_shared(index, kind, route_namespace, target).map(|c| Arc::unwrap_or_clone(c.cluster))
+}
+
+/// A backend's cluster as the references to it share it within one translation: the name
+/// route entries point at, and the cluster (endpoints not yet filled in).
+#[derive(Debug, Clone)]
+pub(super) struct SharedCluster {
+    pub name: Arc<str>,
+    pub cluster: Arc<ClusterIr>,
+}
+
+impl SharedCluster {
+    fn new(cluster: ClusterIr) -> Self {
+        Self {
+            name: Arc::from(cluster.name.as_str()),
+            cluster: Arc::new(cluster),
+        }
     }
-    Ok(cluster)
+}
+
+/// [`resolve`], sharing the cluster of a Service port with every other reference to it in
+/// the translation: a large Gateway references a few Services tens of thousands of times.
+pub(super) fn resolve_shared(
+    index: &Index<'_>,
+    kind: RouteKind,
+    route_namespace: &str,
+    target: BackendTarget<'_>,
+) -> Result<SharedCluster, BackendError> {
+    let natural = resolve_natural(index, kind, route_namespace, target)?;
+    let Some(forced) = kind
+        .forced_protocol()
+        .filter(|p| *p != natural.cluster.protocol)
+    else {
+        return Ok(natural);
+    };
+    let mut cluster = Arc::unwrap_or_clone(natural.cluster);
+    cluster.protocol = forced;
+    cluster.name.push('/');
+    cluster.name.push_str(match forced {
+        UpstreamProtocol::H2c => "h2c",
+        UpstreamProtocol::Tcp => "tcp",
+        UpstreamProtocol::Udp => "udp",
+        UpstreamProtocol::Http1 => "http1",
+        UpstreamProtocol::WebSocket => "ws",
+    });
+    Ok(SharedCluster::new(cluster))
 }
 
 /// The cluster of a backend with the protocol its Service port or Backend declares.
@@ -125,13 +160,13 @@ fn resolve_natural(
     kind: RouteKind,
     route_namespace: &str,
     target: BackendTarget<'_>,
-) -> Result<ClusterIr, BackendError> {
+) -> Result<SharedCluster, BackendError> {
     let group = target.group.unwrap_or("");
     let target_kind = target.kind.unwrap_or("Service");
     match (group, target_kind) {
         ("", "Service") => {}
         (ENVOY_GATEWAY_GROUP, "Backend") => {
-            return resolve_backend(index, kind, route_namespace, target);
+            return resolve_backend(index, kind, route_namespace, target).map(SharedCluster::new);
         }
         _ => {
             return Err(BackendError::UnsupportedKind {
@@ -187,19 +222,21 @@ fn resolve_natural(
             protocol: kind.port_protocol(),
         });
     };
-    Ok(ClusterIr {
-        name: cluster_name(namespace, target.name, port_u16),
-        source: ClusterSourceIr::Service {
-            namespace: namespace.to_owned(),
-            name: target.name.to_owned(),
-            port: port_u16,
-        },
-        protocol: upstream_protocol(service_port.app_protocol.as_deref()),
-        // Filled in by `fill_endpoints`, once per cluster of a Gateway.
-        endpoints: Vec::new(),
-        tls: None,
-        settings: None,
-    })
+    Ok(index.service_cluster(service_port, || {
+        SharedCluster::new(ClusterIr {
+            name: cluster_name(namespace, target.name, port_u16),
+            source: ClusterSourceIr::Service {
+                namespace: namespace.to_owned(),
+                name: target.name.to_owned(),
+                port: port_u16,
+            },
+            protocol: upstream_protocol(service_port.app_protocol.as_deref()),
+            // Filled in by `fill_endpoints`, once per cluster of a Gateway.
+            endpoints: Vec::new(),
+            tls: None,
+            settings: None,
+        })
+    }))
 }
 
 /// Sets the ready endpoints of a cluster [`resolve`] returned. Endpoints are the only part of

@@ -142,22 +142,69 @@ pub(super) struct PlacedEntry {
     pub route: Arc<RouteIr>,
 }
 
-/// Virtual hosts built by earlier translations, by Gateway key, listener name and first
-/// domain, with the domains and entry lists they were built from. A virtual host is reused when it is built from
-/// the very same lists (pointer equality: the lists are immutable and kept alive here, so an
-/// equal pointer means equal content), which spares re-sorting every hostname of a large
-/// Gateway when one route changes, and keeps the `Arc`s stable for the Envoy encoder's cache.
+/// What earlier translations built for each listener, by Gateway key and listener name: the
+/// order its hostnames sorted into, and its virtual hosts with the domains and entry lists they
+/// were built from. A virtual host is reused when it is built from the very same lists
+/// (pointer equality: the lists are immutable and kept alive here, so an equal pointer means
+/// equal content), and the hostname order when the same hostnames arrive in the same order,
+/// which spares re-sorting every hostname of a large Gateway when one route changes, and
+/// keeps the `Arc`s stable for the Envoy encoder's cache.
+///
+/// A one-shot cache ([`VirtualHostCache::one_shot`]) remembers nothing: a translation without
+/// a successor would only fill it to drop it.
 #[derive(Debug, Default)]
 pub(super) struct VirtualHostCache {
     /// What the previous translation built; entries still current move to `current`.
-    previous: HashMap<(String, String), HashMap<Arc<str>, CachedVirtualHost>>,
-    current: HashMap<(String, String), HashMap<Arc<str>, CachedVirtualHost>>,
+    previous: HashMap<(String, String), ListenerCache>,
+    current: HashMap<(String, String), ListenerCache>,
+    one_shot: bool,
 }
 
 impl VirtualHostCache {
+    /// A cache for a single translation.
+    pub fn one_shot() -> Self {
+        Self {
+            one_shot: true,
+            ..Self::default()
+        }
+    }
+
     /// Ends a translation: what it did not use (removed listeners and hostnames) is dropped.
     pub fn finish_translation(&mut self) {
         self.previous = std::mem::take(&mut self.current);
+    }
+}
+
+/// One listener's part of a [`VirtualHostCache`].
+#[derive(Debug, Default)]
+struct ListenerCache {
+    /// The hostnames routes placed on the listener, in route order.
+    hosts: Vec<Arc<str>>,
+    /// `hosts` most specific first (a stable sort), as indexes into it.
+    order: Vec<u32>,
+    /// By first domain.
+    virtual_hosts: HashMap<Arc<str>, CachedVirtualHost>,
+}
+
+impl ListenerCache {
+    /// The order of `routes` by hostname specificity, stable: the previous translation's
+    /// when the same hostnames came in the same order (routes changed only in their entries),
+    /// else sorted anew.
+    fn specificity_order(&self, routes: &[(Arc<str>, Arc<[PlacedEntry]>)]) -> Vec<u32> {
+        let same_hosts = self.hosts.len() == routes.len()
+            && self
+                .hosts
+                .iter()
+                .zip(routes)
+                .all(|(before, (now, _))| Arc::ptr_eq(before, now) || before == now);
+        if same_hosts {
+            return self.order.clone();
+        }
+        let mut order: Vec<u32> = (0..routes.len())
+            .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+            .collect();
+        order.sort_by_cached_key(|&i| hostname::SpecificityKey::new(&routes[i as usize].0));
+        order
     }
 }
 
@@ -351,15 +398,18 @@ impl ListenerCtx {
         }
         let port = u16::try_from(self.port).ok()?;
         let protocol = self.protocol?;
+        let cache_key = (gateway_key.to_owned(), self.name.clone());
+        let mut previous = cache.previous.remove(&cache_key).unwrap_or_default();
         // Group by hostname by sorting rather than through a map: the sort is needed anyway,
         // and a stable one keeps each hostname's lists in route order.
-        let mut routes = self.routes;
-        routes.sort_by_cached_key(|(host, _)| hostname::SpecificityKey::new(host));
-        let mut hosts: Vec<(Arc<str>, Sources)> = Vec::with_capacity(routes.len());
-        for (host, entries) in routes {
+        let routes = self.routes;
+        let order = previous.specificity_order(&routes);
+        let mut hosts: Vec<(&Arc<str>, Sources)> = Vec::with_capacity(routes.len());
+        for &i in &order {
+            let (host, entries) = &routes[i as usize];
             match hosts.last_mut() {
-                Some((last, sources)) if *last == host => sources.push(entries),
-                _ => hosts.push((host, vec![entries])),
+                Some((last, sources)) if *last == host => sources.push(entries.clone()),
+                _ => hosts.push((host, vec![entries.clone()])),
             }
         }
         // Hostnames served by the very same entry lists (typically the hostnames of one
@@ -370,13 +420,14 @@ impl ListenerCtx {
         // copied into a key per hostname.
         let mut members: Vec<(Vec<Arc<str>>, usize)> = Vec::with_capacity(hosts.len());
         {
-            let mut group_of: HashMap<Identity<'_>, usize> = HashMap::with_capacity(hosts.len());
+            let mut group_of: HashMap<Identity<'_>, usize, foldhash::fast::RandomState> =
+                HashMap::with_capacity_and_hasher(hosts.len(), Default::default());
             for (i, (host, sources)) in hosts.iter().enumerate() {
                 match group_of.entry(Identity(sources)) {
-                    Entry::Occupied(group) => members[*group.get()].0.push(host.clone()),
+                    Entry::Occupied(group) => members[*group.get()].0.push(Arc::clone(host)),
                     Entry::Vacant(slot) => {
                         slot.insert(members.len());
-                        members.push((vec![host.clone()], i));
+                        members.push((vec![Arc::clone(host)], i));
                     }
                 }
             }
@@ -386,38 +437,50 @@ impl ListenerCtx {
             .into_iter()
             .map(|(domains, i)| (domains, lists[i].take().unwrap_or_default()))
             .collect();
-        let cache_key = (gateway_key.to_owned(), self.name.clone());
-        let mut previous = cache.previous.remove(&cache_key).unwrap_or_default();
-        let mut current = HashMap::with_capacity(groups.len());
-        let virtual_hosts = groups
-            .into_iter()
-            .map(|(domains, sources)| {
-                let first = domains[0].clone();
-                let built = match previous.remove(&first) {
-                    Some(c)
-                        if c.domains == domains
-                            && c.sources.len() == sources.len()
-                            && c.sources
-                                .iter()
-                                .zip(&sources)
-                                .all(|(a, b)| Arc::ptr_eq(a, b)) =>
-                    {
-                        c.built
-                    }
-                    _ => Arc::new(virtual_host(gateway_key, &self.name, &domains, &sources)),
-                };
-                current.insert(
-                    first,
-                    CachedVirtualHost {
-                        domains,
-                        sources,
-                        built: built.clone(),
-                    },
-                );
-                built
-            })
-            .collect();
-        cache.current.insert(cache_key, current);
+        let virtual_hosts = if cache.one_shot {
+            groups
+                .into_iter()
+                .map(|(domains, sources)| {
+                    Arc::new(virtual_host(gateway_key, &self.name, &domains, &sources))
+                })
+                .collect()
+        } else {
+            let mut current = ListenerCache {
+                virtual_hosts: HashMap::with_capacity(groups.len()),
+                hosts: routes.into_iter().map(|(host, _)| host).collect(),
+                order,
+            };
+            let virtual_hosts = groups
+                .into_iter()
+                .map(|(domains, sources)| {
+                    let first = domains[0].clone();
+                    let built = match previous.virtual_hosts.remove(&first) {
+                        Some(c)
+                            if c.domains == domains
+                                && c.sources.len() == sources.len()
+                                && c.sources
+                                    .iter()
+                                    .zip(&sources)
+                                    .all(|(a, b)| Arc::ptr_eq(a, b)) =>
+                        {
+                            c.built
+                        }
+                        _ => Arc::new(virtual_host(gateway_key, &self.name, &domains, &sources)),
+                    };
+                    current.virtual_hosts.insert(
+                        first,
+                        CachedVirtualHost {
+                            domains,
+                            sources,
+                            built: built.clone(),
+                        },
+                    );
+                    built
+                })
+                .collect();
+            cache.current.insert(cache_key, current);
+            virtual_hosts
+        };
         Some(ListenerIr {
             name: self.name,
             port,
@@ -459,7 +522,7 @@ pub(super) struct GatewayCtx {
     /// Every route's clusters are looked up here, tens of thousands of times for a large
     /// Gateway, where a `BTreeMap` compared names sharing a long prefix over and over; it is
     /// sorted once in [`GatewayCtx::finish`].
-    pub clusters: HashMap<String, ClusterIr>,
+    pub clusters: HashMap<String, ClusterIr, foldhash::fast::RandomState>,
 }
 
 impl GatewayCtx {
@@ -493,7 +556,7 @@ impl GatewayCtx {
             class_name: gateway.spec.gateway_class_name.clone(),
             generation: gateway.metadata.generation,
             listeners,
-            clusters: HashMap::new(),
+            clusters: HashMap::default(),
         }
     }
 
@@ -521,7 +584,12 @@ impl GatewayCtx {
             listener
                 .routes
                 .extend(p.hosts.iter().map(|h| (h.clone(), p.entries.clone())));
-            for cluster in outcome.clusters.iter().chain(&p.policy_clusters) {
+            for cluster in outcome
+                .clusters
+                .iter()
+                .map(|c| &**c)
+                .chain(&p.policy_clusters)
+            {
                 if !gateway.clusters.contains_key(&cluster.name) {
                     gateway
                         .clusters

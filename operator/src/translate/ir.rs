@@ -159,8 +159,8 @@ pub struct RouteIr {
     /// `"httproute/{ns}/{name}/rule/{rule index}/match/{match index}"`: stable across
     /// unrelated changes and unique within a virtual host.
     pub name: String,
-    /// `"{ns}/{name}"` of the HTTPRoute.
-    pub source: String,
+    /// `"{ns}/{name}"` of the HTTPRoute, shared by its entries.
+    pub source: Arc<str>,
     /// The rule's `name`, when the HTTPRoute sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule_name: Option<String>,
@@ -672,8 +672,8 @@ pub struct ForwardIr {
 /// One destination of a [`ForwardIr`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WeightedBackendIr {
-    /// Key into [`GatewayIr::clusters`].
-    pub cluster: String,
+    /// Key into [`GatewayIr::clusters`], shared by the references to it of one route.
+    pub cluster: Arc<str>,
     pub weight: u32,
     /// Header changes applied only when this backend is picked (backendRef-level filters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -780,7 +780,7 @@ pub struct UrlRewriteIr {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorIr {
     /// Key into [`GatewayIr::clusters`].
-    pub cluster: String,
+    pub cluster: Arc<str>,
     /// Fraction of requests mirrored: `numerator / denominator` (100/100 when unset).
     pub numerator: u32,
     pub denominator: u32,

@@ -197,17 +197,17 @@ pub struct Statuses {
     pub gateways: BTreeMap<String, GatewayStatus>,
     /// By `"{namespace}/{name}"`; only routes with at least one parentRef to one of our
     /// Gateways, with one `parents` entry per such parentRef.
-    pub http_routes: BTreeMap<String, HttpRouteStatus>,
+    pub http_routes: BTreeMap<String, Arc<HttpRouteStatus>>,
     /// The other route kinds, likewise. Their statuses have HTTPRoute's shape (`parents`
     /// with the same fields), which is what is written.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub grpc_routes: BTreeMap<String, HttpRouteStatus>,
+    pub grpc_routes: BTreeMap<String, Arc<HttpRouteStatus>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub tls_routes: BTreeMap<String, HttpRouteStatus>,
+    pub tls_routes: BTreeMap<String, Arc<HttpRouteStatus>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub tcp_routes: BTreeMap<String, HttpRouteStatus>,
+    pub tcp_routes: BTreeMap<String, Arc<HttpRouteStatus>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub udp_routes: BTreeMap<String, HttpRouteStatus>,
+    pub udp_routes: BTreeMap<String, Arc<HttpRouteStatus>>,
     /// By `"{namespace}/{name}"`; only policies a Gateway of ours uses, one ancestor each.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub backend_tls_policies: BTreeMap<String, BackendTlsPolicyStatus>,
@@ -221,11 +221,11 @@ pub struct Statuses {
 
 impl Statuses {
     /// Route statuses by kind name (`"HTTPRoute"`, `"GRPCRoute"`, …), for writers.
-    pub fn routes(&self) -> [(&'static str, &BTreeMap<String, HttpRouteStatus>); 5] {
+    pub fn routes(&self) -> [(&'static str, &BTreeMap<String, Arc<HttpRouteStatus>>); 5] {
         RouteKind::ALL.map(|kind| (kind.name(), self.routes_of(kind)))
     }
 
-    fn routes_of(&self, kind: RouteKind) -> &BTreeMap<String, HttpRouteStatus> {
+    fn routes_of(&self, kind: RouteKind) -> &BTreeMap<String, Arc<HttpRouteStatus>> {
         match kind {
             RouteKind::Http => &self.http_routes,
             RouteKind::Grpc => &self.grpc_routes,
@@ -235,7 +235,7 @@ impl Statuses {
         }
     }
 
-    fn routes_mut(&mut self, kind: RouteKind) -> &mut BTreeMap<String, HttpRouteStatus> {
+    fn routes_mut(&mut self, kind: RouteKind) -> &mut BTreeMap<String, Arc<HttpRouteStatus>> {
         match kind {
             RouteKind::Http => &mut self.http_routes,
             RouteKind::Grpc => &mut self.grpc_routes,
@@ -270,7 +270,7 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
 pub struct Translator {
     /// The inputs route contributions depend on besides the route itself, as last seen.
     world: Option<World>,
-    routes: HashMap<(RouteKind, Arc<str>), CachedRoute>,
+    routes: HashMap<(RouteKind, Arc<str>), CachedRoute, foldhash::fast::RandomState>,
     virtual_hosts: gateways::VirtualHostCache,
 }
 
@@ -533,19 +533,14 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
                     message: message.clone(),
                 }
             }));
-            // Without a memo nothing else holds the outcome: its status moves rather than
-            // being copied.
-            let route_status = match Arc::try_unwrap(outcome) {
-                Ok(outcome) => outcome.status,
-                Err(shared) => shared.status.clone(),
-            };
+            let route_status = outcome.status.clone();
             status
                 .routes_mut(kind)
                 .insert(key.to_string(), route_status);
         }
     }
 
-    let mut fresh = gateways::VirtualHostCache::default();
+    let mut fresh = gateways::VirtualHostCache::one_shot();
     let virtual_hosts = match memo {
         Some(m) => &mut m.virtual_hosts,
         None => &mut fresh,

@@ -84,7 +84,7 @@ mod tests {
     fn route(name: &str, path: PathMatchIr) -> RouteIr {
         RouteIr {
             name: name.to_owned(),
-            source: "ns/r".to_owned(),
+            source: Arc::from("ns/r"),
             rule_name: None,
             path,
             headers: vec![],

@@ -44,7 +44,9 @@ use super::rules::{self, CompiledRoute};
 /// unchanged.
 #[derive(Debug)]
 pub(super) struct RouteOutcome {
-    pub status: HttpRouteStatus,
+    /// Shared with every translation that reuses the outcome: 1000 routes' statuses copied
+    /// on each translation cost more than translating the one route that changed.
+    pub status: Arc<HttpRouteStatus>,
     /// `(category, message)` of every problem found.
     pub diagnostics: Vec<(&'static str, String)>,
     /// `(gateway, listener)` indexes the route is attached to (counted in `attachedRoutes`),
@@ -54,7 +56,7 @@ pub(super) struct RouteOutcome {
     pub placements: Vec<Placement>,
     /// Clusters the entries use (endpoints not filled in: the Gateway does that once per
     /// cluster), shared by every placement.
-    pub clusters: Arc<[ClusterIr]>,
+    pub clusters: Arc<[Arc<ClusterIr>]>,
 }
 
 /// The route's entries on one listener, served under each of `hosts`.
@@ -110,7 +112,7 @@ pub(super) fn process(
         return None;
     }
 
-    let compiled = rules::compile(route, kind, index);
+    let compiled = rules::compile(route, kind, key, index);
     let ctx = RouteCtx {
         key,
         kind,
@@ -120,10 +122,11 @@ pub(super) fn process(
         compiled: &compiled,
         index,
     };
+    let mut status = HttpRouteStatus {
+        parents: Vec::with_capacity(relevant.len()),
+    };
     let mut outcome = RouteOutcome {
-        status: HttpRouteStatus {
-            parents: Vec::with_capacity(relevant.len()),
-        },
+        status: Arc::default(),
         diagnostics: Vec::new(),
         attached: Vec::new(),
         placements: Vec::new(),
@@ -184,7 +187,7 @@ pub(super) fn process(
                 generation,
             ));
         }
-        outcome.status.parents.push(HttpRouteStatusParents {
+        status.parents.push(HttpRouteStatusParents {
             conditions,
             controller_name: controller_name.to_owned(),
             parent_ref: HttpRouteStatusParentsParentRef {
@@ -197,6 +200,7 @@ pub(super) fn process(
             },
         });
     }
+    outcome.status = Arc::new(status);
     outcome.diagnostics = compiled.diagnostics;
     outcome.clusters = compiled.clusters.into_values().collect();
     Some(outcome)
@@ -390,17 +394,17 @@ impl RouteCtx<'_> {
             let mut traffic = (*traffic).clone();
             if let Some(settings) = traffic.cluster.take() {
                 let variant = |name: &str| settings_variant(name, &settings);
-                let mut repoint = |name: &mut String| {
-                    if let Some(base) = self.compiled.clusters.get(name.as_str()) {
+                let mut repoint = |name: &mut Arc<str>| {
+                    if let Some(base) = self.compiled.clusters.get(&**name) {
                         let renamed = variant(name);
                         if !clusters.iter().any(|c| c.name == renamed) {
                             clusters.push(ClusterIr {
                                 name: renamed.clone(),
                                 settings: Some(Box::new(settings.clone())),
-                                ..base.clone()
+                                ..(**base).clone()
                             });
                         }
-                        *name = renamed;
+                        *name = Arc::from(renamed);
                     }
                 };
                 if let RouteActionIr::Forward(f) = &mut route.action {

@@ -22,7 +22,7 @@ use gateway_api::apis::standard::httproutes::{
     HttpRouteRulesMatchesQueryParamsType,
 };
 
-use super::backends::{self, BackendTarget};
+use super::backends::{self, BackendTarget, SharedCluster};
 use super::conditions::{Problem, reason};
 use super::index::Index;
 use super::ir::{
@@ -116,7 +116,7 @@ pub(super) struct CompiledRoute {
     /// Entries of the kept rules, in rule then match order.
     pub entries: Vec<CompiledEntry>,
     /// Clusters the entries send or mirror traffic to, endpoints not yet filled in.
-    pub clusters: BTreeMap<String, ClusterIr>,
+    pub clusters: BTreeMap<Arc<str>, Arc<ClusterIr>>,
     /// `ResolvedRefs=False` problems, in rule/backend order.
     pub unresolved: Vec<Problem>,
     /// Dropped rules by index.
@@ -141,17 +141,28 @@ impl CompiledRoute {
 }
 
 /// Compiles every rule of `route`.
-pub(super) fn compile(route: &HttpRoute, kind: RouteKind, index: &Index<'_>) -> CompiledRoute {
+/// `key` is the route's `"{namespace}/{name}"`, which its entries share as their `source`.
+pub(super) fn compile(
+    route: &HttpRoute,
+    kind: RouteKind,
+    key: &Arc<str>,
+    index: &Index<'_>,
+) -> CompiledRoute {
     let namespace = route.metadata.namespace.as_deref().unwrap_or_default();
-    let name = route.metadata.name.as_deref().unwrap_or_default();
-    let key = format!("{namespace}/{name}");
     let rules = route.spec.rules.as_deref().unwrap_or_default();
     let mut out = CompiledRoute {
         rule_count: rules.len(),
         ..CompiledRoute::default()
     };
+    let mut resolved = Resolved::default();
     for (i, rule) in rules.iter().enumerate() {
-        match compile_rule(index, kind, namespace, &key, i, rule, &mut out) {
+        let route = RouteRef {
+            index,
+            kind,
+            namespace,
+            key,
+        };
+        match compile_rule(route, i, rule, &mut resolved, &mut out) {
             Ok(entries) => out.entries.extend(entries),
             Err(e) => {
                 out.diagnostics
@@ -193,15 +204,50 @@ struct MirrorSpec {
     denominator: u32,
 }
 
-fn compile_rule(
-    index: &Index<'_>,
+/// The route a rule belongs to, and what its references resolve against.
+#[derive(Clone, Copy)]
+struct RouteRef<'a> {
+    index: &'a Index<'a>,
     kind: RouteKind,
-    namespace: &str,
-    key: &str,
+    namespace: &'a str,
+    key: &'a Arc<str>,
+}
+
+/// The backendRefs of one route resolved so far: rules of a route often send to the same
+/// Services, so each further reference is one comparison rather than a lookup.
+#[derive(Default)]
+struct Resolved<'r> {
+    clusters: Vec<(BackendTarget<'r>, SharedCluster)>,
+}
+
+impl<'r> Resolved<'r> {
+    fn resolve(
+        &mut self,
+        route: RouteRef<'_>,
+        target: BackendTarget<'r>,
+    ) -> Result<SharedCluster, backends::BackendError> {
+        if let Some((_, cluster)) = self.clusters.iter().find(|(t, _)| *t == target) {
+            return Ok(cluster.clone());
+        }
+        let cluster = backends::resolve_shared(route.index, route.kind, route.namespace, target)?;
+        self.clusters.push((target, cluster.clone()));
+        Ok(cluster)
+    }
+}
+
+fn compile_rule<'r>(
+    route: RouteRef<'_>,
     rule_index: usize,
-    rule: &HttpRouteRules,
+    rule: &'r HttpRouteRules,
+    resolved: &mut Resolved<'r>,
     out: &mut CompiledRoute,
 ) -> Result<Vec<CompiledEntry>, RuleError> {
+    let RouteRef {
+        index,
+        kind,
+        namespace,
+        key,
+    } = route;
     let filters = parse_filters(rule.filters.as_deref().unwrap_or_default())?;
     let default_match = [HttpRouteRulesMatches::default()];
     let matches = match rule.matches.as_deref() {
@@ -235,23 +281,30 @@ fn compile_rule(
         .collect::<Result<Vec<_>, _>>()?;
 
     // From here on nothing drops the rule: problems are unresolved references.
-    let mut clusters = BTreeMap::new();
+    let mut clusters: Vec<SharedCluster> = Vec::new();
+    let mut use_cluster = |out: &CompiledRoute, cluster: &SharedCluster| {
+        if !out.clusters.contains_key(&cluster.name)
+            && !clusters.iter().any(|c| c.name == cluster.name)
+        {
+            clusters.push(cluster.clone());
+        }
+    };
     let mut backends = Vec::new();
     let mut invalid_weight: u32 = 0;
     for (backend, (request_headers, response_headers)) in
         rule.backend_refs.iter().flatten().zip(backend_filters)
     {
         let weight = u32::try_from(backend.weight.unwrap_or(1)).unwrap_or(0);
-        match backends::resolve(index, kind, namespace, target_of(backend)) {
+        match resolved.resolve(route, target_of(backend)) {
             Ok(cluster) => {
                 if weight > 0 {
+                    use_cluster(out, &cluster);
                     backends.push(WeightedBackendIr {
-                        cluster: cluster.name.clone(),
+                        cluster: cluster.name,
                         weight,
                         request_headers,
                         response_headers,
                     });
-                    clusters.insert(cluster.name.clone(), cluster);
                 }
             }
             Err(e) => {
@@ -271,14 +324,14 @@ fn compile_rule(
             namespace: m.namespace.as_deref(),
             port: m.port,
         };
-        match backends::resolve(index, kind, namespace, target) {
+        match backends::resolve_shared(index, kind, namespace, target) {
             Ok(cluster) => {
                 mirrors.push(MirrorIr {
                     cluster: cluster.name.clone(),
                     numerator: m.numerator,
                     denominator: m.denominator,
                 });
-                clusters.insert(cluster.name.clone(), cluster);
+                use_cluster(out, &cluster);
             }
             // Gateway API: an unresolvable mirror backend is dropped, the rule still serves.
             Err(e) => {
@@ -319,7 +372,8 @@ fn compile_rule(
         route_filters.mirrors = mirrors;
         route_filters.timeouts = timeouts;
         // Inserting beats `append`, which rebuilds the whole map for each rule.
-        out.clusters.extend(clusters);
+        out.clusters
+            .extend(clusters.into_iter().map(|c| (c.name, c.cluster)));
         (
             RouteActionIr::Forward(ForwardIr {
                 backends,
@@ -356,7 +410,7 @@ fn compile_rule(
                         "{}/{key}/rule/{rule_index}/match/{match_index}",
                         kind.prefix()
                     ),
-                    source: key.to_owned(),
+                    source: key.clone(),
                     rule_name: rule.name.clone(),
                     path: m.path,
                     headers: m.headers,

@@ -92,6 +92,7 @@ use envoy_types::pb::xds::r#type::matcher::v3::{Matcher as XdsMatcher, matcher a
 
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::authz_guard::{self, AuthzHistory};
@@ -103,6 +104,7 @@ use super::envoy_config::{
 use super::policy_config::{self, exact, millis, put_map};
 use super::policy_filters::{self, ListenerNeeds};
 use super::protocol::{CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, SECRET, Snapshot};
+use super::route_wire;
 use crate::short_hash::hex_prefix;
 use crate::translate::ir::{
     ClientTrafficIr, ClusterIr, CorsIr, EndpointIr, ForwardIr, GatewayIr, HeaderModifierIr,
@@ -493,12 +495,40 @@ fn encode_virtual_host(
     }
 }
 
-/// The route table `name` serving `vhosts`, encoded without any cache: each virtual host and
-/// route goes through one reused buffer straight into the table, so nothing but the table is
-/// allocated per virtual host. (Encoding virtual hosts in parallel was tried: their buffers,
-/// allocated by the workers and freed by this thread, stayed resident in the workers' heaps.)
+/// The route table `name` serving `vhosts`, encoded without any cache. The virtual hosts are
+/// split into one run per worker thread; each run is encoded through reused scratch buffers
+/// into one buffer of framed virtual hosts (plus their digests), and the runs are spliced in
+/// order. Per-virtual-host buffers allocated by workers and freed here stayed resident in the
+/// workers' heaps; one large buffer per run is returned to the allocator's arena as a whole.
 fn one_shot_route_table(name: &str, vhosts: &[&Arc<VirtualHostIr>]) -> Resource {
-    let mut table = TableWriter::new(name, 0);
+    /// Below this, splitting costs more than it saves.
+    const MIN_RUN: usize = 64;
+    let runs = rayon::current_num_threads().clamp(1, vhosts.len().div_ceil(MIN_RUN).max(1));
+    let run_len = vhosts.len().div_ceil(runs).max(1);
+    let encoded: Vec<EncodedRun> = if runs > 1 {
+        vhosts.par_chunks(run_len).map(encode_run).collect()
+    } else {
+        vec![encode_run(vhosts)]
+    };
+    let size = encoded.iter().map(|r| r.framed.len()).sum();
+    let mut table = TableWriter::new(name, size);
+    for run in &encoded {
+        table.push_framed(&run.framed, &run.digests);
+    }
+    table.finish()
+}
+
+/// Consecutive virtual hosts of a route table, encoded and framed as its field 2.
+struct EncodedRun {
+    framed: Vec<u8>,
+    digests: Vec<[u8; 32]>,
+}
+
+fn encode_run(vhosts: &[&Arc<VirtualHostIr>]) -> EncodedRun {
+    let mut run = EncodedRun {
+        framed: Vec::new(),
+        digests: Vec::with_capacity(vhosts.len()),
+    };
     let mut vhost = Vec::new();
     let mut route = Vec::new();
     for v in vhosts {
@@ -508,9 +538,10 @@ fn one_shot_route_table(name: &str, vhosts: &[&Arc<VirtualHostIr>]) -> Resource 
             encode_route(r, &mut route);
             put_message(out, VIRTUAL_HOST_ROUTES, &route);
         });
-        table.push(&vhost, &Sha256::digest(&vhost).into());
+        run.digests.push(Sha256::digest(&vhost).into());
+        put_message(&mut run.framed, ROUTE_CONFIGURATION_VIRTUAL_HOSTS, &vhost);
     }
-    table.finish()
+    run
 }
 
 /// `route_table(name, …)` encoded from its virtual hosts' encodings and their digests, in
@@ -556,6 +587,14 @@ impl TableWriter {
     fn push(&mut self, vhost: &[u8], digest: &[u8; 32]) {
         put_message(&mut self.body, ROUTE_CONFIGURATION_VIRTUAL_HOSTS, vhost);
         self.version.update(digest);
+    }
+
+    /// Appends virtual hosts already framed as field 2, with their digests in order.
+    fn push_framed(&mut self, framed: &[u8], digests: &[[u8; 32]]) {
+        self.body.extend_from_slice(framed);
+        for digest in digests {
+            self.version.update(digest);
+        }
     }
 
     fn finish(mut self) -> Resource {
@@ -869,7 +908,7 @@ fn tcp_proxy_filter(
     let mut weights: Vec<(&str, u32)> = Vec::new();
     match connections {
         Connections::Forward(f) => {
-            weights.extend(f.backends.iter().map(|b| (b.cluster.as_str(), b.weight)));
+            weights.extend(f.backends.iter().map(|b| (&*b.cluster, b.weight)));
             if f.invalid_weight > 0 {
                 weights.push((INVALID_BACKEND_CLUSTER, f.invalid_weight));
             }
@@ -916,7 +955,7 @@ fn udp_listener(
 ) -> (Listener, Option<Cluster>) {
     let (cluster, set) = match connections {
         Connections::Forward(f) if f.backends.len() == 1 && f.invalid_weight == 0 => {
-            (f.backends[0].cluster.clone(), None)
+            (f.backends[0].cluster.to_string(), None)
         }
         Connections::Forward(f) => {
             let set = weighted_set_cluster(f, gateway);
@@ -977,12 +1016,12 @@ fn weighted_set_cluster(f: &ForwardIr, gateway: &GatewayIr) -> Cluster {
         .iter()
         .map(|b| LocalityLbEndpoints {
             locality: Some(Locality {
-                sub_zone: b.cluster.clone(),
+                sub_zone: b.cluster.to_string(),
                 ..Locality::default()
             }),
             lb_endpoints: gateway
                 .clusters
-                .get(&b.cluster)
+                .get(&*b.cluster)
                 .into_iter()
                 .flat_map(|c| c.endpoints.iter().filter_map(address_of))
                 .map(lb_endpoint)
@@ -1330,7 +1369,7 @@ fn forward(f: &ForwardIr, r: &RouteIr) -> RouteAction {
         .any(|b| b.request_headers.is_some() || b.response_headers.is_some());
     let cluster_specifier = match backends.as_slice() {
         [single] if *invalid_weight == 0 && !headers_per_backend => {
-            route_action::ClusterSpecifier::Cluster(single.cluster.clone())
+            route_action::ClusterSpecifier::Cluster(single.cluster.to_string())
         }
         many => {
             let mut clusters: Vec<ClusterWeight> = many.iter().map(cluster_weight).collect();
@@ -1379,7 +1418,7 @@ fn forward(f: &ForwardIr, r: &RouteIr) -> RouteAction {
         .mirrors
         .iter()
         .map(|m| route_action::RequestMirrorPolicy {
-            cluster: m.cluster.clone(),
+            cluster: m.cluster.to_string(),
             runtime_fraction: (m.numerator != m.denominator).then(|| RuntimeFractionalPercent {
                 default_value: Some(FractionalPercent {
                     numerator: m.numerator.saturating_mul(1_000_000 / m.denominator.max(1)),
@@ -1431,7 +1470,7 @@ fn cluster_weight(b: &WeightedBackendIr) -> ClusterWeight {
         .map(header_options)
         .unwrap_or_default();
     ClusterWeight {
-        name: cluster.clone(),
+        name: cluster.to_string(),
         weight: Some(UInt32Value { value: *weight }),
         request_headers_to_add,
         request_headers_to_remove,
@@ -1483,6 +1522,9 @@ const ROUTE_TYPED_PER_FILTER_CONFIG: u32 = 13;
 /// [`per_filter_config`]): fields may come in any order and map entries are repeated fields,
 /// so appending them after the rest is the same message.
 fn encode_route(r: &RouteIr, out: &mut Vec<u8>) {
+    if route_wire::encode_simple_route(r, out) {
+        return;
+    }
     let mut route = route_of(r);
     let configs: BTreeMap<String, Any> = std::mem::take(&mut route.typed_per_filter_config)
         .into_iter()
@@ -1493,7 +1535,7 @@ fn encode_route(r: &RouteIr, out: &mut Vec<u8>) {
     put_map(out, ROUTE_TYPED_PER_FILTER_CONFIG, &configs);
 }
 
-fn route_of(r: &RouteIr) -> Route {
+pub(super) fn route_of(r: &RouteIr) -> Route {
     let action = match &r.action {
         RouteActionIr::Forward(f) => route::Action::Route(forward(f, r)),
         RouteActionIr::Redirect(rd) => route::Action::Redirect(redirect(rd)),

@@ -3,7 +3,8 @@
 //! - [`protocol`]: the per-connection ADS protocol state, state-of-the-world and delta (pure).
 //! - [`envoy_config`]: typed Envoy configuration pieces and their packing into resources (pure).
 //! - [`from_ir`]: a Gateway's IR to its Envoy snapshot (pure); [`authz_guard`]: the route
-//!   tables that keep connections older than an ext_authz filter from bypassing it.
+//!   tables that keep connections older than an ext_authz filter from bypassing it;
+//!   `route_wire`: the common shape of route entry written straight to wire format.
 //! - [`policy_config`]: Envoy Gateway policies as Envoy filters and settings (pure);
 //!   [`policy_filters`]: API keys, external authorization, compression, rate limit selectors.
 //! - [`client_traffic_config`]: ClientTrafficPolicy as listener settings (pure).
@@ -20,4 +21,5 @@ pub mod identity;
 pub mod policy_config;
 pub mod policy_filters;
 pub mod protocol;
+mod route_wire;
 pub mod server;
