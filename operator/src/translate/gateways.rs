@@ -6,8 +6,8 @@
 //! Every listener reports all four condition types (Accepted, Conflicted, Programmed,
 //! ResolvedRefs) so a reader never has to infer a missing one.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
 use std::sync::Arc;
 
 use gateway_api::apis::standard::gatewayclasses::{
@@ -24,7 +24,7 @@ use super::conditions::{Problem, condition, kind, reason, verdict};
 use super::hostname;
 use super::index::Index;
 use super::ir::{
-    ClusterIr, GatewayIr, ListenerIr, ListenerProtocol, RouteIr, TlsIr, VirtualHostIr,
+    ClusterIr, GatewayIr, ListenerIr, ListenerProtocol, RouteIr, TlsIr, VirtualHostIr, VirtualHosts,
 };
 use super::precedence::{self, PrecedenceKey};
 use super::refs::{GATEWAY_GROUP, NamespacePolicy};
@@ -183,7 +183,7 @@ struct ListenerCache {
     /// `hosts` most specific first (a stable sort), as indexes into it.
     order: Vec<u32>,
     /// By first domain.
-    virtual_hosts: HashMap<Arc<str>, CachedVirtualHost>,
+    virtual_hosts: HashMap<Arc<str>, CachedVirtualHost, foldhash::fast::RandomState>,
 }
 
 impl ListenerCache {
@@ -212,7 +212,7 @@ impl ListenerCache {
 type Sources = Vec<Arc<[PlacedEntry]>>;
 
 /// Entry lists compared by identity: the very same lists in the same order.
-struct Identity<'a>(&'a [Arc<[PlacedEntry]>]);
+struct Identity<'a>(&'a [&'a Arc<[PlacedEntry]>]);
 
 impl std::hash::Hash for Identity<'_> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
@@ -401,83 +401,112 @@ impl ListenerCtx {
         let cache_key = (gateway_key.to_owned(), self.name.clone());
         let mut previous = cache.previous.remove(&cache_key).unwrap_or_default();
         // Group by hostname by sorting rather than through a map: the sort is needed anyway,
-        // and a stable one keeps each hostname's lists in route order.
+        // and a stable one keeps each hostname's lists in route order. Lists are borrowed
+        // into one flat sequence, each hostname owning a run of it, so that virtual hosts
+        // found unchanged in the cache cost no allocation at all.
         let routes = self.routes;
         let order = previous.specificity_order(&routes);
-        let mut hosts: Vec<(&Arc<str>, Sources)> = Vec::with_capacity(routes.len());
+        let mut lists: Vec<&Arc<[PlacedEntry]>> = Vec::with_capacity(routes.len());
+        let mut hosts: Vec<(&Arc<str>, Range<usize>)> = Vec::with_capacity(routes.len());
         for &i in &order {
             let (host, entries) = &routes[i as usize];
             match hosts.last_mut() {
-                Some((last, sources)) if *last == host => sources.push(entries.clone()),
-                _ => hosts.push((host, vec![entries.clone()])),
+                Some((last, run)) if *last == host => run.end += 1,
+                _ => hosts.push((host, lists.len()..lists.len() + 1)),
             }
+            lists.push(entries);
         }
         // Hostnames served by the very same entry lists (typically the hostnames of one
         // HTTPRoute) share one virtual host with several domains: Envoy picks a virtual host
         // by domain, so this routes exactly as one virtual host per hostname would, while the
         // route table and the work of building and encoding it shrink by that factor.
         // Groups are found by the identity of their lists, hashed in place rather than
-        // copied into a key per hostname.
-        let mut members: Vec<(Vec<Arc<str>>, usize)> = Vec::with_capacity(hosts.len());
+        // copied into a key per hostname; a group is its hostnames' indexes, in order.
+        let mut group_of_host: Vec<usize> = Vec::with_capacity(hosts.len());
+        let mut group_sizes: Vec<usize> = Vec::new();
         {
             let mut group_of: HashMap<Identity<'_>, usize, foldhash::fast::RandomState> =
                 HashMap::with_capacity_and_hasher(hosts.len(), Default::default());
-            for (i, (host, sources)) in hosts.iter().enumerate() {
-                match group_of.entry(Identity(sources)) {
-                    Entry::Occupied(group) => members[*group.get()].0.push(Arc::clone(host)),
-                    Entry::Vacant(slot) => {
-                        slot.insert(members.len());
-                        members.push((vec![Arc::clone(host)], i));
-                    }
-                }
+            for (_, run) in &hosts {
+                let group = *group_of
+                    .entry(Identity(&lists[run.clone()]))
+                    .or_insert_with(|| {
+                        group_sizes.push(0);
+                        group_sizes.len() - 1
+                    });
+                group_sizes[group] += 1;
+                group_of_host.push(group);
             }
         }
-        let mut lists: Vec<Option<Sources>> = hosts.into_iter().map(|(_, s)| Some(s)).collect();
-        let groups: Vec<(Vec<Arc<str>>, Sources)> = members
-            .into_iter()
-            .map(|(domains, i)| (domains, lists[i].take().unwrap_or_default()))
-            .collect();
-        let virtual_hosts = if cache.one_shot {
+        // Hostnames by group, each group's in hostname order (a counting sort).
+        let mut starts: Vec<usize> = Vec::with_capacity(group_sizes.len() + 1);
+        let mut next = 0;
+        for size in &group_sizes {
+            starts.push(next);
+            next += size;
+        }
+        starts.push(next);
+        let mut members: Vec<usize> = vec![0; hosts.len()];
+        let mut fill = starts.clone();
+        for (host, &group) in group_of_host.iter().enumerate() {
+            members[fill[group]] = host;
+            fill[group] += 1;
+        }
+        let groups = starts.windows(2).map(|w| {
+            let domains: Vec<&Arc<str>> = Vec::new();
+            let members = &members[w[0]..w[1]];
+            // Every member has the same lists; the first one's stand for the group.
+            let sources = &lists[hosts[members[0]].1.clone()];
+            (domains, members, sources)
+        });
+        let virtual_hosts: VirtualHosts = if cache.one_shot {
             groups
-                .into_iter()
-                .map(|(domains, sources)| {
-                    Arc::new(virtual_host(gateway_key, &self.name, &domains, &sources))
+                .map(|(mut domains, members, sources)| {
+                    domains.extend(members.iter().map(|&m| hosts[m].0));
+                    Arc::new(virtual_host(gateway_key, &self.name, &domains, sources))
                 })
                 .collect()
         } else {
             let mut current = ListenerCache {
-                virtual_hosts: HashMap::with_capacity(groups.len()),
-                hosts: routes.into_iter().map(|(host, _)| host).collect(),
-                order,
+                virtual_hosts: HashMap::with_capacity_and_hasher(
+                    group_sizes.len(),
+                    Default::default(),
+                ),
+                hosts: Vec::new(),
+                order: Vec::new(),
             };
             let virtual_hosts = groups
-                .into_iter()
-                .map(|(domains, sources)| {
-                    let first = domains[0].clone();
-                    let built = match previous.virtual_hosts.remove(&first) {
-                        Some(c)
-                            if c.domains == domains
-                                && c.sources.len() == sources.len()
-                                && c.sources
-                                    .iter()
-                                    .zip(&sources)
-                                    .all(|(a, b)| Arc::ptr_eq(a, b)) =>
-                        {
-                            c.built
-                        }
-                        _ => Arc::new(virtual_host(gateway_key, &self.name, &domains, &sources)),
-                    };
-                    current.virtual_hosts.insert(
-                        first,
+                .map(|(mut domains, members, sources)| {
+                    let first = hosts[members[0]].0;
+                    let reusable = previous.virtual_hosts.remove(first).filter(|c| {
+                        c.domains.len() == members.len()
+                            && c.domains.iter().zip(members).all(|(d, &m)| d == hosts[m].0)
+                            && c.sources.len() == sources.len()
+                            && c.sources
+                                .iter()
+                                .zip(sources)
+                                .all(|(a, b)| Arc::ptr_eq(a, b))
+                    });
+                    let cached = reusable.unwrap_or_else(|| {
+                        domains.extend(members.iter().map(|&m| hosts[m].0));
                         CachedVirtualHost {
-                            domains,
-                            sources,
-                            built: built.clone(),
-                        },
-                    );
+                            built: Arc::new(virtual_host(
+                                gateway_key,
+                                &self.name,
+                                &domains,
+                                sources,
+                            )),
+                            domains: domains.into_iter().cloned().collect(),
+                            sources: sources.iter().map(|s| Arc::clone(s)).collect(),
+                        }
+                    });
+                    let built = cached.built.clone();
+                    current.virtual_hosts.insert(first.clone(), cached);
                     built
                 })
                 .collect();
+            current.hosts = routes.into_iter().map(|(host, _)| host).collect();
+            current.order = order;
             cache.current.insert(cache_key, current);
             virtual_hosts
         };
@@ -498,14 +527,14 @@ impl ListenerCtx {
 fn virtual_host(
     gateway_key: &str,
     listener: &str,
-    domains: &[Arc<str>],
-    sources: &[Arc<[PlacedEntry]>],
+    domains: &[&Arc<str>],
+    sources: &[&Arc<[PlacedEntry]>],
 ) -> VirtualHostIr {
     let mut entries: Vec<&PlacedEntry> = sources.iter().flat_map(|s| s.iter()).collect();
     precedence::sort(&mut entries, |e| &e.key);
     VirtualHostIr {
         name: format!("{gateway_key}/{listener}/{}", domains[0]),
-        domains: domains.iter().map(|d| d.to_string()).collect(),
+        domains: domains.iter().map(|d| Arc::clone(d)).collect(),
         routes: entries.into_iter().map(|e| e.route.clone()).collect(),
     }
 }

@@ -91,7 +91,7 @@ mod tests {
             query: vec![],
             method: None,
             action: RouteActionIr::DirectResponse(DirectResponseIr { status: 500 }),
-            filters: Box::default(),
+            filters: Arc::default(),
             traffic: None,
             security: None,
         }

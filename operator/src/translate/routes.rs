@@ -412,8 +412,10 @@ impl RouteCtx<'_> {
                         repoint(&mut b.cluster);
                     }
                 }
-                for m in &mut route.filters.mirrors {
-                    repoint(&mut m.cluster);
+                if !route.filters.mirrors.is_empty() {
+                    for m in &mut Arc::make_mut(&mut route.filters).mirrors {
+                        repoint(&mut m.cluster);
+                    }
                 }
             }
             route.traffic = Some(Box::new(traffic));

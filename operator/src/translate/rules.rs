@@ -154,7 +154,7 @@ pub(super) fn compile(
         rule_count: rules.len(),
         ..CompiledRoute::default()
     };
-    let mut resolved = Resolved::default();
+    let mut shared = Shared::default();
     for (i, rule) in rules.iter().enumerate() {
         let route = RouteRef {
             index,
@@ -162,7 +162,7 @@ pub(super) fn compile(
             namespace,
             key,
         };
-        match compile_rule(route, i, rule, &mut resolved, &mut out) {
+        match compile_rule(route, i, rule, &mut shared, &mut out) {
             Ok(entries) => out.entries.extend(entries),
             Err(e) => {
                 out.diagnostics
@@ -213,14 +213,24 @@ struct RouteRef<'a> {
     key: &'a Arc<str>,
 }
 
-/// The backendRefs of one route resolved so far: rules of a route often send to the same
-/// Services, so each further reference is one comparison rather than a lookup.
+/// What the rules of one route share: the backendRefs resolved so far (rules of a route
+/// often send to the same Services, so each further reference is one comparison rather than
+/// a lookup), and one empty filter set for every entry without filters.
 #[derive(Default)]
-struct Resolved<'r> {
+struct Shared<'r> {
     clusters: Vec<(BackendTarget<'r>, SharedCluster)>,
+    no_filters: Option<Arc<RouteFiltersIr>>,
 }
 
-impl<'r> Resolved<'r> {
+impl<'r> Shared<'r> {
+    fn filters(&mut self, filters: RouteFiltersIr) -> Arc<RouteFiltersIr> {
+        if filters.is_empty() {
+            self.no_filters.get_or_insert_default().clone()
+        } else {
+            Arc::new(filters)
+        }
+    }
+
     fn resolve(
         &mut self,
         route: RouteRef<'_>,
@@ -239,7 +249,7 @@ fn compile_rule<'r>(
     route: RouteRef<'_>,
     rule_index: usize,
     rule: &'r HttpRouteRules,
-    resolved: &mut Resolved<'r>,
+    shared: &mut Shared<'r>,
     out: &mut CompiledRoute,
 ) -> Result<Vec<CompiledEntry>, RuleError> {
     let RouteRef {
@@ -295,15 +305,15 @@ fn compile_rule<'r>(
         rule.backend_refs.iter().flatten().zip(backend_filters)
     {
         let weight = u32::try_from(backend.weight.unwrap_or(1)).unwrap_or(0);
-        match resolved.resolve(route, target_of(backend)) {
+        match shared.resolve(route, target_of(backend)) {
             Ok(cluster) => {
                 if weight > 0 {
                     use_cluster(out, &cluster);
                     backends.push(WeightedBackendIr {
                         cluster: cluster.name,
                         weight,
-                        request_headers,
-                        response_headers,
+                        request_headers: request_headers.map(Box::new),
+                        response_headers: response_headers.map(Box::new),
                     });
                 }
             }
@@ -386,21 +396,18 @@ fn compile_rule<'r>(
         (error_response(), None)
     };
 
+    let route_filters = shared.filters(route_filters);
     let count = compiled.len();
     let mut action = action;
     Ok(compiled
         .into_iter()
         .enumerate()
         .map(|(match_index, m)| {
-            // The last (usually the only) match takes the action and filters; the others
-            // copy them.
-            let (action, filters) = if match_index + 1 < count {
-                (action.clone(), route_filters.clone())
+            // The last (usually the only) match takes the action; the others copy it.
+            let action = if match_index + 1 < count {
+                action.clone()
             } else {
-                (
-                    std::mem::replace(&mut action, error_response()),
-                    std::mem::take(&mut route_filters),
-                )
+                std::mem::replace(&mut action, error_response())
             };
             CompiledEntry {
                 rule: rule_index,
@@ -417,7 +424,7 @@ fn compile_rule<'r>(
                     query: m.query,
                     method: m.method,
                     action,
-                    filters: Box::new(filters),
+                    filters: route_filters.clone(),
                     traffic: None,
                     security: None,
                 }),

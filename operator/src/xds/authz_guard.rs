@@ -20,17 +20,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use super::policy_filters::ListenerNeeds;
 use crate::translate::ir::{DirectResponseIr, RouteActionIr, RouteIr, VirtualHostIr};
 
-/// The ext_authz policies (`namespace/name`) the routes of `vhosts` use.
-pub(super) fn required_policies<'a>(
-    vhosts: impl Iterator<Item = &'a Arc<VirtualHostIr>>,
-) -> BTreeSet<String> {
-    vhosts
-        .flat_map(|v| v.routes.iter())
-        .filter_map(|r| ext_auth_policy(r))
-        .map(str::to_owned)
-        .collect()
+/// The ext_authz policies (`namespace/name`) routes with these needs use.
+pub(super) fn required_policies(needs: &ListenerNeeds<'_>) -> BTreeSet<String> {
+    needs.ext_auth.keys().cloned().collect()
 }
 
 fn ext_auth_policy(r: &RouteIr) -> Option<&str> {
@@ -88,7 +83,7 @@ pub(super) fn guarded_host(
 fn guarded_route(r: &RouteIr) -> RouteIr {
     RouteIr {
         action: RouteActionIr::DirectResponse(DirectResponseIr { status: 503 }),
-        filters: Box::default(),
+        filters: Arc::default(),
         traffic: None,
         security: None,
         ..r.clone()
@@ -159,7 +154,7 @@ mod tests {
             routes: vec![open.clone(), a.clone(), b.clone()],
         };
         assert_eq!(
-            required_policies([Arc::new(host.clone())].iter()),
+            required_policies(&ListenerNeeds::of(host.routes.iter().map(|r| &**r))),
             set(&["n/a", "n/b"])
         );
         assert!(guarded_host(&host, &set(&["n/a", "n/b"])).is_none());

@@ -256,8 +256,9 @@ impl SnapshotBuilder {
                         .iter()
                         .flat_map(|l| l.virtual_hosts.iter())
                         .collect();
-                    let route_name = self.route_tables(&mut snap, &listener_name, &vhosts);
-                    let policy_filters = listener_policy_filters(vhosts.iter().copied());
+                    let needs = ListenerNeeds::of(routes_of(&vhosts));
+                    let route_name = self.route_tables(&mut snap, &listener_name, &vhosts, &needs);
+                    let policy_filters = listener_policy_filters(&needs);
                     let client = port_client(&listeners);
                     let mut filters =
                         client_traffic_config::network_filters(client, &listener_name);
@@ -288,11 +289,14 @@ impl SnapshotBuilder {
                     for l in &listeners {
                         let stat_prefix = format!("{listener_name}/{}", l.name);
                         let vhosts: Vec<&Arc<VirtualHostIr>> = l.virtual_hosts.iter().collect();
-                        let route_name = self.route_tables(&mut snap, &stat_prefix, &vhosts);
+                        let needs = ListenerNeeds::of(routes_of(&vhosts));
+                        let route_name =
+                            self.route_tables(&mut snap, &stat_prefix, &vhosts, &needs);
                         let quic = http3(l);
                         let names = HcmNames {
                             stat_prefix: &stat_prefix,
                             route_table: &route_name,
+                            needs: &needs,
                         };
                         chains.push(https_chain(
                             &mut snap,
@@ -388,8 +392,9 @@ impl SnapshotBuilder {
         snap: &mut Snapshot,
         base: &str,
         vhosts: &[&Arc<VirtualHostIr>],
+        needs: &ListenerNeeds<'_>,
     ) -> String {
-        let current = authz_guard::required_policies(vhosts.iter().copied());
+        let current = authz_guard::required_policies(needs);
         let name = authz_guard::table_name(base, &current);
         snap.insert(ROUTE, self.route_table(&name, vhosts));
         let earlier = self.authz_history.record(base, &current).to_vec();
@@ -482,14 +487,7 @@ fn encode_virtual_host(
     body: &mut Vec<u8>,
     mut put_route: impl FnMut(&Arc<RouteIr>, &mut Vec<u8>),
 ) {
-    let head = VirtualHost {
-        name: v.name.clone(),
-        domains: v.domains.clone(),
-        ..VirtualHost::default()
-    };
-    body.reserve(head.encoded_len());
-    // Appending to a `Vec` cannot run out of room; `encode` only fails on a full buffer.
-    let _ = head.encode(body);
+    route_wire::put_virtual_host_head(body, &v.name, &v.domains);
     for r in &v.routes {
         put_route(r, body);
     }
@@ -698,12 +696,14 @@ fn listener(name: &str, bind: SocketAddr, filter_chains: Vec<FilterChain>, tls: 
 }
 
 /// The listener-level policy filters for the routes of `vhosts` (see [`policy_config`]).
-fn listener_policy_filters<'a>(
-    vhosts: impl Iterator<Item = &'a Arc<VirtualHostIr>> + Clone,
-) -> Vec<HttpFilter> {
-    let routes = vhosts.flat_map(|v| v.routes.iter().map(|r| &**r));
-    let jwt = policy_config::jwt_authentication(&policy_config::jwt_policies(routes.clone()));
-    policy_config::policy_filters(jwt, &ListenerNeeds::of(routes))
+fn listener_policy_filters(needs: &ListenerNeeds<'_>) -> Vec<HttpFilter> {
+    let jwt = policy_config::jwt_authentication(&needs.jwt);
+    policy_config::policy_filters(jwt, needs)
+}
+
+/// The route entries of `vhosts`, in order.
+fn routes_of<'a>(vhosts: &[&'a Arc<VirtualHostIr>]) -> impl Iterator<Item = &'a RouteIr> {
+    vhosts.iter().flat_map(|v| v.routes.iter().map(|r| &**r))
 }
 
 /// The ClientTrafficPolicy of a port's listeners, for what Envoy holds once per port: the
@@ -713,11 +713,13 @@ fn port_client<'a>(listeners: &[&'a ListenerIr]) -> Option<&'a ClientTrafficIr> 
 }
 
 /// The names a connection manager goes by: its statistics and the route table it reads
-/// (which differ when the table is named after the listener's ext_authz filters).
+/// (which differ when the table is named after the listener's ext_authz filters); and what
+/// its routes need of its HTTP filters.
 #[derive(Debug, Clone, Copy)]
 struct HcmNames<'a> {
     stat_prefix: &'a str,
     route_table: &'a str,
+    needs: &'a ListenerNeeds<'a>,
 }
 
 fn hcm_filter(
@@ -796,7 +798,7 @@ fn https_chain(
     let mut hcm = connection_manager(
         names.stat_prefix,
         names.route_table,
-        listener_policy_filters(l.virtual_hosts.iter()),
+        listener_policy_filters(names.needs),
         l.client.as_ref(),
     );
     if let Some(port) = http3_port {
@@ -822,7 +824,7 @@ fn quic_chain(snap: &mut Snapshot, names: HcmNames<'_>, l: &ListenerIr) -> Filte
     let mut hcm = connection_manager(
         names.stat_prefix,
         names.route_table,
-        listener_policy_filters(l.virtual_hosts.iter()),
+        listener_policy_filters(names.needs),
         l.client.as_ref(),
     );
     client_traffic_config::serve_http3(&mut hcm);
@@ -874,10 +876,10 @@ fn tls_chains(snap: &mut Snapshot, listener_name: &str, l: &ListenerIr) -> Vec<F
         };
         // A virtual host serving "*" catches every name: its chain matches no SNI in
         // particular (Envoy then prefers the chains naming the client's SNI).
-        let server_names: Vec<String> = if vhost.domains.iter().any(|d| d == "*") {
+        let server_names: Vec<String> = if vhost.domains.iter().any(|d| &**d == "*") {
             Vec::new()
         } else {
-            vhost.domains.clone()
+            vhost.domains.iter().map(|d| d.to_string()).collect()
         };
         let stat_prefix = format!("{listener_name}/{}", l.name);
         chains.push(FilterChain {
@@ -1462,11 +1464,11 @@ fn cluster_weight(b: &WeightedBackendIr) -> ClusterWeight {
         response_headers,
     } = b;
     let (request_headers_to_add, request_headers_to_remove) = request_headers
-        .as_ref()
+        .as_deref()
         .map(header_options)
         .unwrap_or_default();
     let (response_headers_to_add, response_headers_to_remove) = response_headers
-        .as_ref()
+        .as_deref()
         .map(header_options)
         .unwrap_or_default();
     ClusterWeight {
@@ -1740,7 +1742,7 @@ mod tests {
                 backends,
                 invalid_weight,
             }),
-            filters: Box::default(),
+            filters: Arc::default(),
             traffic: None,
             security: None,
         }
@@ -1868,7 +1870,7 @@ mod tests {
     #[test]
     fn cors_becomes_a_per_route_policy_and_the_filter_precedes_the_router() {
         let mut route = forwarding_route(vec![backend("service/apps/app/80", 1)], 0);
-        route.filters.cors = Some(CorsIr {
+        Arc::make_mut(&mut route.filters).cors = Some(CorsIr {
             allow_origins: vec!["https://app.example".into()],
             allow_methods: vec!["GET".into(), "PUT".into()],
             allow_headers: vec!["Authorization".into()],
@@ -1893,8 +1895,13 @@ mod tests {
         let without = route_of(&forwarding_route(vec![backend("c", 1)], 0));
         assert!(without.typed_per_filter_config.is_empty());
 
-        let Some(filter::ConfigType::TypedConfig(hcm)) =
-            hcm_filter("l", "r", listener_policy_filters(std::iter::empty()), None).config_type
+        let Some(filter::ConfigType::TypedConfig(hcm)) = hcm_filter(
+            "l",
+            "r",
+            listener_policy_filters(&ListenerNeeds::default()),
+            None,
+        )
+        .config_type
         else {
             panic!("HCM has a typed config");
         };
@@ -1920,22 +1927,22 @@ mod tests {
     #[test]
     fn backend_ref_headers_go_on_their_weighted_cluster_only() {
         let mut with_headers = backend("service/apps/a/80", 1);
-        with_headers.request_headers = Some(HeaderModifierIr {
+        with_headers.request_headers = Some(Box::new(HeaderModifierIr {
             set: vec![HeaderValueIr {
                 name: "x-only-a".into(),
                 value: "yes".into(),
             }],
             add: Vec::new(),
             remove: vec!["x-debug".into()],
-        });
-        with_headers.response_headers = Some(HeaderModifierIr {
+        }));
+        with_headers.response_headers = Some(Box::new(HeaderModifierIr {
             set: Vec::new(),
             add: vec![HeaderValueIr {
                 name: "x-served-by".into(),
                 value: "a".into(),
             }],
             remove: Vec::new(),
-        });
+        }));
         let two = route_of(&forwarding_route(
             vec![with_headers.clone(), backend("service/apps/b/80", 1)],
             0,

@@ -68,7 +68,7 @@ use super::envoy_config::any;
 use super::policy_filters::{self, ListenerNeeds};
 use crate::translate::ir::{
     ActiveHealthCheckIr, AuthorizationIr, AuthzRuleIr, ClusterSettingsIr, FaultIr, HashPolicyIr,
-    HealthCheckKindIr, JwtIr, RouteIr, SecurityIr, TrafficIr,
+    HealthCheckKindIr, JwtIr, RouteIr, TrafficIr,
 };
 
 pub const BASIC_AUTH_FILTER: &str = "envoy.filters.http.basic_auth";
@@ -716,14 +716,6 @@ fn health_check(c: &ActiveHealthCheckIr) -> HealthCheck {
         health_checker: Some(checker),
         ..HealthCheck::default()
     }
-}
-
-/// The JWT policies of a set of routes, by policy key.
-pub fn jwt_policies<'a>(routes: impl Iterator<Item = &'a RouteIr>) -> BTreeMap<String, &'a JwtIr> {
-    routes
-        .filter_map(|r| r.security.as_deref())
-        .filter_map(|s: &SecurityIr| Some((s.policy.clone(), s.jwt.as_ref()?)))
-        .collect()
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ use envoy_types::pb::xds::core::v3::CidrRange as XdsCidrRange;
 use super::envoy_config::any;
 use super::policy_config::{exact, millis};
 use crate::translate::ir::{
-    ApiKeyAuthIr, ExtAuthIr, ExtAuthServiceIr, OidcIr, PathMatchIr, RateLimitIr,
+    ApiKeyAuthIr, ExtAuthIr, ExtAuthServiceIr, JwtIr, OidcIr, PathMatchIr, RateLimitIr,
     RateLimitSelectorIr, RetryIr, RouteIr, StringMatchIr,
 };
 
@@ -327,9 +327,13 @@ pub fn compressor_per_route() -> CompressorPerRoute {
     }
 }
 
-/// The ext_authz policies and compression algorithms the routes of one listener use.
+/// The JWT providers, ext_authz policies and compression algorithms the routes of one
+/// connection manager use: what its HTTP filters and route table names derive from, found in
+/// one pass over its route entries (tens of thousands on a large Gateway).
 #[derive(Debug, Default)]
 pub struct ListenerNeeds<'a> {
+    /// By SecurityPolicy (`namespace/name`).
+    pub jwt: BTreeMap<String, &'a JwtIr>,
     pub ext_auth: BTreeMap<String, &'a ExtAuthIr>,
     pub compressors: BTreeSet<&'a str>,
 }
@@ -338,10 +342,13 @@ impl<'a> ListenerNeeds<'a> {
     pub fn of(routes: impl Iterator<Item = &'a RouteIr>) -> Self {
         let mut needs = Self::default();
         for r in routes {
-            if let Some(s) = &r.security
-                && let Some(e) = &s.ext_auth
-            {
-                needs.ext_auth.insert(s.policy.clone(), e);
+            if let Some(s) = &r.security {
+                if let Some(jwt) = &s.jwt {
+                    needs.jwt.insert(s.policy.clone(), jwt);
+                }
+                if let Some(e) = &s.ext_auth {
+                    needs.ext_auth.insert(s.policy.clone(), e);
+                }
             }
             if let Some(t) = &r.traffic {
                 needs

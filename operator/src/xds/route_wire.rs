@@ -11,6 +11,8 @@
 //! proto3 defaults omitted, oneof members always present), which the tests check on every
 //! shape this accepts; anything else returns `None` and takes the general path.
 
+use std::sync::Arc;
+
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 use crate::translate::ir::{
@@ -46,6 +48,27 @@ const CLUSTER_WEIGHT_WEIGHT: u32 = 2;
 const UINT32_VALUE: u32 = 1;
 /// `RouteAction.ClusterNotFoundResponseCode.INTERNAL_SERVER_ERROR`.
 const INTERNAL_SERVER_ERROR: u64 = 2;
+
+// envoy.config.route.v3.VirtualHost.
+const VIRTUAL_HOST_NAME: u32 = 1;
+const VIRTUAL_HOST_DOMAINS: u32 = 2;
+
+/// Appends a `VirtualHost` with only its name and domains set: the head of every virtual host
+/// of a route table, its routes (field 3) following.
+pub(super) fn put_virtual_host_head(out: &mut Vec<u8>, name: &str, domains: &[Arc<str>]) {
+    out.reserve(
+        string_len(VIRTUAL_HOST_NAME, name)
+            + domains
+                .iter()
+                .map(|d| oneof_string_len(VIRTUAL_HOST_DOMAINS, d))
+                .sum::<usize>(),
+    );
+    put_string(out, VIRTUAL_HOST_NAME, name);
+    for domain in domains {
+        // Elements of a repeated field are written even when empty.
+        put_oneof_string(out, VIRTUAL_HOST_DOMAINS, domain);
+    }
+}
 
 /// Appends the encoding of `r` to `out` when it has the common shape, and says whether it did.
 pub(super) fn encode_simple_route(r: &RouteIr, out: &mut Vec<u8>) -> bool {
@@ -334,8 +357,6 @@ fn put_oneof_string(out: &mut Vec<u8>, tag: u32, s: &str) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use proptest::prelude::*;
     use prost::Message;
 
@@ -378,7 +399,7 @@ mod tests {
                     .collect(),
                 invalid_weight,
             }),
-            filters: Box::default(),
+            filters: Arc::default(),
             traffic: None,
             security: None,
         }
@@ -428,7 +449,7 @@ mod tests {
     fn anything_else_takes_the_general_path() {
         let plain = || route(PathMatchIr::Prefix("/".to_owned()), vec![("a", 1)], 0);
         let mut filtered = plain();
-        filtered.filters = Box::new(RouteFiltersIr {
+        filtered.filters = Arc::new(RouteFiltersIr {
             timeouts: Some(TimeoutsIr {
                 request_ms: Some(1000),
                 backend_request_ms: None,
@@ -439,13 +460,13 @@ mod tests {
         direct.action = RouteActionIr::DirectResponse(DirectResponseIr { status: 500 });
         let mut per_backend = plain();
         if let RouteActionIr::Forward(f) = &mut per_backend.action {
-            f.backends[0].request_headers = Some(HeaderModifierIr {
+            f.backends[0].request_headers = Some(Box::new(HeaderModifierIr {
                 set: vec![HeaderValueIr {
                     name: "x".to_owned(),
                     value: "y".to_owned(),
                 }],
                 ..HeaderModifierIr::default()
-            });
+            }));
         }
         for r in [filtered, direct, per_backend] {
             assert_eq!(fast(&r), None, "{r:?}");
@@ -475,6 +496,22 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn virtual_host_heads_encode_as_prost_does(
+            name in text(),
+            domains in prop::collection::vec(text(), 0..6),
+        ) {
+            let mut out = Vec::new();
+            let shared: Vec<Arc<str>> = domains.iter().map(|d| Arc::from(d.as_str())).collect();
+            put_virtual_host_head(&mut out, &name, &shared);
+            let prost = envoy_types::pb::envoy::config::route::v3::VirtualHost {
+                name,
+                domains,
+                ..Default::default()
+            };
+            prop_assert_eq!(out, prost.encode_to_vec());
+        }
+
         #[test]
         fn every_simple_entry_encodes_as_prost_does(
             name in text(),
