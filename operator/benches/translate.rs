@@ -162,7 +162,8 @@ fn main() {
     let rss_before = rss_kib();
     let mut snap = cluster();
     // For profilers: `EG_BENCH_PROFILE=ir|full|retranslate` repeats one figure's work for a
-    // few seconds and prints nothing else, so a profile is not diluted by building the input.
+    // few seconds and prints nothing else, so a profile is not diluted by building the input;
+    // `once` does the memory figure's work once, for heap profilers.
     if let Ok(which) = std::env::var("EG_BENCH_PROFILE") {
         profile_loop(&which, &mut snap);
         return;
@@ -248,6 +249,14 @@ fn main() {
 }
 
 fn profile_loop(which: &str, snap: &mut Snapshot) {
+    if which == "once" {
+        // For heap profilers: the memory figure's work, once.
+        black_box(translate_to_envoy(snap));
+        let held = translate(snap);
+        println!("once: {:.2} MiB resident", rss_kib() as f64 / 1024.0);
+        drop(black_box(held));
+        return;
+    }
     let mut translator = Translator::new();
     let mut builder = SnapshotBuilder::new();
     retranslate_to_envoy(snap, &mut translator, &mut builder);

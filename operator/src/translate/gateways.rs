@@ -6,6 +6,7 @@
 //! Every listener reports all four condition types (Accepted, Conflicted, Programmed,
 //! ResolvedRefs) so a reader never has to infer a missing one.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
@@ -552,6 +553,8 @@ pub(super) struct GatewayCtx {
     /// Gateway, where a `BTreeMap` compared names sharing a long prefix over and over; it is
     /// sorted once in [`GatewayCtx::finish`].
     pub clusters: HashMap<String, ClusterIr, foldhash::fast::RandomState>,
+    /// The shared clusters of routes already applied, by address.
+    seen_clusters: HashMap<usize, Arc<ClusterIr>, foldhash::fast::RandomState>,
 }
 
 impl GatewayCtx {
@@ -586,6 +589,7 @@ impl GatewayCtx {
             generation: gateway.metadata.generation,
             listeners,
             clusters: HashMap::default(),
+            seen_clusters: HashMap::default(),
         }
     }
 
@@ -613,12 +617,22 @@ impl GatewayCtx {
             listener
                 .routes
                 .extend(p.hosts.iter().map(|h| (h.clone(), p.entries.clone())));
-            for cluster in outcome
-                .clusters
-                .iter()
-                .map(|c| &**c)
-                .chain(&p.policy_clusters)
-            {
+            for cluster in outcome.clusters.iter() {
+                // Most references are to a cluster already seen, by the very same `Arc`
+                // (kept here, so its address is not reused while this map holds it).
+                let Entry::Vacant(first_sight) =
+                    gateway.seen_clusters.entry(Arc::as_ptr(cluster) as usize)
+                else {
+                    continue;
+                };
+                first_sight.insert(Arc::clone(cluster));
+                if !gateway.clusters.contains_key(&cluster.name) {
+                    gateway
+                        .clusters
+                        .insert(cluster.name.clone(), (**cluster).clone());
+                }
+            }
+            for cluster in &p.policy_clusters {
                 if !gateway.clusters.contains_key(&cluster.name) {
                     gateway
                         .clusters

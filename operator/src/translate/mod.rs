@@ -272,6 +272,51 @@ pub struct Translator {
     world: Option<World>,
     routes: HashMap<(RouteKind, Arc<str>), CachedRoute, foldhash::fast::RandomState>,
     virtual_hosts: gateways::VirtualHostCache,
+    /// The keys and sorted order of the previous snapshot's HTTPRoutes.
+    http_order: Option<RouteOrder>,
+}
+
+/// A snapshot's HTTPRoutes in `"{namespace}/{name}"` order: their keys by position in the
+/// snapshot, and the positions sorted by key. The control plane's snapshots list routes in
+/// the same order from one translation to the next, so the previous order is checked (the
+/// same names at the same positions) rather than rebuilt: a thousand keys formatted and
+/// sorted again cost more than translating the one route that changed.
+#[derive(Debug)]
+struct RouteOrder {
+    keys: Vec<Arc<str>>,
+    sorted: Vec<usize>,
+}
+
+impl RouteOrder {
+    fn of(routes: &[HttpRoute], previous: Option<RouteOrder>) -> Self {
+        if let Some(previous) = previous
+            && previous.keys.len() == routes.len()
+            && previous
+                .keys
+                .iter()
+                .zip(routes)
+                .all(|(key, r)| is_key_of(key, &r.metadata))
+        {
+            return previous;
+        }
+        let keys: Vec<Arc<str>> = routes
+            .iter()
+            .map(|r| Arc::from(object_key(&r.metadata)))
+            .collect();
+        let mut sorted: Vec<usize> = (0..routes.len()).collect();
+        sorted.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+        Self { keys, sorted }
+    }
+}
+
+/// Whether `key` is `object_key(meta)`, without building the latter.
+fn is_key_of(key: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    let name = meta.name.as_deref().unwrap_or_default();
+    key.len() == namespace.len() + 1 + name.len()
+        && key.starts_with(namespace)
+        && key[namespace.len()..].starts_with('/')
+        && key.ends_with(name)
 }
 
 #[derive(Debug)]
@@ -442,15 +487,28 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
         }
     }
     // Route order does not change the IR (entries are sorted by precedence) but fixing it
-    // keeps every intermediate step reproducible.
-    let mut all_routes: Vec<(RouteKind, Arc<str>, &HttpRoute)> = snapshot
-        .http_routes
+    // keeps every intermediate step reproducible: by kind, then key (HTTPRoutes first).
+    let http_order = RouteOrder::of(
+        &snapshot.http_routes,
+        memo.as_deref_mut().and_then(|m| m.http_order.take()),
+    );
+    let mut others: Vec<(RouteKind, Arc<str>, &HttpRoute)> = converted
         .iter()
-        .map(|r| (RouteKind::Http, r))
-        .chain(converted.iter().map(|(kind, r)| (*kind, r)))
-        .map(|(kind, r)| (kind, Arc::from(object_key(&r.metadata)), r))
+        .map(|(kind, r)| (*kind, Arc::from(object_key(&r.metadata)), r))
         .collect();
-    all_routes.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    others.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let all_routes: Vec<(RouteKind, Arc<str>, &HttpRoute)> = http_order
+        .sorted
+        .iter()
+        .map(|&i| {
+            (
+                RouteKind::Http,
+                http_order.keys[i].clone(),
+                &snapshot.http_routes[i],
+            )
+        })
+        .chain(others)
+        .collect();
     let policies = policies::Policies::new(
         &index,
         &policies::Targetable {
@@ -514,6 +572,9 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
         }
     }
     gateways::GatewayCtx::reserve(&mut contexts, outcomes.iter().flatten().map(|o| &**o));
+    // Routes come in key order, so each kind's statuses are built in bulk from a sorted list.
+    let mut route_statuses: Vec<(RouteKind, String, Arc<HttpRouteStatus>)> =
+        Vec::with_capacity(planned.len());
     for ((kind, key, _, _), outcome) in planned.into_iter().zip(outcomes) {
         if let Some(outcome) = outcome {
             gateways::GatewayCtx::apply(&mut contexts, &outcome);
@@ -533,11 +594,17 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
                     message: message.clone(),
                 }
             }));
-            let route_status = outcome.status.clone();
-            status
-                .routes_mut(kind)
-                .insert(key.to_string(), route_status);
+            route_statuses.push((kind, key.to_string(), outcome.status.clone()));
         }
+    }
+    for kind in RouteKind::ALL {
+        *status.routes_mut(kind) = route_statuses
+            .extract_if(.., |(k, ..)| *k == kind)
+            .map(|(_, key, s)| (key, s))
+            .collect();
+    }
+    if let Some(m) = memo.as_deref_mut() {
+        m.http_order = Some(http_order);
     }
 
     let mut fresh = gateways::VirtualHostCache::one_shot();
