@@ -250,10 +250,20 @@ fn main() {
 
 fn profile_loop(which: &str, snap: &mut Snapshot) {
     if which == "once" {
-        // For heap profilers: the memory figure's work, once.
-        black_box(translate_to_envoy(snap));
+        // For heap profilers: the memory figure's work, once, with the resident memory after
+        // each step.
+        let step = |what: &str| println!("  {what:<32} {:>8.2} MiB", rss_kib() as f64 / 1024.0);
+        step("input objects");
+        let t = translate(snap);
+        step("IR and statuses");
+        let envoy = snapshot(&t.gateways[0], BINDING, "1");
+        step("Envoy snapshot");
+        drop(black_box(envoy));
+        step("Envoy snapshot dropped");
+        drop(black_box(t));
+        step("IR dropped");
         let held = translate(snap);
-        println!("once: {:.2} MiB resident", rss_kib() as f64 / 1024.0);
+        step("IR again");
         drop(black_box(held));
         return;
     }
