@@ -37,17 +37,21 @@ pub(super) fn secret_value(secret: &Secret, key: &str) -> Option<String> {
 /// The label tying an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// Lookup tables keyed by name; only ever looked up, never iterated, so unordered.
+type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Read-only views of the snapshot keyed by `(namespace, name)`.
 #[derive(Debug)]
 pub(super) struct Index<'a> {
-    namespaces: BTreeMap<&'a str, &'a Namespace>,
+    namespaces: Table<&'a str, &'a Namespace>,
     // Keyed by borrowed `(namespace, name)` so lookups allocate nothing: they run once per
-    // backendRef, tens of thousands of times for a large Gateway.
-    services: BTreeMap<(&'a str, &'a str), &'a Service>,
-    endpoint_slices: BTreeMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
-    secrets: BTreeMap<(&'a str, &'a str), &'a Secret>,
-    config_maps: BTreeMap<(&'a str, &'a str), &'a ConfigMap>,
-    backends: BTreeMap<(&'a str, &'a str), &'a Backend>,
+    // backendRef, tens of thousands of times for a large Gateway (hashed: a tree compared
+    // names sharing long prefixes a dozen times per lookup).
+    services: Table<(&'a str, &'a str), &'a Service>,
+    endpoint_slices: Table<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    secrets: Table<(&'a str, &'a str), &'a Secret>,
+    config_maps: Table<(&'a str, &'a str), &'a ConfigMap>,
+    backends: Table<(&'a str, &'a str), &'a Backend>,
     pub grants: Vec<&'a ReferenceGrant>,
     /// Whether backendRefs may name Envoy Gateway `Backend`s.
     pub backend_api: bool,
@@ -61,19 +65,19 @@ pub(super) struct Index<'a> {
 
 impl<'a> Index<'a> {
     pub fn new(snapshot: &'a Snapshot) -> Self {
-        let mut namespaces = BTreeMap::new();
+        let mut namespaces = Table::default();
         for ns in &snapshot.namespaces {
             if let Some(name) = ns.metadata.name.as_deref() {
                 namespaces.entry(name).or_insert(ns);
             }
         }
-        let mut services = BTreeMap::new();
+        let mut services = Table::default();
         for svc in &snapshot.services {
             if let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) {
                 services.entry((ns.as_str(), name.as_str())).or_insert(svc);
             }
         }
-        let mut endpoint_slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+        let mut endpoint_slices: Table<(&str, &str), Vec<&EndpointSlice>> = Table::default();
         for slice in &snapshot.endpoint_slices {
             let service = slice
                 .metadata
@@ -90,7 +94,7 @@ impl<'a> Index<'a> {
         for slices in endpoint_slices.values_mut() {
             slices.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         }
-        let mut secrets = BTreeMap::new();
+        let mut secrets = Table::default();
         for secret in &snapshot.secrets {
             if let (Some(ns), Some(name)) = (&secret.metadata.namespace, &secret.metadata.name) {
                 secrets
@@ -98,7 +102,7 @@ impl<'a> Index<'a> {
                     .or_insert(secret);
             }
         }
-        let mut config_maps = BTreeMap::new();
+        let mut config_maps = Table::default();
         for map in &snapshot.config_maps {
             if let (Some(ns), Some(name)) = (&map.metadata.namespace, &map.metadata.name) {
                 config_maps
@@ -106,7 +110,7 @@ impl<'a> Index<'a> {
                     .or_insert(map);
             }
         }
-        let mut backends = BTreeMap::new();
+        let mut backends = Table::default();
         for backend in &snapshot.backends {
             if let (Some(ns), Some(name)) = (&backend.metadata.namespace, &backend.metadata.name) {
                 backends
