@@ -108,9 +108,9 @@ use super::route_wire;
 use crate::short_hash::hex_prefix;
 use crate::translate::ir::{
     ClientTrafficIr, ClusterIr, CorsIr, EndpointIr, ForwardIr, GatewayIr, HeaderModifierIr,
-    ListenerIr, ListenerProtocol, PathMatchIr, PathModifierIr, RedirectIr, RouteActionIr, RouteIr,
-    StringMatchIr, SubjectAltNameIr, TrustIr, UpstreamProtocol, UpstreamTlsIr, VirtualHostIr,
-    WeightedBackendIr,
+    ListenerIr, ListenerProtocol, OidcIr, PathMatchIr, PathModifierIr, RedirectIr, RouteActionIr,
+    RouteIr, StringMatchIr, SubjectAltNameIr, TrustIr, UpstreamProtocol, UpstreamTlsIr,
+    VirtualHostIr, WeightedBackendIr,
 };
 
 /// Where the proxies bind their listeners.
@@ -150,6 +150,7 @@ pub struct SnapshotBuilder {
     authz_history: AuthzHistory,
     /// Guarded variants of virtual hosts, per guard table name.
     guarded: HashMap<String, Generations<VirtualHostIr, Arc<VirtualHostIr>>>,
+    clusters: ClusterCache,
     /// Set by [`snapshot`], whose builder is dropped after one build: remembering encodings
     /// would only keep a second copy of every route table alive until then, so each table is
     /// encoded straight through (virtual hosts in parallel) and nothing is kept.
@@ -245,6 +246,8 @@ impl SnapshotBuilder {
         version: &str,
     ) -> Snapshot {
         let mut snap = Snapshot::new(version);
+        // The OIDC logins of every connection manager's routes, by policy.
+        let mut oidc: BTreeMap<String, &OidcIr> = BTreeMap::new();
         for ((udp, port), listeners) in gateway.ports() {
             let bind = SocketAddr::new(binding.ip, port.saturating_add(binding.port_offset));
             let listener_name = if udp {
@@ -261,6 +264,7 @@ impl SnapshotBuilder {
                     let needs = ListenerNeeds::of(routes_of(&vhosts));
                     let route_name = self.route_tables(&mut snap, &listener_name, &vhosts, &needs);
                     let policy_filters = listener_policy_filters(&needs);
+                    oidc.extend(needs.oidc.iter().map(|(k, v)| (k.clone(), *v)));
                     let client = port_client(&listeners);
                     let mut filters =
                         client_traffic_config::network_filters(client, &listener_name);
@@ -294,6 +298,7 @@ impl SnapshotBuilder {
                         let needs = ListenerNeeds::of(routes_of(&vhosts));
                         let route_name =
                             self.route_tables(&mut snap, &stat_prefix, &vhosts, &needs);
+                        oidc.extend(needs.oidc.iter().map(|(k, v)| (k.clone(), *v)));
                         let quic = http3(l);
                         let names = HcmNames {
                             stat_prefix: &stat_prefix,
@@ -364,8 +369,13 @@ impl SnapshotBuilder {
                 }
             }
         }
-        add_clusters(&mut snap, gateway);
-        add_policy_secrets(&mut snap, gateway);
+        let clusters = if self.one_shot {
+            None
+        } else {
+            Some(&mut self.clusters)
+        };
+        add_clusters(&mut snap, gateway, clusters);
+        add_policy_secrets(&mut snap, &oidc);
         snap
     }
 
@@ -374,6 +384,7 @@ impl SnapshotBuilder {
     pub fn finish_round(&mut self) {
         self.routes.rotate();
         self.virtual_hosts.rotate();
+        self.clusters.rotate();
         for guarded in self.guarded.values_mut() {
             guarded.rotate();
         }
@@ -632,45 +643,84 @@ pub(super) fn put_message(out: &mut Vec<u8>, tag: u32, encoded: &[u8]) {
 }
 
 /// Every cluster of the Gateway, with its endpoints: over EDS, or inline for DNS clusters.
-fn add_clusters(snap: &mut Snapshot, gateway: &GatewayIr) {
+fn add_clusters(snap: &mut Snapshot, gateway: &GatewayIr, mut cache: Option<&mut ClusterCache>) {
     for (name, cluster) in &gateway.clusters {
-        let addresses: Vec<Address> = cluster.endpoints.iter().filter_map(address_of).collect();
-        let mut envoy = envoy_cluster(cluster);
-        if cluster
-            .endpoints
-            .iter()
-            .any(|e| matches!(e, EndpointIr::Hostname { .. }))
+        let resources = match cache.as_deref_mut() {
+            Some(cache) => cache.get_or_build(name, cluster),
+            None => cluster_resources(name, cluster),
+        };
+        let ClusterResources { cluster, endpoints } = resources;
+        snap.insert(CLUSTER, cluster);
+        if let Some(endpoints) = endpoints {
+            snap.insert(ENDPOINT, endpoints);
+        }
+    }
+}
+
+/// Cluster resources by cluster name, with the IR they were built from; what a round of
+/// builds did not use is dropped at its end. A Gateway's clusters rarely change between two
+/// translations, and encoding (and hashing) each of them again showed in retranslations.
+#[derive(Debug, Default)]
+struct ClusterCache {
+    previous: HashMap<String, (ClusterIr, ClusterResources)>,
+    current: HashMap<String, (ClusterIr, ClusterResources)>,
+}
+
+impl ClusterCache {
+    fn get_or_build(&mut self, name: &str, cluster: &ClusterIr) -> ClusterResources {
+        if let Some((built_from, resources)) = self.current.get(name)
+            && built_from == cluster
         {
-            // Hostnames are resolved by Envoy: a DNS cluster carries its endpoints inline.
-            envoy.cluster_discovery_type =
-                Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
-            envoy.eds_cluster_config = None;
-            envoy.load_assignment = Some(load_assignment_of(name, addresses));
-            snap.insert(CLUSTER, resource(name, &envoy));
-        } else {
-            snap.insert(CLUSTER, resource(name, &envoy));
-            snap.insert(
-                ENDPOINT,
-                resource(name, &load_assignment_of(name, addresses)),
-            );
+            return resources.clone();
+        }
+        let entry = match self.previous.remove(name) {
+            Some((built_from, resources)) if built_from == *cluster => (built_from, resources),
+            _ => (cluster.clone(), cluster_resources(name, cluster)),
+        };
+        let resources = entry.1.clone();
+        self.current.insert(name.to_owned(), entry);
+        resources
+    }
+
+    fn rotate(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
+}
+
+/// A cluster's resources: the cluster, and its endpoints unless they are inline (DNS).
+#[derive(Debug, Clone)]
+struct ClusterResources {
+    cluster: Resource,
+    endpoints: Option<Resource>,
+}
+
+fn cluster_resources(name: &str, cluster: &ClusterIr) -> ClusterResources {
+    let addresses: Vec<Address> = cluster.endpoints.iter().filter_map(address_of).collect();
+    let mut envoy = envoy_cluster(cluster);
+    if cluster
+        .endpoints
+        .iter()
+        .any(|e| matches!(e, EndpointIr::Hostname { .. }))
+    {
+        // Hostnames are resolved by Envoy: a DNS cluster carries its endpoints inline.
+        envoy.cluster_discovery_type =
+            Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
+        envoy.eds_cluster_config = None;
+        envoy.load_assignment = Some(load_assignment_of(name, addresses));
+        ClusterResources {
+            cluster: resource(name, &envoy),
+            endpoints: None,
+        }
+    } else {
+        ClusterResources {
+            cluster: resource(name, &envoy),
+            endpoints: Some(resource(name, &load_assignment_of(name, addresses))),
         }
     }
 }
 
 /// The secrets the routes' policies hand Envoy over SDS (OIDC client and cookie secrets).
-fn add_policy_secrets(snap: &mut Snapshot, gateway: &GatewayIr) {
-    let mut oidc = BTreeMap::new();
-    for l in &gateway.listeners {
-        for v in &l.virtual_hosts {
-            for r in &v.routes {
-                if let Some(s) = &r.security
-                    && let Some(o) = &s.oidc
-                {
-                    oidc.insert(s.policy.as_str(), o);
-                }
-            }
-        }
-    }
+fn add_policy_secrets(snap: &mut Snapshot, oidc: &BTreeMap<String, &OidcIr>) {
     for (policy, o) in oidc {
         for secret in policy_filters::oidc_secrets(policy, o) {
             snap.insert(SECRET, resource(&secret.name, &secret));

@@ -327,7 +327,7 @@ pub fn compressor_per_route() -> CompressorPerRoute {
     }
 }
 
-/// The JWT providers, ext_authz policies and compression algorithms the routes of one
+/// The JWT providers, ext_authz policies, OIDC logins and compression algorithms the routes of one
 /// connection manager use: what its HTTP filters and route table names derive from, found in
 /// one pass over its route entries (tens of thousands on a large Gateway).
 #[derive(Debug, Default)]
@@ -335,6 +335,8 @@ pub struct ListenerNeeds<'a> {
     /// By SecurityPolicy (`namespace/name`).
     pub jwt: BTreeMap<String, &'a JwtIr>,
     pub ext_auth: BTreeMap<String, &'a ExtAuthIr>,
+    /// By SecurityPolicy: the OpenID Connect logins whose secrets Envoy needs over SDS.
+    pub oidc: BTreeMap<String, &'a OidcIr>,
     pub compressors: BTreeSet<&'a str>,
 }
 
@@ -348,6 +350,9 @@ impl<'a> ListenerNeeds<'a> {
                 }
                 if let Some(e) = &s.ext_auth {
                     needs.ext_auth.insert(s.policy.clone(), e);
+                }
+                if let Some(o) = &s.oidc {
+                    needs.oidc.insert(s.policy.clone(), o);
                 }
             }
             if let Some(t) = &r.traffic {
