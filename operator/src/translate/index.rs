@@ -1,5 +1,6 @@
 //! Lookup tables over a [`Snapshot`](super::Snapshot): Services, EndpointSlices, Secrets,
-//! Backends and Namespaces by name, and the ReferenceGrants.
+//! Backends and Namespaces by name, the ReferenceGrants, and the cluster of each Service port
+//! routes reference (built once, shared by every reference).
 //!
 //! Built once per translation so every resolution is a map lookup and no answer depends on the
 //! order objects arrived in. Two objects with one name cannot come from an API server; should a
@@ -60,7 +61,7 @@ pub(super) struct Index<'a> {
     /// The cluster of each Service port referenced so far, by the port's address in the
     /// snapshot (which outlives the index). Routes are compiled in parallel, hence the lock;
     /// it is held for a lookup only.
-    service_clusters: Mutex<HashMap<usize, SharedCluster, foldhash::fast::RandomState>>,
+    service_clusters: Mutex<Table<usize, SharedCluster>>,
 }
 
 impl<'a> Index<'a> {
