@@ -454,16 +454,17 @@ impl ListenerCtx {
             fill[group] += 1;
         }
         let groups = starts.windows(2).map(|w| {
-            let domains: Vec<&Arc<str>> = Vec::new();
             let members = &members[w[0]..w[1]];
             // Every member has the same lists; the first one's stand for the group.
             let sources = &lists[hosts[members[0]].1.clone()];
-            (domains, members, sources)
+            (members, sources)
         });
+        let domains_of =
+            |members: &[usize]| -> Vec<&Arc<str>> { members.iter().map(|&m| hosts[m].0).collect() };
         let virtual_hosts: VirtualHosts = if cache.one_shot {
             groups
-                .map(|(mut domains, members, sources)| {
-                    domains.extend(members.iter().map(|&m| hosts[m].0));
+                .map(|(members, sources)| {
+                    let domains = domains_of(members);
                     Arc::new(virtual_host(gateway_key, &self.name, &domains, sources))
                 })
                 .collect()
@@ -477,7 +478,7 @@ impl ListenerCtx {
                 order: Vec::new(),
             };
             let virtual_hosts = groups
-                .map(|(mut domains, members, sources)| {
+                .map(|(members, sources)| {
                     let first = hosts[members[0]].0;
                     let reusable = previous.virtual_hosts.remove(first).filter(|c| {
                         c.domains.len() == members.len()
@@ -489,7 +490,7 @@ impl ListenerCtx {
                                 .all(|(a, b)| Arc::ptr_eq(a, b))
                     });
                     let cached = reusable.unwrap_or_else(|| {
-                        domains.extend(members.iter().map(|&m| hosts[m].0));
+                        let domains = domains_of(members);
                         CachedVirtualHost {
                             built: Arc::new(virtual_host(
                                 gateway_key,
@@ -626,19 +627,18 @@ impl GatewayCtx {
                     continue;
                 };
                 first_sight.insert(Arc::clone(cluster));
-                if !gateway.clusters.contains_key(&cluster.name) {
-                    gateway
-                        .clusters
-                        .insert(cluster.name.clone(), (**cluster).clone());
-                }
+                gateway.take_cluster(cluster);
             }
             for cluster in &p.policy_clusters {
-                if !gateway.clusters.contains_key(&cluster.name) {
-                    gateway
-                        .clusters
-                        .insert(cluster.name.clone(), cluster.clone());
-                }
+                gateway.take_cluster(cluster);
             }
+        }
+    }
+
+    /// Adds a cluster the Gateway's routes use, unless it has one of that name already.
+    fn take_cluster(&mut self, cluster: &ClusterIr) {
+        if !self.clusters.contains_key(&cluster.name) {
+            self.clusters.insert(cluster.name.clone(), cluster.clone());
         }
     }
 

@@ -112,12 +112,6 @@ impl std::ops::Deref for VirtualHosts {
     }
 }
 
-impl From<Vec<Arc<VirtualHostIr>>> for VirtualHosts {
-    fn from(hosts: Vec<Arc<VirtualHostIr>>) -> Self {
-        Self(hosts)
-    }
-}
-
 impl FromIterator<Arc<VirtualHostIr>> for VirtualHosts {
     fn from_iter<I: IntoIterator<Item = Arc<VirtualHostIr>>>(hosts: I) -> Self {
         Self(hosts.into_iter().collect())

@@ -155,13 +155,13 @@ pub(super) fn compile(
         ..CompiledRoute::default()
     };
     let mut shared = Shared::default();
+    let route = RouteRef {
+        index,
+        kind,
+        namespace,
+        key,
+    };
     for (i, rule) in rules.iter().enumerate() {
-        let route = RouteRef {
-            index,
-            kind,
-            namespace,
-            key,
-        };
         match compile_rule(route, i, rule, &mut shared, &mut out) {
             Ok(entries) => out.entries.extend(entries),
             Err(e) => {

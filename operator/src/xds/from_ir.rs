@@ -369,6 +369,12 @@ impl SnapshotBuilder {
                 }
             }
         }
+        // Entries of TLS, TCP and UDP listeners have no connection manager, yet a policy on
+        // the whole Gateway reaches them too; their logins' secrets are served as well.
+        for l in gateway.listeners.iter().filter(|l| !l.protocol.is_http()) {
+            let routes = l.virtual_hosts.iter().flat_map(|v| v.routes.iter());
+            oidc.extend(ListenerNeeds::of(routes.map(|r| &**r)).oidc);
+        }
         let clusters = if self.one_shot {
             None
         } else {
@@ -759,7 +765,7 @@ fn listener(name: &str, bind: SocketAddr, filter_chains: Vec<FilterChain>, tls: 
     }
 }
 
-/// The listener-level policy filters for the routes of `vhosts` (see [`policy_config`]).
+/// The listener-level policy filters for routes with these needs (see [`policy_config`]).
 fn listener_policy_filters(needs: &ListenerNeeds<'_>) -> Vec<HttpFilter> {
     let jwt = policy_config::jwt_authentication(&needs.jwt);
     policy_config::policy_filters(jwt, needs)
