@@ -6,8 +6,7 @@
 //! Every listener reports all four condition types (Accepted, Conflicted, Programmed,
 //! ResolvedRefs) so a reader never has to infer a missing one.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -188,29 +187,39 @@ struct ListenerCache {
 }
 
 impl ListenerCache {
-    /// The order of `routes` by hostname specificity, stable: the previous translation's
-    /// when the same hostnames came in the same order (routes changed only in their entries),
-    /// else sorted anew.
-    fn specificity_order(&self, routes: &[(Arc<str>, Arc<[PlacedEntry]>)]) -> Vec<u32> {
+    /// The hostnames of `routes` and their order by specificity, stable: the previous
+    /// translation's, taken from this cache, when the same hostnames came in the same order
+    /// (routes changed only in their entries), else sorted anew.
+    fn take_specificity_order(&mut self, routes: &[RouteList<'_>]) -> (Vec<Arc<str>>, Vec<u32>) {
         let same_hosts = self.hosts.len() == routes.len()
             && self
                 .hosts
                 .iter()
                 .zip(routes)
-                .all(|(before, (now, _))| Arc::ptr_eq(before, now) || before == now);
+                .all(|(before, (now, _))| Arc::ptr_eq(before, now) || before == *now);
         if same_hosts {
-            return self.order.clone();
+            return (
+                std::mem::take(&mut self.hosts),
+                std::mem::take(&mut self.order),
+            );
         }
         let mut order: Vec<u32> = (0..routes.len())
             .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
             .collect();
-        order.sort_by_cached_key(|&i| hostname::SpecificityKey::new(&routes[i as usize].0));
-        order
+        order.sort_by_cached_key(|&i| hostname::SpecificityKey::new(routes[i as usize].0));
+        let hosts = routes.iter().map(|(host, _)| Arc::clone(host)).collect();
+        (hosts, order)
     }
 }
 
 /// The entry lists a virtual host is made of, one per route placed under its hostname.
 type Sources = Vec<Arc<[PlacedEntry]>>;
+
+/// One route's entry list placed on a listener under a hostname, borrowed from the route's
+/// outcome, which outlives the translation's contexts: a large Gateway has tens of thousands
+/// of these per translation, and cloning the `Arc`s touched as many reference counts spread
+/// over the heap (most of the time of applying unchanged routes in a re-translation).
+type RouteList<'o> = (&'o Arc<str>, &'o Arc<[PlacedEntry]>);
 
 /// Entry lists compared by identity: the very same lists in the same order.
 struct Identity<'a>(&'a [&'a Arc<[PlacedEntry]>]);
@@ -246,7 +255,7 @@ struct CachedVirtualHost {
 
 /// A listener being translated: its validation verdicts and what routes attached to it.
 #[derive(Debug)]
-pub(super) struct ListenerCtx {
+pub(super) struct ListenerCtx<'o> {
     pub name: String,
     pub port: i32,
     /// `None` for protocols this translator does not serve.
@@ -267,12 +276,12 @@ pub(super) struct ListenerCtx {
     /// Routes accepted on this listener: the `attachedRoutes` count.
     pub attached: usize,
     /// Entry lists placed on this listener, by hostname, in route order.
-    pub routes: Vec<(Arc<str>, Arc<[PlacedEntry]>)>,
+    pub routes: Vec<RouteList<'o>>,
     /// `(category, message)` of errors found while validating.
     diagnostics: Vec<(&'static str, String)>,
 }
 
-impl ListenerCtx {
+impl<'o> ListenerCtx<'o> {
     fn new(spec: &GatewayListeners) -> Self {
         Self {
             name: spec.name.clone(),
@@ -401,16 +410,16 @@ impl ListenerCtx {
         let protocol = self.protocol?;
         let cache_key = (gateway_key.to_owned(), self.name.clone());
         let mut previous = cache.previous.remove(&cache_key).unwrap_or_default();
+        let routes = self.routes;
+        let (route_hosts, order) = previous.take_specificity_order(&routes);
         // Group by hostname by sorting rather than through a map: the sort is needed anyway,
         // and a stable one keeps each hostname's lists in route order. Lists are borrowed
         // into one flat sequence, each hostname owning a run of it, so that virtual hosts
         // found unchanged in the cache cost no allocation at all.
-        let routes = self.routes;
-        let order = previous.specificity_order(&routes);
         let mut lists: Vec<&Arc<[PlacedEntry]>> = Vec::with_capacity(routes.len());
         let mut hosts: Vec<(&Arc<str>, Range<usize>)> = Vec::with_capacity(routes.len());
         for &i in &order {
-            let (host, entries) = &routes[i as usize];
+            let (host, entries) = routes[i as usize];
             match hosts.last_mut() {
                 Some((last, run)) if *last == host => run.end += 1,
                 _ => hosts.push((host, lists.len()..lists.len() + 1)),
@@ -507,7 +516,7 @@ impl ListenerCtx {
                     built
                 })
                 .collect();
-            current.hosts = routes.into_iter().map(|(host, _)| host).collect();
+            current.hosts = route_hosts;
             current.order = order;
             cache.current.insert(cache_key, current);
             virtual_hosts
@@ -543,28 +552,29 @@ fn virtual_host(
 
 /// A Gateway of an accepted class being translated.
 #[derive(Debug)]
-pub(super) struct GatewayCtx {
+pub(super) struct GatewayCtx<'o> {
     /// `"{namespace}/{name}"`.
     pub key: String,
     pub namespace: String,
     class_name: String,
     generation: Option<i64>,
-    pub listeners: Vec<ListenerCtx>,
+    pub listeners: Vec<ListenerCtx<'o>>,
     /// Every route's clusters are looked up here, tens of thousands of times for a large
     /// Gateway, where a `BTreeMap` compared names sharing a long prefix over and over; it is
     /// sorted once in [`GatewayCtx::finish`].
     pub clusters: HashMap<String, ClusterIr, foldhash::fast::RandomState>,
-    /// The shared clusters of routes already applied, by address.
-    seen_clusters: HashMap<usize, Arc<ClusterIr>, foldhash::fast::RandomState>,
+    /// The addresses of the shared clusters of routes already applied (their outcomes
+    /// outlive the context, so an address is not reused meanwhile).
+    seen_clusters: HashSet<usize, foldhash::fast::RandomState>,
 }
 
-impl GatewayCtx {
+impl<'o> GatewayCtx<'o> {
     /// Validates the Gateway's listeners.
     pub fn new(gateway: &Gateway, index: &Index<'_>) -> Self {
         let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
         let name = gateway.metadata.name.clone().unwrap_or_default();
         let mut seen = BTreeSet::new();
-        let mut listeners: Vec<ListenerCtx> = gateway
+        let mut listeners: Vec<ListenerCtx<'o>> = gateway
             .spec
             .listeners
             .iter()
@@ -590,16 +600,13 @@ impl GatewayCtx {
             generation: gateway.metadata.generation,
             listeners,
             clusters: HashMap::default(),
-            seen_clusters: HashMap::default(),
+            seen_clusters: HashSet::default(),
         }
     }
 
     /// Makes room for the hostnames `outcomes` place on each listener, so that the lists of
     /// a large Gateway are allocated once rather than regrown (and copied) as routes come.
-    pub fn reserve<'o>(
-        contexts: &mut [GatewayCtx],
-        outcomes: impl Iterator<Item = &'o RouteOutcome>,
-    ) {
+    pub fn reserve(contexts: &mut [Self], outcomes: impl Iterator<Item = &'o RouteOutcome>) {
         for p in outcomes.flat_map(|o| &o.placements) {
             contexts[p.gateway].listeners[p.listener]
                 .routes
@@ -608,7 +615,7 @@ impl GatewayCtx {
     }
 
     /// Adds one route's contribution: its attachments and entries on this Gateway's listeners.
-    pub fn apply(contexts: &mut [GatewayCtx], outcome: &RouteOutcome) {
+    pub fn apply(contexts: &mut [Self], outcome: &'o RouteOutcome) {
         for &(g, l) in &outcome.attached {
             contexts[g].listeners[l].attached += 1;
         }
@@ -617,17 +624,12 @@ impl GatewayCtx {
             let listener = &mut gateway.listeners[p.listener];
             listener
                 .routes
-                .extend(p.hosts.iter().map(|h| (h.clone(), p.entries.clone())));
+                .extend(p.hosts.iter().map(|h| (h, &p.entries)));
             for cluster in outcome.clusters.iter() {
-                // Most references are to a cluster already seen, by the very same `Arc`
-                // (kept here, so its address is not reused while this map holds it).
-                let Entry::Vacant(first_sight) =
-                    gateway.seen_clusters.entry(Arc::as_ptr(cluster) as usize)
-                else {
-                    continue;
-                };
-                first_sight.insert(Arc::clone(cluster));
-                gateway.take_cluster(cluster);
+                // Most references are to a cluster already seen, by the very same `Arc`.
+                if gateway.seen_clusters.insert(Arc::as_ptr(cluster) as usize) {
+                    gateway.take_cluster(cluster);
+                }
             }
             for cluster in &p.policy_clusters {
                 gateway.take_cluster(cluster);
@@ -666,9 +668,9 @@ impl GatewayCtx {
             .iter()
             .map(|l| l.status(generation))
             .collect();
-        let (valid, invalid): (Vec<&ListenerCtx>, Vec<&ListenerCtx>) =
+        let (valid, invalid): (Vec<&ListenerCtx<'_>>, Vec<&ListenerCtx<'_>>) =
             self.listeners.iter().partition(|l| l.is_valid());
-        let names = |ls: &[&ListenerCtx]| {
+        let names = |ls: &[&ListenerCtx<'_>]| {
             ls.iter()
                 .map(|l| l.name.as_str())
                 .collect::<Vec<_>>()
@@ -751,7 +753,11 @@ impl GatewayCtx {
 }
 
 /// Validates one listener in isolation (conflicts need all of them; see [`detect_conflicts`]).
-fn validate_listener(spec: &GatewayListeners, namespace: &str, index: &Index<'_>) -> ListenerCtx {
+fn validate_listener<'o>(
+    spec: &GatewayListeners,
+    namespace: &str,
+    index: &Index<'_>,
+) -> ListenerCtx<'o> {
     let mut listener = ListenerCtx::new(spec);
     if !(1..=65535).contains(&spec.port) {
         listener.reject(Problem::new(
@@ -864,7 +870,7 @@ fn validate_listener(spec: &GatewayListeners, namespace: &str, index: &Index<'_>
 /// `ResolvedRefs=False InvalidRouteKinds`; the listener stays usable while at least one
 /// supported kind remains (routes of that kind can still attach).
 fn validate_kinds(
-    listener: &mut ListenerCtx,
+    listener: &mut ListenerCtx<'_>,
     protocol: ListenerProtocol,
     kinds: Option<&[gateway_api::apis::standard::gateways::GatewayListenersAllowedRoutesKinds]>,
 ) {
@@ -927,7 +933,7 @@ fn validate_kinds(
 /// terminated HTTP and passed-through chains; not supported yet), and so are TLS listeners of
 /// both modes, Terminate and Passthrough, on one port (`TLSRouteModeMixed` is not claimed).
 /// Listeners of unsupported protocols take no part.
-fn detect_conflicts(listeners: &mut [ListenerCtx]) {
+fn detect_conflicts(listeners: &mut [ListenerCtx<'_>]) {
     let mut by_port: BTreeMap<(bool, i32), Vec<usize>> = BTreeMap::new();
     for (i, l) in listeners.iter().enumerate() {
         if let Some(protocol) = l.protocol {

@@ -1,22 +1,19 @@
 //! Lookup tables over a [`Snapshot`](super::Snapshot): Services, EndpointSlices, Secrets,
-//! Backends and Namespaces by name, the ReferenceGrants, and the cluster of each Service port
-//! routes reference (built once, shared by every reference).
+//! Backends and Namespaces by name, and the ReferenceGrants.
 //!
 //! Built once per translation so every resolution is a map lookup and no answer depends on the
 //! order objects arrived in. Two objects with one name cannot come from an API server; should a
 //! hand-written snapshot hold them, the first occurrence wins.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServicePort};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use eg_crds::upstream::Backend;
 
 use super::Snapshot;
-use super::backends::SharedCluster;
 
 /// The text under `key` of a Secret: from `data`, else from `stringData` (write-only in a real
 /// cluster, but hand-written snapshots use it).
@@ -58,10 +55,6 @@ pub(super) struct Index<'a> {
     pub backend_api: bool,
     /// OpenID providers' discovered endpoints, by issuer.
     pub oidc_discovery: &'a BTreeMap<String, Result<super::OidcEndpoints, String>>,
-    /// The cluster of each Service port referenced so far, by the port's address in the
-    /// snapshot (which outlives the index). Routes are compiled in parallel, hence the lock;
-    /// it is held for a lookup only.
-    service_clusters: Mutex<Table<usize, SharedCluster>>,
 }
 
 impl<'a> Index<'a> {
@@ -134,31 +127,7 @@ impl<'a> Index<'a> {
             grants,
             backend_api: snapshot.backend_api,
             oidc_discovery: &snapshot.oidc_discovery,
-            service_clusters: Mutex::default(),
         }
-    }
-
-    /// The cluster of a Service port of this snapshot, built by `build` on first use.
-    pub fn service_cluster(
-        &self,
-        port: &'a ServicePort,
-        build: impl FnOnce() -> SharedCluster,
-    ) -> SharedCluster {
-        let key = std::ptr::from_ref(port) as usize;
-        let cached = self
-            .service_clusters
-            .lock()
-            .ok()
-            .and_then(|clusters| clusters.get(&key).cloned());
-        if let Some(cluster) = cached {
-            return cluster;
-        }
-        // Built outside the lock; should two threads race, both build the same cluster.
-        let cluster = build();
-        if let Ok(mut clusters) = self.service_clusters.lock() {
-            clusters.entry(key).or_insert_with(|| cluster.clone());
-        }
-        cluster
     }
 
     pub fn namespace(&self, name: &str) -> Option<&'a Namespace> {

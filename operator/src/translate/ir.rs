@@ -97,7 +97,16 @@ impl VirtualHosts {
 
 impl Drop for VirtualHosts {
     fn drop(&mut self) {
-        if self.0.len() >= Self::PARALLEL_DROP {
+        // Only hosts this list owns alone are freed here: the translator's cache keeps
+        // the unchanged ones of a re-translation alive.
+        if self.0.len() >= Self::PARALLEL_DROP
+            && self
+                .0
+                .iter()
+                .filter(|v| Arc::strong_count(v) == 1)
+                .nth(Self::PARALLEL_DROP)
+                .is_some()
+        {
             use rayon::prelude::*;
             std::mem::take(&mut self.0).into_par_iter().for_each(drop);
         }

@@ -423,6 +423,9 @@ type Planned<'s> = (
     Option<Option<Arc<routes::RouteOutcome>>>,
 );
 
+/// Fewer routes to compile than this are compiled on the calling thread.
+const PARALLEL_COMPILE: usize = 32;
+
 /// The translation itself; `memo` holds what an incremental [`Translator`] may reuse, and
 /// its `world` has already been checked against `snapshot`.
 fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
@@ -533,24 +536,38 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
             (kind, key.clone(), route, reused)
         })
         .collect();
-    let outcomes: Vec<Option<Arc<routes::RouteOutcome>>> = planned
-        .par_iter()
-        .with_min_len(32)
-        .map(|(kind, key, route, reused)| match reused {
-            Some(outcome) => outcome.clone(),
-            None => routes::process(
-                route,
-                *kind,
-                key,
-                &contexts,
-                &by_key,
-                &index,
-                &policies,
-                &snapshot.controller_name,
-            )
-            .map(Arc::new),
-        })
-        .collect();
+    let outcome_of = |service_clusters: &mut backends::ServiceClusters,
+                      (kind, key, route, reused): &Planned<'_>| match reused {
+        Some(outcome) => outcome.clone(),
+        None => routes::process(
+            route,
+            *kind,
+            key,
+            &contexts,
+            &by_key,
+            &index,
+            &policies,
+            &snapshot.controller_name,
+            service_clusters,
+        )
+        .map(Arc::new),
+    };
+    // A re-translation typically compiles one route: waking the other workers for it cost
+    // more than the compilation.
+    let to_compile = planned.iter().filter(|p| p.3.is_none()).count();
+    let outcomes: Vec<Option<Arc<routes::RouteOutcome>>> = if to_compile < PARALLEL_COMPILE {
+        let mut service_clusters = backends::ServiceClusters::default();
+        planned
+            .iter()
+            .map(|p| outcome_of(&mut service_clusters, p))
+            .collect()
+    } else {
+        planned
+            .par_iter()
+            .with_min_len(32)
+            .map_init(backends::ServiceClusters::default, outcome_of)
+            .collect()
+    };
     if let Some(m) = memo.as_deref_mut() {
         for ((kind, key, route, reused), outcome) in planned.iter().zip(&outcomes) {
             if reused.is_none() {
@@ -575,9 +592,9 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
     // Routes come in key order, so each kind's statuses are built in bulk from a sorted list.
     let mut route_statuses: Vec<(RouteKind, String, Arc<HttpRouteStatus>)> =
         Vec::with_capacity(planned.len());
-    for ((kind, key, _, _), outcome) in planned.into_iter().zip(outcomes) {
+    for ((kind, key, _, _), outcome) in planned.into_iter().zip(&outcomes) {
         if let Some(outcome) = outcome {
-            gateways::GatewayCtx::apply(&mut contexts, &outcome);
+            gateways::GatewayCtx::apply(&mut contexts, outcome);
             if !policies.is_empty() {
                 let parents = route_parents.entry((kind, key.to_string())).or_default();
                 parents.extend(

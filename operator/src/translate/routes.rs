@@ -27,6 +27,7 @@ use gateway_api::apis::standard::httproutes::{
     HttpRouteStatusParentsParentRef,
 };
 
+use super::backends::ServiceClusters;
 use super::conditions::{Problem, condition, kind, reason, verdict};
 use super::gateways::{GatewayCtx, PlacedEntry};
 use super::hostname;
@@ -80,11 +81,12 @@ pub(super) fn process(
     route: &HttpRoute,
     kind: RouteKind,
     key: &Arc<str>,
-    gateways: &[GatewayCtx],
+    gateways: &[GatewayCtx<'_>],
     by_key: &BTreeMap<String, usize>,
     index: &Index<'_>,
     policies: &Policies,
     controller_name: &str,
+    service_clusters: &mut ServiceClusters,
 ) -> Option<RouteOutcome> {
     let namespace = route.metadata.namespace.as_deref().unwrap_or_default();
     let relevant: Vec<(&HttpRouteParentRefs, usize)> = route
@@ -112,7 +114,7 @@ pub(super) fn process(
         return None;
     }
 
-    let compiled = rules::compile(route, kind, key, index);
+    let compiled = rules::compile(route, kind, key, index, service_clusters);
     let ctx = RouteCtx {
         key,
         kind,
@@ -223,7 +225,7 @@ impl RouteCtx<'_> {
         &self,
         parent: &HttpRouteParentRefs,
         gateway_index: usize,
-        gateways: &[GatewayCtx],
+        gateways: &[GatewayCtx<'_>],
         outcome: &mut RouteOutcome,
     ) -> Result<(), Problem> {
         let gateway = &gateways[gateway_index];
@@ -303,7 +305,7 @@ impl RouteCtx<'_> {
     /// left after listener isolation.
     fn place(
         &self,
-        gateway: &GatewayCtx,
+        gateway: &GatewayCtx<'_>,
         gateway_index: usize,
         listener_index: usize,
         hosts: Vec<String>,

@@ -22,7 +22,7 @@ use gateway_api::apis::standard::httproutes::{
     HttpRouteRulesMatchesQueryParamsType,
 };
 
-use super::backends::{self, BackendTarget, SharedCluster};
+use super::backends::{self, BackendTarget, ServiceClusters, SharedCluster};
 use super::conditions::{Problem, reason};
 use super::index::Index;
 use super::ir::{
@@ -142,11 +142,13 @@ impl CompiledRoute {
 
 /// Compiles every rule of `route`.
 /// `key` is the route's `"{namespace}/{name}"`, which its entries share as their `source`.
+/// `service_clusters` is the calling worker's memo.
 pub(super) fn compile(
     route: &HttpRoute,
     kind: RouteKind,
     key: &Arc<str>,
     index: &Index<'_>,
+    service_clusters: &mut ServiceClusters,
 ) -> CompiledRoute {
     let namespace = route.metadata.namespace.as_deref().unwrap_or_default();
     let rules = route.spec.rules.as_deref().unwrap_or_default();
@@ -154,7 +156,11 @@ pub(super) fn compile(
         rule_count: rules.len(),
         ..CompiledRoute::default()
     };
-    let mut shared = Shared::default();
+    let mut shared = Shared {
+        clusters: Vec::new(),
+        no_filters: None,
+        service_clusters,
+    };
     let route = RouteRef {
         index,
         kind,
@@ -215,14 +221,15 @@ struct RouteRef<'a> {
 
 /// What the rules of one route share: the backendRefs resolved so far (rules of a route
 /// often send to the same Services, so each further reference is one comparison rather than
-/// a lookup), and one empty filter set for every entry without filters.
-#[derive(Default)]
-struct Shared<'r> {
+/// a lookup), one empty filter set for every entry without filters, and the worker's
+/// Service port clusters.
+struct Shared<'r, 'w> {
     clusters: Vec<(BackendTarget<'r>, SharedCluster)>,
     no_filters: Option<Arc<RouteFiltersIr>>,
+    service_clusters: &'w mut ServiceClusters,
 }
 
-impl<'r> Shared<'r> {
+impl<'r> Shared<'r, '_> {
     fn filters(&mut self, filters: RouteFiltersIr) -> Arc<RouteFiltersIr> {
         if filters.is_empty() {
             self.no_filters.get_or_insert_default().clone()
@@ -235,13 +242,23 @@ impl<'r> Shared<'r> {
         &mut self,
         route: RouteRef<'_>,
         target: BackendTarget<'r>,
-    ) -> Result<SharedCluster, backends::BackendError> {
-        if let Some((_, cluster)) = self.clusters.iter().find(|(t, _)| *t == target) {
-            return Ok(cluster.clone());
-        }
-        let cluster = backends::resolve_shared(route.index, route.kind, route.namespace, target)?;
-        self.clusters.push((target, cluster.clone()));
-        Ok(cluster)
+    ) -> Result<&SharedCluster, backends::BackendError> {
+        let known = self.clusters.iter().position(|(t, _)| *t == target);
+        let at = match known {
+            Some(at) => at,
+            None => {
+                let cluster = backends::resolve_shared(
+                    route.index,
+                    self.service_clusters,
+                    route.kind,
+                    route.namespace,
+                    target,
+                )?;
+                self.clusters.push((target, cluster));
+                self.clusters.len() - 1
+            }
+        };
+        Ok(&self.clusters[at].1)
     }
 }
 
@@ -249,7 +266,7 @@ fn compile_rule<'r>(
     route: RouteRef<'_>,
     rule_index: usize,
     rule: &'r HttpRouteRules,
-    shared: &mut Shared<'r>,
+    shared: &mut Shared<'r, '_>,
     out: &mut CompiledRoute,
 ) -> Result<Vec<CompiledEntry>, RuleError> {
     let RouteRef {
@@ -308,9 +325,9 @@ fn compile_rule<'r>(
         match shared.resolve(route, target_of(backend)) {
             Ok(cluster) => {
                 if weight > 0 {
-                    use_cluster(out, &cluster);
+                    use_cluster(out, cluster);
                     backends.push(WeightedBackendIr {
-                        cluster: cluster.name,
+                        cluster: cluster.name.clone(),
                         weight,
                         request_headers: request_headers.map(Box::new),
                         response_headers: response_headers.map(Box::new),
@@ -334,7 +351,7 @@ fn compile_rule<'r>(
             namespace: m.namespace.as_deref(),
             port: m.port,
         };
-        match backends::resolve_shared(index, kind, namespace, target) {
+        match backends::resolve_shared(index, shared.service_clusters, kind, namespace, target) {
             Ok(cluster) => {
                 mirrors.push(MirrorIr {
                     cluster: cluster.name.clone(),
