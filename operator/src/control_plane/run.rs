@@ -397,10 +397,12 @@ impl StatusWriter {
 /// Statuses by `"{namespace}/{name}"`, as the JSON that is written.
 type JsonStatuses = Vec<(String, serde_json::Value)>;
 
-fn json_statuses<S: Serialize>(statuses: &BTreeMap<String, S>) -> JsonStatuses {
+fn json_statuses<K: AsRef<str>, S: Serialize>(statuses: &BTreeMap<K, S>) -> JsonStatuses {
     statuses
         .iter()
-        .filter_map(|(key, status)| Some((key.clone(), serde_json::to_value(status).ok()?)))
+        .filter_map(|(key, status)| {
+            Some((key.as_ref().to_owned(), serde_json::to_value(status).ok()?))
+        })
         .collect()
 }
 

@@ -174,7 +174,7 @@ pub struct AncestorRef {
 /// The objects a policy may target, for existence checks and label selection.
 pub(super) struct Targetable<'a> {
     pub gateways: &'a [Gateway],
-    pub routes: &'a [(RouteKind, Arc<str>, &'a HttpRoute)],
+    pub routes: &'a [(RouteKind, &'a Arc<str>, &'a HttpRoute)],
 }
 
 impl Policies {
@@ -327,7 +327,7 @@ fn resolve_targets(
     let route_exists = |kind: RouteKind, name: &str, section: Option<&String>| {
         targetable.routes.iter().any(|(k, key, route)| {
             *k == kind
-                && **key == format!("{namespace}/{name}")
+                && &***key == format!("{namespace}/{name}")
                 && section.is_none_or(|s| {
                     route
                         .spec

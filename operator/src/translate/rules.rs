@@ -430,10 +430,7 @@ fn compile_rule<'r>(
                 rule: rule_index,
                 match_index,
                 route: Arc::new(RouteIr {
-                    name: format!(
-                        "{}/{key}/rule/{rule_index}/match/{match_index}",
-                        kind.prefix()
-                    ),
+                    name: entry_name(kind.prefix(), key, rule_index, match_index),
                     source: key.clone(),
                     rule_name: rule.name.clone(),
                     path: m.path,
@@ -449,6 +446,26 @@ fn compile_rule<'r>(
             }
         })
         .collect())
+}
+
+/// `"{prefix}/{key}/rule/{rule}/match/{match_index}"`, a route entry's name, written without
+/// the formatting machinery, which was a tenth of compiling a large Gateway's routes.
+fn entry_name(prefix: &str, key: &str, rule: usize, match_index: usize) -> String {
+    fn push_decimal(out: &mut String, n: usize) {
+        if n >= 10 {
+            push_decimal(out, n / 10);
+        }
+        out.push(char::from(b'0' + (n % 10) as u8));
+    }
+    let mut name = String::with_capacity(prefix.len() + key.len() + 24);
+    name.push_str(prefix);
+    name.push('/');
+    name.push_str(key);
+    name.push_str("/rule/");
+    push_decimal(&mut name, rule);
+    name.push_str("/match/");
+    push_decimal(&mut name, match_index);
+    name
 }
 
 fn error_response() -> RouteActionIr {
@@ -483,15 +500,15 @@ fn compile_match(m: &HttpRouteRulesMatches) -> Result<Matched, RuleError> {
     let value = m
         .path
         .as_ref()
-        .and_then(|p| p.value.clone())
-        .unwrap_or_else(|| "/".to_owned());
+        .and_then(|p| p.value.as_deref())
+        .unwrap_or("/");
     let path = match path_type {
         HttpRouteRulesMatchesPathType::RegularExpression => {
-            check_regex("path", &value)?;
-            PathMatchIr::Regex(value)
+            check_regex("path", value)?;
+            PathMatchIr::Regex(value.to_owned())
         }
-        _ if !value.starts_with('/') => return Err(RuleError::InvalidPath(value)),
-        HttpRouteRulesMatchesPathType::Exact => PathMatchIr::Exact(value),
+        _ if !value.starts_with('/') => return Err(RuleError::InvalidPath(value.to_owned())),
+        HttpRouteRulesMatchesPathType::Exact => PathMatchIr::Exact(value.to_owned()),
         HttpRouteRulesMatchesPathType::PathPrefix => {
             // "/foo/" and "/foo" select the same requests (prefixes match whole segments).
             let trimmed = value.trim_end_matches('/');
@@ -502,7 +519,8 @@ fn compile_match(m: &HttpRouteRulesMatches) -> Result<Matched, RuleError> {
     // "If multiple entries specify equivalent header names, only the first entry with an
     // equivalent name MUST be considered" (names case-insensitive); same for query params,
     // whose names are case-sensitive.
-    let mut headers: Vec<HeaderMatchIr> = Vec::new();
+    let mut headers: Vec<HeaderMatchIr> =
+        Vec::with_capacity(m.headers.as_ref().map_or(0, Vec::len));
     for h in m.headers.iter().flatten() {
         let name = h.name.to_ascii_lowercase();
         if headers.iter().any(|x| x.name == name) {
@@ -944,5 +962,15 @@ mod tests {
         assert_eq!(e.category(), "invalid_regex");
         assert_eq!(e.reason(), "UnsupportedValue");
         assert!(check_regex("path", "/api/v[0-9]+/.*").is_ok());
+    }
+
+    #[test]
+    fn entry_names_read_as_formatted() {
+        for (rule, match_index) in [(0, 0), (9, 10), (10, 9), (1234, 56789), (usize::MAX, 7)] {
+            assert_eq!(
+                entry_name("httproute", "apps/r", rule, match_index),
+                format!("httproute/apps/r/rule/{rule}/match/{match_index}")
+            );
+        }
     }
 }
