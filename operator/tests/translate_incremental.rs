@@ -252,3 +252,53 @@ fn golden_inputs_translate_incrementally_as_from_scratch() {
         }
     }
 }
+
+/// A route table of many virtual hosts, edited the ways the builder splices a table from its
+/// previous build: one host replaced in place, hosts inserted and removed (the rest shift),
+/// a host moved, several changed at once.
+#[test]
+fn large_route_tables_splice_as_from_scratch() {
+    let route = |i: usize, host: &str, path: &str| {
+        parse(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: route-{i}, namespace: apps}}
+spec:
+  parentRefs: [{{name: public}}]
+  hostnames: [{host}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]
+    backendRefs: [{{name: svc-{}, port: 8080}}]
+",
+            i % 3
+        ))
+        .http_routes
+        .remove(0)
+    };
+    let mut s = world(&mut Rng(11));
+    s.http_routes = (0..40)
+        .map(|i| route(i, &format!("h{i:02}.example.com"), "/"))
+        .collect();
+    let mut translator = Translator::new();
+    let mut builder = SnapshotBuilder::new();
+    check(0, &s, &mut translator, &mut builder);
+    let edits: [&dyn Fn(&mut Snapshot); 6] = [
+        &|s| s.http_routes[20] = route(20, "h20.example.com", "/v2"),
+        &|s| s.http_routes.push(route(40, "h20a.example.com", "/")),
+        &|s| drop(s.http_routes.remove(5)),
+        &|s| s.http_routes[30] = route(30, "h00a.example.com", "/"),
+        &|s| {
+            s.http_routes.pop();
+            s.http_routes.push(route(41, "zz.example.com", "/"));
+        },
+        &|s| {
+            s.http_routes[2] = route(2, "h02.example.com", "/v3");
+            s.http_routes[3] = route(3, "h33.example.com", "/");
+            s.http_routes.remove(10);
+        },
+    ];
+    for (step, edit) in edits.iter().enumerate() {
+        edit(&mut s);
+        check(step + 1, &s, &mut translator, &mut builder);
+    }
+}

@@ -26,15 +26,15 @@
 //!
 //! Route tables dominate the cost: a Gateway with thousands of hostnames has one route table of
 //! megabytes, in which a route with five hostnames appears five times. So [`SnapshotBuilder`]
-//! encodes each distinct route entry and each virtual host once and splices the route table
-//! from those encodings (a protobuf message is the concatenation of its encoded fields), and it
-//! keeps them from one snapshot to the next for the entries and virtual hosts the translator
-//! handed over unchanged (same `Arc`). The bytes are exactly those of encoding the whole table
-//! in one go. A route table's version is not a hash of those megabytes but of its name and the
-//! ordered SHA-256 digests of its virtual hosts' encodings, each computed once when the virtual
-//! host is encoded: it still changes exactly when the bytes do, costs a few hundred kilobytes
-//! of hashing instead of megabytes when one route changes, and does not depend on what was
-//! cached.
+//! encodes each distinct route entry once and keeps each route table with where each of its
+//! virtual hosts lies in it; the next build of the table copies the virtual hosts the
+//! translator handed over unchanged (same `Arc`) from there, in runs, and encodes only the
+//! others (a protobuf message is the concatenation of its encoded fields). The bytes are
+//! exactly those of encoding the whole table in one go. A route table's version is not a hash
+//! of those megabytes but of its name and the ordered SHA-256 digests of its virtual hosts'
+//! encodings, each computed once when the virtual host is encoded and kept with the table: it
+//! still changes exactly when the bytes do, costs a few kilobytes of hashing instead of
+//! megabytes when one route changes, and does not depend on what was cached.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -132,8 +132,8 @@ pub fn snapshot(gateway: &GatewayIr, binding: ListenerBinding, version: &str) ->
     .build(gateway, binding, version)
 }
 
-/// Builds Envoy snapshots, remembering the encodings of route entries, virtual hosts and route
-/// tables between calls (see the module docs). Entries unused by a build are dropped at its
+/// Builds Envoy snapshots, remembering the encodings of route entries and route tables
+/// between calls (see the module docs). Entries unused by a build are dropped at its
 /// end, so the memory held is that of the latest snapshots' route tables.
 ///
 /// `build` returns exactly what [`snapshot`] returns, plus the guard route tables of
@@ -143,9 +143,8 @@ pub fn snapshot(gateway: &GatewayIr, binding: ListenerBinding, version: &str) ->
 #[derive(Debug, Default)]
 pub struct SnapshotBuilder {
     routes: Generations<RouteIr, Arc<[u8]>>,
-    virtual_hosts: Generations<VirtualHostIr, VirtualHostBytes>,
-    /// Route tables by name, with the virtual hosts they were spliced from.
-    tables: HashMap<String, (Vec<Arc<VirtualHostIr>>, Resource)>,
+    /// Route tables by name, as last built.
+    tables: HashMap<String, SplicedTable>,
     /// The ext_authz filter sets of each route table base, for guard tables.
     authz_history: AuthzHistory,
     /// Guarded variants of virtual hosts, per guard table name.
@@ -157,11 +156,41 @@ pub struct SnapshotBuilder {
     one_shot: bool,
 }
 
-/// A virtual host's encoding and the SHA-256 of it, from which route table versions derive.
-#[derive(Debug, Clone)]
-struct VirtualHostBytes {
-    bytes: Arc<[u8]>,
-    digest: [u8; 32],
+impl SplicedTable {
+    /// A table of no hosts, to splice a first build from.
+    fn empty() -> Self {
+        Self {
+            hosts: Vec::new(),
+            starts: vec![0],
+            digests: Vec::new(),
+            resource: Resource::new("", "", Vec::new()),
+            used: false,
+        }
+    }
+}
+
+/// The part of a virtual host's SHA-256 digest route table versions derive from.
+type HostDigest = [u8; VERSION_DIGEST_BYTES];
+
+fn host_digest(encoded: &[u8]) -> HostDigest {
+    let full: [u8; 32] = Sha256::digest(encoded).into();
+    let mut digest = [0; VERSION_DIGEST_BYTES];
+    digest.copy_from_slice(&full[..VERSION_DIGEST_BYTES]);
+    digest
+}
+
+/// A route table as last built: the virtual hosts it was spliced from, where each one lies
+/// (framed as field 2) in the body, and their digests. The next build of the table copies
+/// the unchanged hosts' bytes from here, in runs, rather than looking each one up.
+#[derive(Debug)]
+struct SplicedTable {
+    hosts: Vec<Arc<VirtualHostIr>>,
+    /// Host `i` is `resource.body[starts[i]..starts[i + 1]]`; one more entry than hosts.
+    starts: Vec<usize>,
+    digests: Vec<HostDigest>,
+    resource: Resource,
+    /// Whether the current build used it; tables a build did not use are dropped.
+    used: bool,
 }
 
 /// Encodings keyed by the address of the IR they encode, kept while builds use them.
@@ -389,18 +418,13 @@ impl SnapshotBuilder {
     /// dropped. Without it the builder only grows.
     pub fn finish_round(&mut self) {
         self.routes.rotate();
-        self.virtual_hosts.rotate();
         self.clusters.rotate();
         for guarded in self.guarded.values_mut() {
             guarded.rotate();
         }
         self.guarded.retain(|_, g| !g.previous.is_empty());
-        let live = &self.virtual_hosts.previous;
-        self.tables.retain(|_, (vhosts, _)| {
-            vhosts
-                .iter()
-                .all(|v| live.contains_key(&(Arc::as_ptr(v) as usize)))
-        });
+        self.tables
+            .retain(|_, table| std::mem::take(&mut table.used));
     }
 
     /// The route tables of connection managers named after `base` serving `vhosts`, into
@@ -438,64 +462,130 @@ impl SnapshotBuilder {
     }
 
     /// The route table `name` serving `vhosts`: `route_table(name, vhosts)` encoded, spliced
-    /// from per-virtual-host encodings (fields 1 and 14 around the repeated field 2).
+    /// from per-virtual-host encodings (fields 1 and 14 around the repeated field 2). Hosts
+    /// of the table's previous build are copied from it: by position while the positions
+    /// agree (one host replaced keeps them in step), else by address (hosts inserted or
+    /// removed shift the rest). Only hosts new to the table are encoded.
     fn route_table(&mut self, name: &str, vhosts: &[&Arc<VirtualHostIr>]) -> Resource {
         if self.one_shot {
             return one_shot_route_table(name, vhosts);
         }
-        if let Some((built_from, resource)) = self.tables.get(name)
-            && built_from.len() == vhosts.len()
-            && built_from
+        if let Some(table) = self.tables.get_mut(name)
+            && table.hosts.len() == vhosts.len()
+            && table
+                .hosts
                 .iter()
                 .zip(vhosts)
                 .all(|(a, b)| Arc::ptr_eq(a, b))
         {
-            let resource = resource.clone();
-            // Keep the encodings of its virtual hosts (and their routes) current.
-            for v in vhosts {
-                self.virtual_host_bytes(v);
+            table.used = true;
+            return table.resource.clone();
+        }
+        let previous = self.tables.remove(name).unwrap_or_else(SplicedTable::empty);
+        // Where each host is in the previous table, if it is.
+        let at_same_place = |i: usize| {
+            vhosts
+                .get(i)
+                .zip(previous.hosts.get(i))
+                .is_some_and(|(now, before)| Arc::ptr_eq(now, before))
+        };
+        let mut by_address: Option<AddressMap<usize>> = None;
+        let mut source: Vec<Option<usize>> = Vec::with_capacity(vhosts.len());
+        for (i, v) in vhosts.iter().enumerate() {
+            let found = if at_same_place(i) {
+                Some(i)
+            } else if by_address.is_none()
+                && (at_same_place(i + 1)
+                    || (i + 1 == vhosts.len() && previous.hosts.len() == vhosts.len()))
+            {
+                // The positions agree again right after: this host replaced another one.
+                None
+            } else {
+                by_address
+                    .get_or_insert_with(|| {
+                        previous
+                            .hosts
+                            .iter()
+                            .enumerate()
+                            .map(|(j, p)| (Arc::as_ptr(p) as usize, j))
+                            .collect()
+                    })
+                    .get(&(Arc::as_ptr(v) as usize))
+                    .copied()
+            };
+            source.push(found);
+        }
+        let (copied, copied_bytes) = source.iter().flatten().fold((0, 0), |(n, bytes), &j| {
+            (n + 1, bytes + previous.starts[j + 1] - previous.starts[j])
+        });
+        // New hosts are likely the size of the others.
+        let new_bytes = (vhosts.len() - copied) * (copied_bytes / copied.max(1) + 16);
+        let mut table = TableWriter::new(name, copied_bytes + new_bytes);
+        let mut starts = Vec::with_capacity(vhosts.len() + 1);
+        let mut digests = Vec::with_capacity(vhosts.len());
+        let mut i = 0;
+        while i < vhosts.len() {
+            match source[i] {
+                Some(first) => {
+                    // A run of hosts at consecutive positions of the previous table is one copy.
+                    let mut end = i + 1;
+                    while end < vhosts.len() && source[end] == Some(first + (end - i)) {
+                        end += 1;
+                    }
+                    let last = first + (end - i);
+                    let offset = table.body.len();
+                    let from = previous.starts[first];
+                    starts.extend(
+                        previous.starts[first..last]
+                            .iter()
+                            .map(|s| s - from + offset),
+                    );
+                    digests.extend_from_slice(&previous.digests[first..last]);
+                    table.push_framed(
+                        &previous.resource.body[from..previous.starts[last]],
+                        &previous.digests[first..last],
+                    );
+                    i = end;
+                }
+                None => {
+                    let encoded = self.encode_virtual_host(vhosts[i]);
+                    let digest = host_digest(&encoded);
+                    starts.push(table.body.len());
+                    digests.push(digest);
+                    table.push(&encoded, &digest);
+                    i += 1;
+                }
             }
-            return resource;
         }
-        let encodings: Vec<VirtualHostBytes> =
-            vhosts.iter().map(|v| self.virtual_host_bytes(v)).collect();
-        let size = encodings.iter().map(|e| e.bytes.len() + 10).sum();
-        let mut table = TableWriter::new(name, size);
-        for e in &encodings {
-            table.push(&e.bytes, &e.digest);
-        }
+        starts.push(table.body.len());
         let resource = table.finish();
         self.tables.insert(
             name.to_owned(),
-            (
-                vhosts.iter().map(|v| Arc::clone(v)).collect(),
-                resource.clone(),
-            ),
+            SplicedTable {
+                hosts: vhosts.iter().map(|v| Arc::clone(v)).collect(),
+                starts,
+                digests,
+                resource: resource.clone(),
+                used: true,
+            },
         );
         resource
     }
 
-    /// `virtual_host(v)` encoded: name and domains, then each route's encoding (field 3).
-    fn virtual_host_bytes(&mut self, v: &Arc<VirtualHostIr>) -> VirtualHostBytes {
+    /// `virtual_host(v)` encoded: name and domains, then each route's encoding (field 3),
+    /// the routes' encodings cached.
+    fn encode_virtual_host(&mut self, v: &VirtualHostIr) -> Vec<u8> {
         let routes = &mut self.routes;
-        if let Some((_, bytes)) = self.virtual_hosts.current.get(&(Arc::as_ptr(v) as usize)) {
-            return bytes.clone();
-        }
-        self.virtual_hosts.get_or_encode(v, |v| {
-            let mut body = Vec::new();
-            encode_virtual_host(v, &mut body, |r, body| {
-                let bytes = routes.get_or_encode(r, |r| {
-                    let mut bytes = Vec::new();
-                    encode_route(r, &mut bytes);
-                    bytes.into()
-                });
-                put_message(body, VIRTUAL_HOST_ROUTES, &bytes);
+        let mut body = Vec::new();
+        encode_virtual_host(v, &mut body, |r, body| {
+            let bytes = routes.get_or_encode(r, |r| {
+                let mut bytes = Vec::new();
+                encode_route(r, &mut bytes);
+                bytes.into()
             });
-            VirtualHostBytes {
-                digest: Sha256::digest(&body).into(),
-                bytes: Arc::from(body),
-            }
-        })
+            put_message(body, VIRTUAL_HOST_ROUTES, &bytes);
+        });
+        body
     }
 }
 
@@ -538,7 +628,7 @@ fn one_shot_route_table(name: &str, vhosts: &[&Arc<VirtualHostIr>]) -> Resource 
 /// Consecutive virtual hosts of a route table, encoded and framed as its field 2.
 struct EncodedRun {
     framed: Vec<u8>,
-    digests: Vec<[u8; 32]>,
+    digests: Vec<HostDigest>,
 }
 
 fn encode_run(vhosts: &[&Arc<VirtualHostIr>]) -> EncodedRun {
@@ -555,7 +645,7 @@ fn encode_run(vhosts: &[&Arc<VirtualHostIr>]) -> EncodedRun {
             encode_route(r, &mut route);
             put_message(out, VIRTUAL_HOST_ROUTES, &route);
         });
-        run.digests.push(Sha256::digest(&vhost).into());
+        run.digests.push(host_digest(&vhost));
         if i == 0 {
             // Virtual hosts of one table tend to be alike: room for the run at the first
             // one's size (and a quarter) spares the buffer a string of doublings, whose
@@ -610,17 +700,15 @@ impl TableWriter {
         }
     }
 
-    fn push(&mut self, vhost: &[u8], digest: &[u8; 32]) {
+    fn push(&mut self, vhost: &[u8], digest: &HostDigest) {
         put_message(&mut self.body, ROUTE_CONFIGURATION_VIRTUAL_HOSTS, vhost);
-        self.version.update(&digest[..VERSION_DIGEST_BYTES]);
+        self.version.update(digest);
     }
 
     /// Appends virtual hosts already framed as field 2, with their digests in order.
-    fn push_framed(&mut self, framed: &[u8], digests: &[[u8; 32]]) {
+    fn push_framed(&mut self, framed: &[u8], digests: &[HostDigest]) {
         self.body.extend_from_slice(framed);
-        for digest in digests {
-            self.version.update(&digest[..VERSION_DIGEST_BYTES]);
-        }
+        self.version.update(digests.as_flattened());
     }
 
     fn finish(mut self) -> Resource {
