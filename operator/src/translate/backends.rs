@@ -127,6 +127,51 @@ pub(super) struct ServiceClusters(
     std::collections::HashMap<usize, SharedCluster, foldhash::fast::RandomState>,
 );
 
+/// One [`ServiceClusters`] per thread of the worker pool, for a parallel translation. A job
+/// takes its thread's: a Gateway then sees one copy of each cluster per thread rather than
+/// one per job (rayon splits a thousand routes into a dozen or more jobs, and every copy
+/// costs the Gateway a lookup by name).
+#[derive(Debug)]
+pub(super) struct WorkerClusters(Vec<std::sync::Mutex<ServiceClusters>>);
+
+impl WorkerClusters {
+    pub fn new() -> Self {
+        // A slot per worker, and one for a caller outside the pool.
+        Self(
+            (0..=rayon::current_num_threads())
+                .map(|_| std::sync::Mutex::default())
+                .collect(),
+        )
+    }
+
+    /// The calling thread's memo. A thread runs one job at a time, so it is free, unless a
+    /// job is nested in another; then the nested one gets a memo of its own.
+    pub fn take(&self) -> WorkerMemo<'_> {
+        let outside = self.0.len() - 1;
+        let slot = rayon::current_thread_index().map_or(outside, |i| i.min(outside));
+        match self.0[slot].try_lock() {
+            Ok(memo) => WorkerMemo::Thread(memo),
+            Err(_) => WorkerMemo::Own(ServiceClusters::default()),
+        }
+    }
+}
+
+/// A job's [`ServiceClusters`]: its thread's, or its own.
+#[derive(Debug)]
+pub(super) enum WorkerMemo<'w> {
+    Thread(std::sync::MutexGuard<'w, ServiceClusters>),
+    Own(ServiceClusters),
+}
+
+impl WorkerMemo<'_> {
+    pub fn get(&mut self) -> &mut ServiceClusters {
+        match self {
+            Self::Thread(memo) => memo,
+            Self::Own(memo) => memo,
+        }
+    }
+}
+
 /// A backend's cluster as the references to it share it within one translation: the name
 /// route entries point at, and the cluster (endpoints not yet filled in).
 #[derive(Debug, Clone)]

@@ -558,10 +558,14 @@ fn virtual_host(
 ) -> VirtualHostIr {
     let mut entries: Vec<&PlacedEntry> = sources.iter().flat_map(|s| s.iter()).collect();
     precedence::sort(&mut entries, |e| &e.key);
+    let policy_free = entries
+        .iter()
+        .all(|e| e.route.traffic.is_none() && e.route.security.is_none());
     VirtualHostIr {
         name: format!("{gateway_key}/{listener}/{}", domains[0]),
         domains: domains.iter().map(|d| Arc::clone(d)).collect(),
         routes: entries.into_iter().map(|e| e.route.clone()).collect(),
+        policy_free,
     }
 }
 

@@ -204,6 +204,11 @@ pub struct VirtualHostIr {
     /// In Gateway API precedence order: the first route that matches a request wins.
     #[serde(with = "shared")]
     pub routes: Vec<Arc<RouteIr>>,
+    /// Whether it is known that no route carries policy settings (`traffic`, `security`), so
+    /// that the filters a connection manager needs are found without visiting every route of
+    /// a large Gateway. `false` claims nothing: the routes are looked at.
+    #[serde(skip)]
+    pub policy_free: bool,
 }
 
 /// One HTTPRoute rule match, with what to do with matching requests.

@@ -568,10 +568,11 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
             .map(|p| outcome_of(&mut service_clusters, p))
             .collect()
     } else {
+        let memos = backends::WorkerClusters::new();
         planned
             .par_iter()
             .with_min_len(32)
-            .map_init(backends::ServiceClusters::default, outcome_of)
+            .map_init(|| memos.take(), |memo, p| outcome_of(memo.get(), p))
             .collect()
     };
     if let Some(m) = memo.as_deref_mut() {

@@ -74,6 +74,8 @@ pub(super) fn guarded_host(
         name: v.name.clone(),
         domains: v.domains.clone(),
         routes,
+        // Guarded routes carry no policies; the others are the original's.
+        policy_free: v.policy_free,
     })
 }
 
@@ -152,6 +154,7 @@ mod tests {
             name: "h".into(),
             domains: vec!["h.test".into()],
             routes: vec![open.clone(), a.clone(), b.clone()],
+            policy_free: false,
         };
         assert_eq!(
             required_policies(&ListenerNeeds::of(host.routes.iter().map(|r| &**r))),

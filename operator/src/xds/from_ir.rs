@@ -401,8 +401,8 @@ impl SnapshotBuilder {
         // Entries of TLS, TCP and UDP listeners have no connection manager, yet a policy on
         // the whole Gateway reaches them too; their logins' secrets are served as well.
         for l in gateway.listeners.iter().filter(|l| !l.protocol.is_http()) {
-            let routes = l.virtual_hosts.iter().flat_map(|v| v.routes.iter());
-            oidc.extend(ListenerNeeds::of(routes.map(|r| &**r)).oidc);
+            let vhosts: Vec<&Arc<VirtualHostIr>> = l.virtual_hosts.iter().collect();
+            oidc.extend(ListenerNeeds::of(routes_of(&vhosts)).oidc);
         }
         let clusters = if self.one_shot {
             None
@@ -518,8 +518,10 @@ impl SnapshotBuilder {
         let (copied, copied_bytes) = source.iter().flatten().fold((0, 0), |(n, bytes), &j| {
             (n + 1, bytes + previous.starts[j + 1] - previous.starts[j])
         });
-        // New hosts are likely the size of the others.
-        let new_bytes = (vhosts.len() - copied) * (copied_bytes / copied.max(1) + 16);
+        // New hosts are likely about the size of the others; room to spare, because running
+        // out means copying the whole table into a larger buffer.
+        let average = copied_bytes / copied.max(1);
+        let new_bytes = (vhosts.len() - copied) * (average + average / 4 + 64);
         let mut table = TableWriter::new(name, copied_bytes + new_bytes);
         let mut starts = Vec::with_capacity(vhosts.len() + 1);
         let mut digests = Vec::with_capacity(vhosts.len());
@@ -861,7 +863,10 @@ fn listener_policy_filters(needs: &ListenerNeeds<'_>) -> Vec<HttpFilter> {
 
 /// The route entries of `vhosts`, in order.
 fn routes_of<'a>(vhosts: &[&'a Arc<VirtualHostIr>]) -> impl Iterator<Item = &'a RouteIr> {
-    vhosts.iter().flat_map(|v| v.routes.iter().map(|r| &**r))
+    vhosts
+        .iter()
+        .filter(|v| !v.policy_free)
+        .flat_map(|v| v.routes.iter().map(|r| &**r))
 }
 
 /// The ClientTrafficPolicy of a port's listeners, for what Envoy holds once per port: the
