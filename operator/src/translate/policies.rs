@@ -327,7 +327,7 @@ fn resolve_targets(
     let route_exists = |kind: RouteKind, name: &str, section: Option<&String>| {
         targetable.routes.iter().any(|(k, key, route)| {
             *k == kind
-                && &***key == format!("{namespace}/{name}")
+                && ***key == *format!("{namespace}/{name}")
                 && section.is_none_or(|s| {
                     route
                         .spec

@@ -316,7 +316,7 @@ fn compile_rule<'r>(
             clusters.push(cluster.clone());
         }
     };
-    let mut backends = Vec::new();
+    let mut backends = Vec::with_capacity(rule.backend_refs.as_ref().map_or(0, Vec::len));
     let mut invalid_weight: u32 = 0;
     for (backend, (request_headers, response_headers)) in
         rule.backend_refs.iter().flatten().zip(backend_filters)
