@@ -208,7 +208,13 @@ impl ListenerCache {
         let mut order: Vec<u32> = (0..routes.len())
             .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
             .collect();
-        order.sort_by_cached_key(|&i| hostname::SpecificityKey::new(routes[i as usize].0));
+        let key = |&i: &u32| hostname::SpecificityKey::new(routes[i as usize].0);
+        if order.len() < PARALLEL_VIRTUAL_HOSTS {
+            order.sort_by_cached_key(key);
+        } else {
+            use rayon::slice::ParallelSliceMut;
+            order.par_sort_by_cached_key(key);
+        }
         let hosts = routes.iter().map(|(host, _)| Arc::clone(host)).collect();
         (hosts, order)
     }

@@ -191,7 +191,7 @@ impl std::fmt::Debug for CertificateIr {
 
 /// Routes served for some hostnames on one listener: those served by exactly the same route
 /// entries (each hostname is in one virtual host of a listener).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VirtualHostIr {
     /// `"{gateway ns}/{gateway name}/{listener}/{first domain}"`: unique across the Gateway,
     /// so the virtual hosts of all listeners on a port can share one route table.
@@ -210,6 +210,21 @@ pub struct VirtualHostIr {
     #[serde(skip)]
     pub policy_free: bool,
 }
+
+/// Equal when they route the same: `policy_free` is a fact about the routes, known or not.
+impl PartialEq for VirtualHostIr {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            name,
+            domains,
+            routes,
+            policy_free: _,
+        } = self;
+        *name == other.name && *domains == other.domains && *routes == other.routes
+    }
+}
+
+impl Eq for VirtualHostIr {}
 
 /// One HTTPRoute rule match, with what to do with matching requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

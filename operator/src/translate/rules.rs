@@ -169,7 +169,7 @@ pub(super) fn compile(
     };
     for (i, rule) in rules.iter().enumerate() {
         match compile_rule(route, i, rule, &mut shared, &mut out) {
-            Ok(entries) => out.entries.extend(entries),
+            Ok(()) => {}
             Err(e) => {
                 out.diagnostics
                     .push((e.category(), format!("rule {i} dropped: {e}")));
@@ -268,7 +268,7 @@ fn compile_rule<'r>(
     rule: &'r HttpRouteRules,
     shared: &mut Shared<'r, '_>,
     out: &mut CompiledRoute,
-) -> Result<Vec<CompiledEntry>, RuleError> {
+) -> Result<(), RuleError> {
     let RouteRef {
         index,
         kind,
@@ -300,12 +300,21 @@ fn compile_rule<'r>(
         return Err(RuleError::PrefixReplaceWithoutPrefixMatch);
     }
     let timeouts = parse_timeouts(rule)?;
-    let backend_filters = rule
+    // Most backendRefs have no filters: then no list of empty ones is made.
+    let backend_filters = if rule
         .backend_refs
         .iter()
         .flatten()
-        .map(parse_backend_filters)
-        .collect::<Result<Vec<_>, _>>()?;
+        .any(|b| b.filters.as_ref().is_some_and(|f| !f.is_empty()))
+    {
+        rule.backend_refs
+            .iter()
+            .flatten()
+            .map(parse_backend_filters)
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
 
     // From here on nothing drops the rule: problems are unresolved references.
     let mut clusters: Vec<SharedCluster> = Vec::new();
@@ -318,9 +327,11 @@ fn compile_rule<'r>(
     };
     let mut backends = Vec::with_capacity(rule.backend_refs.as_ref().map_or(0, Vec::len));
     let mut invalid_weight: u32 = 0;
-    for (backend, (request_headers, response_headers)) in
-        rule.backend_refs.iter().flatten().zip(backend_filters)
-    {
+    for (backend, (request_headers, response_headers)) in rule.backend_refs.iter().flatten().zip(
+        backend_filters
+            .into_iter()
+            .chain(std::iter::repeat_with(BackendHeaders::default)),
+    ) {
         let weight = u32::try_from(backend.weight.unwrap_or(1)).unwrap_or(0);
         match shared.resolve(route, target_of(backend)) {
             Ok(cluster) => {
@@ -416,10 +427,9 @@ fn compile_rule<'r>(
     let route_filters = shared.filters(route_filters);
     let count = compiled.len();
     let mut action = action;
-    Ok(compiled
-        .into_iter()
-        .enumerate()
-        .map(|(match_index, m)| {
+    // Entries go straight into the route's list: no list per rule.
+    out.entries
+        .extend(compiled.into_iter().enumerate().map(|(match_index, m)| {
             // The last (usually the only) match takes the action; the others copy it.
             let action = if match_index + 1 < count {
                 action.clone()
@@ -444,8 +454,8 @@ fn compile_rule<'r>(
                 }),
                 redirect_port,
             }
-        })
-        .collect())
+        }));
+    Ok(())
 }
 
 /// `"{prefix}/{key}/rule/{rule}/match/{match_index}"`, a route entry's name, written without
