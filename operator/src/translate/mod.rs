@@ -683,11 +683,14 @@ fn run(snapshot: &Snapshot, mut memo: Option<&mut Translator>) -> Translation {
     }
 }
 
-/// `"{namespace}/{name}"` of a namespaced object.
+/// `"{namespace}/{name}"` of a namespaced object (written without the formatting machinery:
+/// every route's key is made on every one-shot translation).
 fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    format!(
-        "{}/{}",
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default()
-    )
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    let name = meta.name.as_deref().unwrap_or_default();
+    let mut key = String::with_capacity(namespace.len() + 1 + name.len());
+    key.push_str(namespace);
+    key.push('/');
+    key.push_str(name);
+    key
 }
