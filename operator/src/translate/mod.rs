@@ -428,7 +428,8 @@ type Planned<'s> = (
     Option<Option<Arc<routes::RouteOutcome>>>,
 );
 
-/// Fewer routes to compile than this are compiled on the calling thread.
+/// Fewer routes to compile (or outcomes to free) than this are handled on the calling thread:
+/// waking the workers costs more.
 const PARALLEL_COMPILE: usize = 32;
 
 /// The translation itself; `memo` holds what an incremental [`Translator`] may reuse, and

@@ -168,13 +168,10 @@ pub(super) fn compile(
         key,
     };
     for (i, rule) in rules.iter().enumerate() {
-        match compile_rule(route, i, rule, &mut shared, &mut out) {
-            Ok(()) => {}
-            Err(e) => {
-                out.diagnostics
-                    .push((e.category(), format!("rule {i} dropped: {e}")));
-                out.dropped.push((i, e));
-            }
+        if let Err(e) = compile_rule(route, i, rule, &mut shared, &mut out) {
+            out.diagnostics
+                .push((e.category(), format!("rule {i} dropped: {e}")));
+            out.dropped.push((i, e));
         }
     }
     out
