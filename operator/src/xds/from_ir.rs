@@ -156,19 +156,6 @@ pub struct SnapshotBuilder {
     one_shot: bool,
 }
 
-impl SplicedTable {
-    /// A table of no hosts, to splice a first build from.
-    fn empty() -> Self {
-        Self {
-            hosts: Vec::new(),
-            starts: vec![0],
-            digests: Vec::new(),
-            resource: Resource::new("", "", Vec::new()),
-            used: false,
-        }
-    }
-}
-
 /// The part of a virtual host's SHA-256 digest route table versions derive from.
 type HostDigest = [u8; VERSION_DIGEST_BYTES];
 
@@ -191,6 +178,19 @@ struct SplicedTable {
     resource: Resource,
     /// Whether the current build used it; tables a build did not use are dropped.
     used: bool,
+}
+
+impl SplicedTable {
+    /// A table of no hosts, to splice a first build from.
+    fn empty() -> Self {
+        Self {
+            hosts: Vec::new(),
+            starts: vec![0],
+            digests: Vec::new(),
+            resource: Resource::new("", "", Vec::new()),
+            used: false,
+        }
+    }
 }
 
 /// Encodings keyed by the address of the IR they encode, kept while builds use them.

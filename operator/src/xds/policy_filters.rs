@@ -327,9 +327,9 @@ pub fn compressor_per_route() -> CompressorPerRoute {
     }
 }
 
-/// The JWT providers, ext_authz policies, OIDC logins and compression algorithms the routes of one
-/// connection manager use: what its HTTP filters and route table names derive from, found in
-/// one pass over its route entries (tens of thousands on a large Gateway).
+/// The JWT providers, ext_authz policies, OIDC logins and compression algorithms the routes
+/// of one connection manager use: what its HTTP filters and route table names derive from,
+/// found in one pass over its route entries (tens of thousands on a large Gateway).
 #[derive(Debug, Default)]
 pub struct ListenerNeeds<'a> {
     /// By SecurityPolicy (`namespace/name`).
